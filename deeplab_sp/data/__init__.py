@@ -1,0 +1,1 @@
+"""Datasets: TFRecord format, registry and the tf.data input pipeline."""

@@ -1,0 +1,1 @@
+"""The SP-Transformer network and its layers."""

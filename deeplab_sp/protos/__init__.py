@@ -1,0 +1,1 @@
+"""Python modules generated from protos/*.proto by tools/build_protos.py."""
