@@ -1,0 +1,45 @@
+r"""Checks an experiment config and prints a summary of its geometry.
+
+Usage:
+  python tools/validate_config.py \
+      --config_file=configs/cityscapes/sp_transformer_r50.textproto
+
+Exit 0 with a short summary (dataset, crop, hypercolumn size, superpixel
+grid, pixels per superpixel), or exit 1 with a message naming the file, the
+line or field, and the fix.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from deeplab_sp import config
+
+_CONFIG_FILE = flags.DEFINE_multi_string(
+    'config_file', None,
+    'Path of a text ExperimentOptions (.textproto); repeat the flag to check '
+    'several files.', required=True)
+_MODE = flags.DEFINE_enum(
+    'mode', 'train_and_eval', config.MODES,
+    'Mode the config will be used in; decides which datasets must have '
+    'file patterns.')
+
+
+def main(argv):
+  del argv  # Unused.
+  failed = 0
+  for path in _CONFIG_FILE.value:
+    try:
+      options = config.load_experiment_options(path, mode=_MODE.value)
+    except config.ConfigError as e:
+      print(f'INVALID {e}', file=sys.stderr)
+      failed += 1
+      continue
+    print(f'OK {path}')
+    print('  ' + config.summary(options).replace('\n', '\n  '))
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  app.run(main)
