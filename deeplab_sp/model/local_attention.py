@@ -1,0 +1,674 @@
+"""Local pixel-superpixel attention ops of the Superpixel Transformer.
+
+Implements the local terms of the SP-Transformer (Zhu et al., "Superpixel
+Transformers for Efficient Semantic Segmentation", arXiv 2309.16889):
+
+  * `superpixel_update`: the attention term of equation (3), each superpixel
+    attending to the 9*h*w pixels of the 3x3 block of cells around it;
+  * `pixel_update`: the attention term of equation (4), each pixel attending
+    to the 9 superpixels of the 3x3 block of cells around its own cell;
+  * `association_logits`: the dot products I_p . S_i of equation (5);
+  * `combine_neighbors`: the weighted sum of equation (6);
+  * helpers that describe the neighbourhoods (`neighbor_valid_mask`,
+    `neighbor_superpixel_ids`, `gather_neighbors`).
+
+Everything here is a pure function of tensors with static spatial shapes, so
+it runs eagerly, under `tf.function` and under XLA (`jit_compile=True`), for
+any batch size and for float32, float16 and bfloat16 inputs.
+
+Neighbour slots. The 9 neighbours of a cell are numbered by their offset
+(dy, dx) from it, row-major over dy, dx in (-1, 0, 1): slot 0 is (-1, -1),
+slot 4 the cell itself, slot 8 (+1, +1) (`NEIGHBOR_OFFSETS`). The 9*h*w
+pixels of a superpixel's neighbourhood are numbered slot-major, then by pixel
+within the cell, row-major.
+
+Borders. Neighbours outside the grid do not exist. They are masked out of
+every softmax and receive a weight of exactly 0 (never attended to as zeros).
+Logits returned to the caller (`association_logits`) carry
+`masked_logit(dtype)` at such slots: half the most negative finite value of
+the dtype. It is finite (so bilinear resizing and 0 * logit stay finite and
+gradients never see inf or NaN), yet exp(masked - max) underflows to exactly
+0 in every float type, including after a cast of float16/bfloat16 logits to
+float32. Casting float32 masked logits to float16 turns them into -inf;
+softmax still gives exactly 0 there.
+
+Two implementations compute the same function (they agree to float32
+round-off, forward and backward):
+
+  * `NAIVE` (the paper's): every neighbour's key/value is copied to each of
+    the cells that see it, so both attentions become dense batched matmuls
+    over gathered tensors of shape [..., 9, D] (pixel path) and
+    [..., 9*h*w, D] (superpixel path). It is the reference that defines the
+    numbers, written to be read.
+  * `EFFICIENT`: pixel-centric. The pixel tensor is reshaped into cell blocks
+    [B, Hs, Ws, h*w, N, D] and meets the 9 shifted superpixel grids
+    [B, Hs, Ws, 9, N, D] (small) once; logits are [B, Hs, Ws, N, h*w, 9].
+    The pixel path's softmax runs over the last axis. For the superpixel
+    path, the softmax of superpixel i runs over the entries of its 9
+    neighbouring blocks that point back at i: per-block maxima, sums and
+    weighted sums of values ([B, Hs, Ws, 9, N, D] partial sums) are computed
+    block by block and shifted back to i, so no pixel tensor is ever copied
+    9 times.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from deeplab_sp.protos import model_pb2
+
+NAIVE = 'NAIVE'
+EFFICIENT = 'EFFICIENT'
+IMPLEMENTATIONS = (NAIVE, EFFICIENT)
+
+# Offsets (dy, dx) of the 9 neighbour slots of a cell, row-major.
+NEIGHBOR_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+NUM_NEIGHBORS = len(NEIGHBOR_OFFSETS)  # The 3x3 block of the paper, Fig. 3.
+CENTER_SLOT = NEIGHBOR_OFFSETS.index((0, 0))
+
+# Masked logits are this fraction of the dtype's most negative finite value
+# (see the module docstring).
+_MASKED_LOGIT_FRACTION = 0.5
+
+
+def normalize_implementation(implementation):
+  """Returns NAIVE or EFFICIENT from a name or a proto enum value.
+
+  Args:
+    implementation: 'NAIVE' / 'EFFICIENT' (any case) or
+      `model_pb2.NAIVE` / `model_pb2.EFFICIENT` (ints 0 / 1).
+
+  Raises:
+    ValueError: if `implementation` is neither.
+  """
+  if isinstance(implementation, str):
+    name = implementation.upper()
+  elif isinstance(implementation, (int, np.integer)) and not isinstance(
+      implementation, bool):
+    try:
+      name = model_pb2.LocalAttentionImplementation.Name(int(implementation))
+    except ValueError:
+      name = None
+  else:
+    name = None
+  if name not in IMPLEMENTATIONS:
+    raise ValueError(
+        f'Unknown local attention implementation {implementation!r}: use one '
+        f'of {IMPLEMENTATIONS} or the LocalAttentionImplementation enum of '
+        'protos/model.proto (NAIVE = 0, EFFICIENT = 1).')
+  return name
+
+
+def masked_logit(dtype):
+  """The finite logit put at out-of-grid neighbour slots, for `dtype`."""
+  dtype = tf.as_dtype(dtype)
+  return _MASKED_LOGIT_FRACTION * dtype.min
+
+
+def neighbor_valid_mask(grid_height, grid_width):
+  """Which of the 9 neighbour slots of each cell lie inside the grid.
+
+  Args:
+    grid_height: Hs, number of superpixel rows.
+    grid_width: Ws, number of superpixel columns.
+
+  Returns:
+    A bool tf.Tensor [Hs, Ws, 9].
+  """
+  return tf.constant(_neighbor_valid_mask_np(grid_height, grid_width))
+
+
+def neighbor_superpixel_ids(height, width, grid_height, grid_width):
+  """Absolute superpixel id of each of the 9 neighbour slots of each pixel.
+
+  A pixel (y, x) of an H x W map lies in cell (y // (H / Hs), x // (W / Ws)).
+
+  Args:
+    height: H, a multiple of `grid_height`.
+    width: W, a multiple of `grid_width`.
+    grid_height: Hs.
+    grid_width: Ws.
+
+  Returns:
+    An int32 tf.Tensor [H, W, 9]: row * Ws + col of the slot's superpixel,
+    -1 where the slot is outside the grid.
+  """
+  return tf.constant(
+      _neighbor_superpixel_ids_np(height, width, grid_height, grid_width))
+
+
+def gather_neighbors(superpixel_values, height, width, implementation=NAIVE):
+  """Copies to every pixel the values of its 9 neighbouring superpixels.
+
+  Args:
+    superpixel_values: [batch, Hs, Ws, channels].
+    height: H, a multiple of Hs.
+    width: W, a multiple of Ws.
+    implementation: NAIVE or EFFICIENT (see `normalize_implementation`).
+
+  Returns:
+    [batch, H, W, 9, channels]; zeros at slots outside the grid.
+  """
+  implementation = normalize_implementation(implementation)
+  superpixel_values = tf.convert_to_tensor(superpixel_values)
+  grid_height, grid_width, channels = _static_dims(superpixel_values, 1, 2, 3)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  if implementation == NAIVE:
+    ids = neighbor_superpixel_ids(height, width, grid_height, grid_width)
+    # [batch, Hs * Ws, channels]
+    flat_values = tf.reshape(
+        superpixel_values, [-1, grid_height * grid_width, channels])
+    # [batch, H, W, 9, channels]
+    gathered = tf.gather(flat_values, tf.maximum(ids, 0), axis=1)
+    valid = tf.reshape(ids >= 0, [1, height, width, NUM_NEIGHBORS, 1])
+    return tf.where(valid, gathered, tf.zeros_like(gathered))
+  # [batch, Hs, Ws, 9, channels], zeros outside.
+  shifted = _neighbor_grids(superpixel_values)
+  shifted = shifted[:, :, tf.newaxis, :, tf.newaxis]
+  batch = tf.shape(superpixel_values)[0]
+  # [batch, Hs, h, Ws, w, 9, channels]
+  shifted = tf.broadcast_to(shifted, tf.stack([
+      batch, grid_height, cell_height, grid_width, cell_width, NUM_NEIGHBORS,
+      channels]))
+  return tf.reshape(shifted, [-1, height, width, NUM_NEIGHBORS, channels])
+
+
+def combine_neighbors(weights, superpixel_values, implementation=NAIVE):
+  """Equation (6): Y_p = sum_{i in N(p)} Q_pi * C_i.
+
+  Args:
+    weights: [batch, H, W, 9], the weight of each neighbour slot of each
+      pixel (H, W multiples of Hs, Ws; pixel (y, x) is in cell
+      (y // (H / Hs), x // (W / Ws))). Weights at out-of-grid slots are
+      ignored (treated as exactly 0).
+    superpixel_values: [batch, Hs, Ws, channels], e.g. class logits C_i.
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, H, W, channels].
+  """
+  implementation = normalize_implementation(implementation)
+  weights = tf.convert_to_tensor(weights)
+  superpixel_values = tf.convert_to_tensor(superpixel_values)
+  height, width = _static_dims(weights, 1, 2)
+  grid_height, grid_width, channels = _static_dims(superpixel_values, 1, 2, 3)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  weights = tf.cast(weights, superpixel_values.dtype)
+  if implementation == NAIVE:
+    valid = tf.constant(
+        _neighbor_superpixel_ids_np(height, width, grid_height, grid_width)
+        >= 0)[tf.newaxis]
+    weights = tf.where(valid, weights, tf.zeros_like(weights))
+    # [batch, H, W, 9, channels]
+    neighbors = gather_neighbors(superpixel_values, height, width, NAIVE)
+    return tf.einsum('byxs,byxsc->byxc', weights, neighbors)
+  # [batch, Hs, h, Ws, w, 9]
+  weights = tf.reshape(weights, [
+      -1, grid_height, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
+  weights = tf.where(valid, weights, tf.zeros_like(weights))
+  # [batch, Hs, Ws, 9, channels]
+  shifted = _neighbor_grids(superpixel_values)
+  combined = tf.einsum('byhxws,byxsc->byhxwc', weights, shifted)
+  return tf.reshape(combined, [-1, height, width, channels])
+
+
+def association_logits(pixel_features, superpixel_features,
+                       implementation=NAIVE):
+  """The logits of equation (5): I_p . S_i for the 9 neighbours i of p.
+
+  Args:
+    pixel_features: [batch, H, W, channels], H = Hs * h, W = Ws * w.
+    superpixel_features: [batch, Hs, Ws, channels].
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, H, W, 9] logits, `masked_logit(dtype)` at out-of-grid slots (see
+    the module docstring).
+  """
+  implementation = normalize_implementation(implementation)
+  pixel_features = tf.convert_to_tensor(pixel_features)
+  superpixel_features = tf.convert_to_tensor(
+      superpixel_features, dtype=pixel_features.dtype)
+  height, width, channels = _static_dims(pixel_features, 1, 2, 3)
+  grid_height, grid_width = _static_dims(superpixel_features, 1, 2)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  dtype = pixel_features.dtype
+  if implementation == NAIVE:
+    # [batch, H, W, 9, channels]: 9 copies of every superpixel per pixel.
+    neighbors = gather_neighbors(superpixel_features, height, width, NAIVE)
+    logits = tf.einsum('byxc,byxsc->byxs', pixel_features, neighbors)
+    valid = tf.constant(
+        _neighbor_superpixel_ids_np(height, width, grid_height, grid_width)
+        >= 0)[tf.newaxis]
+    return tf.where(valid, logits, tf.cast(masked_logit(dtype), dtype))
+  # [batch, Hs, h, Ws, w, channels]
+  blocks = tf.reshape(pixel_features, [
+      -1, grid_height, cell_height, grid_width, cell_width, channels])
+  # [batch, Hs, Ws, 9, channels]
+  shifted = _neighbor_grids(superpixel_features)
+  # [batch, Hs, h, Ws, w, 9]
+  logits = tf.einsum('byhxwc,byxsc->byhxws', blocks, shifted)
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
+  logits = tf.where(valid, logits, tf.cast(masked_logit(dtype), dtype))
+  return tf.reshape(logits, [-1, height, width, NUM_NEIGHBORS])
+
+
+def superpixel_update(superpixel_query, pixel_key, pixel_value,
+                      key_position=None, value_position=None,
+                      implementation=NAIVE):
+  """The attention term of equation (3): superpixels attend to pixels.
+
+  Superpixel i attends to the 9*h*w pixels of the 3x3 block of cells centred
+  on its cell; pixels of cells outside the grid are masked out of the
+  softmax. Multi-head: N heads of D channels each.
+
+  Args:
+    superpixel_query: [batch, Hs, Ws, N, D] queries q(S_i) (unscaled; they
+      are scaled by 1/sqrt(D) here).
+    pixel_key: [batch, Hs*h, Ws*w, N, D] keys k(I_p).
+    pixel_value: [batch, Hs*h, Ws*w, N, D] values v(I_p).
+    key_position: optional [9*h*w, N, D] relative position embedding added
+      to the keys of a superpixel's neighbourhood (slot-major, then pixel
+      within the cell row-major; shared by all superpixels).
+    value_position: optional [9*h*w, N, D], the same for the values.
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, Hs, Ws, N, D] = sum_p softmax_p(q . k_p / sqrt(D)) v_p (no
+    residual, no output projection).
+  """
+  implementation = normalize_implementation(implementation)
+  superpixel_query, pixel_key, pixel_value = _to_tensors(
+      superpixel_query, pixel_key, pixel_value)
+  key_position, value_position = _to_tensors(
+      key_position, value_position, dtype=superpixel_query.dtype)
+  grid_height, grid_width, num_heads, head_dim = _static_dims(
+      superpixel_query, 1, 2, 3, 4)
+  height, width = _static_dims(pixel_key, 1, 2)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  _check_shape('pixel_key', pixel_key, [height, width, num_heads, head_dim])
+  _check_shape('pixel_value', pixel_value, [height, width, num_heads, head_dim])
+  neighborhood = NUM_NEIGHBORS * cell_height * cell_width
+  for name, position in (('key_position', key_position),
+                         ('value_position', value_position)):
+    if position is not None:
+      _check_shape(name, position, [neighborhood, num_heads, head_dim],
+                   has_batch=False)
+  query = superpixel_query * tf.cast(
+      1.0 / np.sqrt(head_dim), superpixel_query.dtype)
+  if implementation == NAIVE:
+    return _superpixel_update_naive(query, pixel_key, pixel_value,
+                                    key_position, value_position,
+                                    cell_height, cell_width)
+  return _superpixel_update_efficient(query, pixel_key, pixel_value,
+                                      key_position, value_position,
+                                      cell_height, cell_width)
+
+
+def pixel_update(pixel_query, superpixel_key, superpixel_value,
+                 key_position=None, value_position=None, implementation=NAIVE):
+  """The attention term of equation (4): pixels attend to superpixels.
+
+  Pixel p attends to the 9 superpixels of the 3x3 block of cells centred on
+  its own cell; superpixels outside the grid are masked out of the softmax.
+
+  Args:
+    pixel_query: [batch, H, W, N, D] queries q(I_p) (unscaled; scaled by
+      1/sqrt(D) here), H = Hs * h, W = Ws * w.
+    superpixel_key: [batch, Hs, Ws, N, D] keys k(S_i).
+    superpixel_value: [batch, Hs, Ws, N, D] values v(S_i).
+    key_position: optional [9, N, D] relative position embedding added to the
+      key of each neighbour slot.
+    value_position: optional [9, N, D], the same for the values.
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, H, W, N, D] = sum_i softmax_i(q . k_i / sqrt(D)) v_i.
+  """
+  implementation = normalize_implementation(implementation)
+  pixel_query, superpixel_key, superpixel_value = _to_tensors(
+      pixel_query, superpixel_key, superpixel_value)
+  key_position, value_position = _to_tensors(
+      key_position, value_position, dtype=pixel_query.dtype)
+  height, width, num_heads, head_dim = _static_dims(pixel_query, 1, 2, 3, 4)
+  grid_height, grid_width = _static_dims(superpixel_key, 1, 2)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  _check_shape('superpixel_key', superpixel_key,
+               [grid_height, grid_width, num_heads, head_dim])
+  _check_shape('superpixel_value', superpixel_value,
+               [grid_height, grid_width, num_heads, head_dim])
+  for name, position in (('key_position', key_position),
+                         ('value_position', value_position)):
+    if position is not None:
+      _check_shape(name, position, [NUM_NEIGHBORS, num_heads, head_dim],
+                   has_batch=False)
+  query = pixel_query * tf.cast(1.0 / np.sqrt(head_dim), pixel_query.dtype)
+  if implementation == NAIVE:
+    return _pixel_update_naive(query, superpixel_key, superpixel_value,
+                               key_position, value_position)
+  return _pixel_update_efficient(query, superpixel_key, superpixel_value,
+                                 key_position, value_position,
+                                 cell_height, cell_width)
+
+
+# NAIVE: the paper's 9x duplication.
+
+
+def _superpixel_update_naive(query, key, value, key_position, value_position,
+                             cell_height, cell_width):
+  """Eq. (3) by copying each pixel to the 9 superpixels that see it."""
+  grid_height, grid_width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
+  # [batch, Hs, Ws, 9*h*w, N, D]: every pixel key/value copied 9 times.
+  neighbor_keys = _gather_neighborhood_pixels(key, cell_height, cell_width)
+  neighbor_values = _gather_neighborhood_pixels(value, cell_height, cell_width)
+  if key_position is not None:
+    neighbor_keys += tf.cast(key_position, key.dtype)
+  if value_position is not None:
+    neighbor_values += tf.cast(value_position, value.dtype)
+  # [batch, Hs, Ws, N, 9*h*w]
+  logits = tf.einsum('byxnd,byxpnd->byxnp', query, neighbor_keys)
+  # [Hs, Ws, 9*h*w]: a pixel is valid when its cell is inside the grid.
+  valid = np.repeat(_neighbor_valid_mask_np(grid_height, grid_width),
+                    cell_height * cell_width, axis=-1)
+  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
+  weights = _masked_softmax(logits, valid)
+  # [batch, Hs, Ws, N, D]
+  return tf.einsum('byxnp,byxpnd->byxnd', weights, neighbor_values)
+
+
+def _gather_neighborhood_pixels(pixels, cell_height, cell_width):
+  """[B, Hs*h, Ws*w, N, D] -> [B, Hs, Ws, 9*h*w, N, D], zeros outside."""
+  height, width, num_heads, head_dim = _static_dims(pixels, 1, 2, 3, 4)
+  grid_height, grid_width = height // cell_height, width // cell_width
+  # [B, Hs, h, Ws, w, N, D] -> [B, Hs, Ws, h, w, N, D]
+  blocks = tf.reshape(pixels, [-1, grid_height, cell_height, grid_width,
+                               cell_width, num_heads, head_dim])
+  blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
+  # [B, Hs, Ws, 9, h, w, N, D]: slot s of cell i holds the block of i + o_s.
+  neighbors = _neighbor_grids(blocks)
+  return tf.reshape(neighbors, [
+      -1, grid_height, grid_width,
+      NUM_NEIGHBORS * cell_height * cell_width, num_heads, head_dim])
+
+
+def _pixel_update_naive(query, key, value, key_position, value_position):
+  """Eq. (4) by copying each superpixel to every pixel that sees it."""
+  height, width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
+  grid_height, grid_width = _static_dims(key, 1, 2)
+  channels = num_heads * head_dim
+  # [batch, H, W, 9, N, D]: each superpixel copied to 9*h*w pixels.
+  neighbor_keys = tf.reshape(
+      gather_neighbors(tf.reshape(key, [-1, grid_height, grid_width, channels]),
+                       height, width, NAIVE),
+      [-1, height, width, NUM_NEIGHBORS, num_heads, head_dim])
+  neighbor_values = tf.reshape(
+      gather_neighbors(
+          tf.reshape(value, [-1, grid_height, grid_width, channels]),
+          height, width, NAIVE),
+      [-1, height, width, NUM_NEIGHBORS, num_heads, head_dim])
+  if key_position is not None:
+    neighbor_keys += tf.cast(key_position, key.dtype)
+  if value_position is not None:
+    neighbor_values += tf.cast(value_position, value.dtype)
+  # [batch, H, W, N, 9]
+  logits = tf.einsum('byxnd,byxsnd->byxns', query, neighbor_keys)
+  valid = _neighbor_superpixel_ids_np(
+      height, width, grid_height, grid_width) >= 0
+  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
+  weights = _masked_softmax(logits, valid)
+  # [batch, H, W, N, D]
+  return tf.einsum('byxns,byxsnd->byxnd', weights, neighbor_values)
+
+
+def _masked_softmax(logits, valid):
+  """Softmax over the last axis giving exactly 0 where `valid` is False.
+
+  Args:
+    logits: a float tensor.
+    valid: a bool tensor broadcastable to `logits`, with at least one True
+      entry along the last axis (the centre cell always is).
+  """
+  masked = tf.where(valid, logits,
+                    tf.cast(masked_logit(logits.dtype), logits.dtype))
+  # The CPU softmax kernel takes rank <= 5: softmax over rows of a matrix.
+  weights = tf.reshape(
+      tf.nn.softmax(tf.reshape(masked, [-1, masked.shape[-1]]), axis=-1),
+      tf.shape(masked))
+  return tf.where(valid, weights, tf.zeros_like(weights))
+
+
+# EFFICIENT: pixel-centric block computation.
+
+
+def _superpixel_update_efficient(query, key, value, key_position,
+                                 value_position, cell_height, cell_width):
+  """Eq. (3) without copying pixels: per-block partial softmax sums.
+
+  Pixel block j (the h*w pixels of cell j) is seen by superpixel j - o_s
+  through slot s. Logits L[j, s, p] pair block j's pixel p with that
+  superpixel. The softmax of superpixel i runs over L[i + o_s, s, :] for the
+  9 slots s; it is computed from per-block maxima, sums of exponentials and
+  weighted sums of values, each shifted from block i + o_s back to cell i.
+  """
+  grid_height, grid_width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
+  cell_pixels = cell_height * cell_width
+  dtype = query.dtype
+  # [B, Hs, Ws, h*w, N, D]
+  key_blocks = _to_blocks(key, cell_height, cell_width)
+  value_blocks = _to_blocks(value, cell_height, cell_width)
+  # [B, Hs, Ws, 9, N, D]: slot s of block j holds superpixel j - o_s.
+  seeing_queries = _neighbor_grids(query, sign=-1)
+  # [B, Hs, Ws, N, h*w, 9]
+  logits = tf.einsum('byxsnd,byxpnd->byxnps', seeing_queries, key_blocks)
+  if key_position is not None:
+    # [9, h*w, N, D]
+    key_position = tf.reshape(tf.cast(key_position, dtype), [
+        NUM_NEIGHBORS, cell_pixels, num_heads, head_dim])
+    logits += tf.einsum('byxsnd,spnd->byxnps', seeing_queries, key_position)
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  # [Hs, Ws, 9]: block j, slot s points at a superpixel inside the grid.
+  seen_by_valid = tf.constant(valid[:, :, ::-1].copy())
+  valid = tf.constant(valid)
+  masked = tf.cast(masked_logit(dtype), dtype)
+
+  # Softmax maximum of superpixel i: max over its 9 neighbouring blocks.
+  # [B, Hs, Ws, N, 9]
+  block_max = tf.stop_gradient(tf.reduce_max(logits, axis=-2))
+  # [B, Hs, Ws, 9, N]: slot s of cell i holds block i + o_s's maximum.
+  neighbor_max = _shift_slots(tf.transpose(block_max, [0, 1, 2, 4, 3]))
+  neighbor_max = tf.where(valid[tf.newaxis, :, :, :, tf.newaxis],
+                          neighbor_max, masked)
+  # [B, Hs, Ws, N]
+  superpixel_max = tf.reduce_max(neighbor_max, axis=3)
+  # [B, Hs, Ws, N, 1, 9]: back to the blocks, the maximum of the superpixel
+  # each slot points at.
+  max_at_blocks = tf.transpose(
+      _neighbor_grids(superpixel_max, sign=-1), [0, 1, 2, 4, 3])
+  max_at_blocks = max_at_blocks[:, :, :, :, tf.newaxis, :]
+  shifted_logits = tf.where(
+      seen_by_valid[tf.newaxis, :, :, tf.newaxis, tf.newaxis, :],
+      logits - max_at_blocks, masked)
+  # [B, Hs, Ws, N, h*w, 9]; exactly 0 where the superpixel is outside.
+  exp_logits = tf.exp(shifted_logits)
+
+  # Per-block partial sums. [B, Hs, Ws, 9, N]
+  block_sums = tf.transpose(tf.reduce_sum(exp_logits, axis=-2),
+                            [0, 1, 2, 4, 3])
+  # [B, Hs, Ws, 9, N, D]
+  block_outputs = tf.einsum('byxnps,byxpnd->byxsnd', exp_logits, value_blocks)
+  if value_position is not None:
+    value_position = tf.reshape(tf.cast(value_position, dtype), [
+        NUM_NEIGHBORS, cell_pixels, num_heads, head_dim])
+    block_outputs += tf.einsum('byxnps,spnd->byxsnd', exp_logits,
+                               value_position)
+  # Shift block i + o_s's slot-s sums to cell i and add the 9 slots.
+  # [B, Hs, Ws, N]
+  sums = tf.reduce_sum(_shift_slots(block_sums), axis=3)
+  # [B, Hs, Ws, N, D]
+  outputs = tf.reduce_sum(_shift_slots(block_outputs), axis=3)
+  return outputs / sums[..., tf.newaxis]
+
+
+def _pixel_update_efficient(query, key, value, key_position, value_position,
+                            cell_height, cell_width):
+  """Eq. (4) on pixel blocks against the 9 shifted superpixel grids."""
+  height, width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
+  grid_height, grid_width = _static_dims(key, 1, 2)
+  dtype = query.dtype
+  # [B, Hs, Ws, h*w, N, D]
+  query_blocks = _to_blocks(query, cell_height, cell_width)
+  # [B, Hs, Ws, 9, N, D]: slot s of cell j holds superpixel j + o_s.
+  neighbor_keys = _neighbor_grids(key)
+  neighbor_values = _neighbor_grids(value)
+  # [B, Hs, Ws, N, h*w, 9]
+  logits = tf.einsum('byxpnd,byxsnd->byxnps', query_blocks, neighbor_keys)
+  if key_position is not None:
+    logits += tf.einsum('byxpnd,snd->byxnps', query_blocks,
+                        tf.cast(key_position, dtype))
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, np.newaxis, :])
+  weights = _masked_softmax(logits, valid)
+  # [B, Hs, Ws, h*w, N, D]
+  outputs = tf.einsum('byxnps,byxsnd->byxpnd', weights, neighbor_values)
+  if value_position is not None:
+    outputs += tf.einsum('byxnps,snd->byxpnd', weights,
+                         tf.cast(value_position, dtype))
+  return _from_blocks(outputs, cell_height, cell_width)
+
+
+def _to_blocks(pixels, cell_height, cell_width):
+  """[B, Hs*h, Ws*w, N, D] -> [B, Hs, Ws, h*w, N, D] (one copy, not 9)."""
+  height, width, num_heads, head_dim = _static_dims(pixels, 1, 2, 3, 4)
+  grid_height, grid_width = height // cell_height, width // cell_width
+  blocks = tf.reshape(pixels, [-1, grid_height, cell_height, grid_width,
+                               cell_width, num_heads, head_dim])
+  blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
+  return tf.reshape(blocks, [-1, grid_height, grid_width,
+                             cell_height * cell_width, num_heads, head_dim])
+
+
+def _from_blocks(blocks, cell_height, cell_width):
+  """[B, Hs, Ws, h*w, N, D] -> [B, Hs*h, Ws*w, N, D]."""
+  grid_height, grid_width, _, num_heads, head_dim = _static_dims(
+      blocks, 1, 2, 3, 4, 5)
+  pixels = tf.reshape(blocks, [-1, grid_height, grid_width, cell_height,
+                               cell_width, num_heads, head_dim])
+  pixels = tf.transpose(pixels, [0, 1, 3, 2, 4, 5, 6])
+  return tf.reshape(pixels, [-1, grid_height * cell_height,
+                             grid_width * cell_width, num_heads, head_dim])
+
+
+# Shared helpers.
+
+
+def _neighbor_grids(grid, sign=1):
+  """The 9 shifted copies of a grid, zero-padded at the border.
+
+  Args:
+    grid: [B, Hs, Ws, ...].
+    sign: +1: slot s of cell i holds grid[i + o_s]; -1: grid[i - o_s].
+
+  Returns:
+    [B, Hs, Ws, 9, ...].
+  """
+  grid_height, grid_width = _static_dims(grid, 1, 2)
+  rank = len(grid.shape)
+  padded = tf.pad(grid, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
+  shifted = []
+  for dy, dx in NEIGHBOR_OFFSETS:
+    top, left = 1 + sign * dy, 1 + sign * dx
+    shifted.append(padded[:, top:top + grid_height, left:left + grid_width])
+  return tf.stack(shifted, axis=3)
+
+
+def _shift_slots(slotted):
+  """Brings slot s of cell i + o_s to cell i, slot by slot.
+
+  Args:
+    slotted: [B, Hs, Ws, 9, ...].
+
+  Returns:
+    [B, Hs, Ws, 9, ...] where slot s of cell i is slot s of cell i + o_s of
+    the input (zeros where i + o_s is outside the grid).
+  """
+  grid_height, grid_width = _static_dims(slotted, 1, 2)
+  rank = len(slotted.shape)
+  padded = tf.pad(slotted, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
+  shifted = []
+  for slot, (dy, dx) in enumerate(NEIGHBOR_OFFSETS):
+    top, left = 1 + dy, 1 + dx
+    shifted.append(
+        padded[:, top:top + grid_height, left:left + grid_width, slot])
+  return tf.stack(shifted, axis=3)
+
+
+def _neighbor_valid_mask_np(grid_height, grid_width):
+  """numpy bool [Hs, Ws, 9], see `neighbor_valid_mask`."""
+  rows = np.arange(grid_height)[:, np.newaxis]
+  cols = np.arange(grid_width)[np.newaxis, :]
+  slots = []
+  for dy, dx in NEIGHBOR_OFFSETS:
+    slots.append((rows + dy >= 0) & (rows + dy < grid_height) &
+                 (cols + dx >= 0) & (cols + dx < grid_width))
+  return np.stack(slots, axis=-1)
+
+
+def _neighbor_superpixel_ids_np(height, width, grid_height, grid_width):
+  """numpy int32 [H, W, 9], see `neighbor_superpixel_ids`."""
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  cell_rows = (np.arange(height) // cell_height)[:, np.newaxis]
+  cell_cols = (np.arange(width) // cell_width)[np.newaxis, :]
+  slots = []
+  for dy, dx in NEIGHBOR_OFFSETS:
+    rows, cols = cell_rows + dy, cell_cols + dx
+    inside = ((rows >= 0) & (rows < grid_height) &
+              (cols >= 0) & (cols < grid_width))
+    slots.append(np.where(inside, rows * grid_width + cols, -1))
+  return np.stack(slots, axis=-1).astype(np.int32)
+
+
+def _cell_size(height, width, grid_height, grid_width):
+  """Pixels (h, w) per superpixel cell; the sizes must divide."""
+  if (grid_height <= 0 or grid_width <= 0 or height % grid_height or
+      width % grid_width):
+    raise ValueError(
+        f'A {height}x{width} pixel map does not split into a '
+        f'{grid_height}x{grid_width} superpixel grid: the pixel size must be '
+        'a positive multiple of the grid size (check the superpixel grid and '
+        'hypercolumn stride in the model config).')
+  return height // grid_height, width // grid_width
+
+
+def _to_tensors(*tensors, dtype=None):
+  """Converts the non-None `tensors` to tensors of the first one's dtype."""
+  converted = []
+  for tensor in tensors:
+    if tensor is not None:
+      tensor = tf.convert_to_tensor(tensor, dtype=dtype)
+      dtype = tensor.dtype
+    converted.append(tensor)
+  return converted
+
+
+def _static_dims(tensor, *axes):
+  """Static sizes of `axes` of `tensor` (they must be known)."""
+  dims = []
+  for axis in axes:
+    size = tensor.shape[axis]
+    assert size is not None, (
+        f'Axis {axis} of {tensor.shape} must have a static size.')
+    dims.append(int(size))
+  return dims
+
+
+def _check_shape(name, tensor, expected, has_batch=True):
+  """Raises ValueError if `tensor`'s (non-batch) shape is not `expected`."""
+  shape = tensor.shape.as_list()
+  actual = shape[1:] if has_batch else shape
+  if actual != list(expected):
+    raise ValueError(
+        f'{name} has shape {shape}; expected '
+        f'{"[batch, " if has_batch else "["}'
+        f'{", ".join(str(d) for d in expected)}] to match the other inputs.')
