@@ -109,3 +109,271 @@ def test_pixel_update_matches_reference(implementation, gh, gw, ch, cw):
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], ch, cw)
   np.testing.assert_allclose(result.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_neighbor_valid_mask_hand_checked():
+  mask = local_attention.neighbor_valid_mask(2, 3).numpy()
+  assert mask.shape == (2, 3, 9) and mask.dtype == bool
+  # Top-left cell: only (0, 0), (0, +1), (+1, 0), (+1, +1) exist.
+  np.testing.assert_array_equal(
+      mask[0, 0], [False, False, False, False, True, True, False, True, True])
+  # Bottom-middle cell: no row below.
+  np.testing.assert_array_equal(
+      mask[1, 1], [True, True, True, True, True, True, False, False, False])
+  # A 1x1 grid has only its centre.
+  np.testing.assert_array_equal(
+      local_attention.neighbor_valid_mask(1, 1).numpy()[0, 0],
+      np.arange(9) == local_attention.CENTER_SLOT)
+
+
+def test_neighbor_superpixel_ids_hand_checked():
+  # 2x3 grid, 1x2 pixels per cell: a 2x6 map.
+  ids = local_attention.neighbor_superpixel_ids(2, 6, 2, 3).numpy()
+  assert ids.shape == (2, 6, 9) and ids.dtype == np.int32
+  # Pixel (0, 3) is in cell (0, 1) = id 1.
+  np.testing.assert_array_equal(ids[0, 3], [-1, -1, -1, 0, 1, 2, 3, 4, 5])
+  # Pixel (1, 5) is in cell (1, 2) = id 5.
+  np.testing.assert_array_equal(ids[1, 5], [1, 2, -1, 4, 5, -1, -1, -1, -1])
+  # Every pixel of a cell has the same neighbours.
+  np.testing.assert_array_equal(ids[1, 0], ids[1, 1])
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_gather_neighbors_matches_ids(implementation):
+  gh, gw, height, width = 3, 2, 6, 4
+  values = np.arange(1, 1 + 2 * gh * gw * 2, dtype=np.float32).reshape(
+      2, gh, gw, 2)
+  result = local_attention.gather_neighbors(values, height, width,
+                                            implementation).numpy()
+  ids = local_attention.neighbor_superpixel_ids(height, width, gh, gw).numpy()
+  flat = values.reshape(2, gh * gw, 2)
+  for y in range(height):
+    for x in range(width):
+      for slot in range(9):
+        expected = 0.0 if ids[y, x, slot] < 0 else flat[:, ids[y, x, slot]]
+        np.testing.assert_array_equal(result[:, y, x, slot], expected)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+@pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
+def test_association_logits_match_reference(implementation, gh, gw, ch, cw):
+  rng = np.random.default_rng(2)
+  pixels = rng.normal(size=(2, gh * ch, gw * cw, 5)).astype(np.float32)
+  superpixels = rng.normal(size=(2, gh, gw, 5)).astype(np.float32)
+  result = local_attention.association_logits(pixels, superpixels,
+                                              implementation).numpy()
+  masked = local_attention.masked_logit(tf.float32)
+  for y in range(gh * ch):
+    for x in range(gw * cw):
+      expected = np.full((2, 9), masked, np.float32)
+      for slot, r, c in _neighbors(y // ch, x // cw, gh, gw):
+        expected[:, slot] = np.sum(pixels[:, y, x] * superpixels[:, r, c], -1)
+      np.testing.assert_allclose(result[:, y, x], expected, rtol=1e-6,
+                                 atol=1e-6)
+  # The softmax of eq. (5) gives exactly 0 to out-of-grid slots.
+  weights = tf.nn.softmax(result).numpy()
+  ids = local_attention.neighbor_superpixel_ids(gh * ch, gw * cw, gh, gw)
+  assert np.all(weights[:, ids.numpy() < 0] == 0.0)
+  assert np.all(weights[:, ids.numpy() >= 0] > 0.0)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_combine_neighbors_matches_reference(implementation):
+  # The weights may live at a finer resolution than the pixel features: here
+  # a 2x3 grid under a 6x9 map (3x3 pixels per cell).
+  gh, gw, height, width = 2, 3, 6, 9
+  rng = np.random.default_rng(3)
+  weights = rng.uniform(size=(2, height, width, 9)).astype(np.float32)
+  values = rng.normal(size=(2, gh, gw, 4)).astype(np.float32)
+  ids = local_attention.neighbor_superpixel_ids(height, width, gh, gw).numpy()
+  # Out-of-grid weights are ignored, even huge ones.
+  weights[:, ids < 0] = 1e30
+  result = local_attention.combine_neighbors(weights, values,
+                                             implementation).numpy()
+  flat = values.reshape(2, gh * gw, 4)
+  expected = np.zeros((2, height, width, 4), np.float32)
+  for y in range(height):
+    for x in range(width):
+      for slot in range(9):
+        if ids[y, x, slot] >= 0:
+          expected[:, y, x] += (weights[:, y, x, slot, None] *
+                                flat[:, ids[y, x, slot]])
+  np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_out_of_grid_neighbours_get_exactly_zero_weight(implementation):
+  # Huge position embeddings at out-of-grid slots would dominate the output
+  # if those slots had any weight at all.
+  gh, gw, ch, cw = 1, 2, 2, 1
+  x = _random_inputs(4, 1, gh, gw, ch, cw)
+  valid = local_attention.neighbor_valid_mask(gh, gw).numpy()
+  outside = ~valid[0, 0] & ~valid[0, 1]  # Slots outside for both cells.
+  for key_pos, value_pos in (('sp_key_pos', 'sp_value_pos'),
+                             ('px_key_pos', 'px_value_pos')):
+    for name in (key_pos, value_pos):
+      slots = x[name].reshape(9, -1, *x[name].shape[1:])
+      slots[outside] = 1e4
+  sp = lambda: local_attention.superpixel_update(
+      x['superpixels'], x['pixels'], x['pixels2'], x['sp_key_pos'],
+      x['sp_value_pos'], implementation=implementation).numpy()
+  px = lambda: local_attention.pixel_update(
+      x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
+      x['px_value_pos'], implementation=implementation).numpy()
+  sp_huge, px_huge = sp(), px()
+  for name in ('sp_key_pos', 'sp_value_pos', 'px_key_pos', 'px_value_pos'):
+    slots = x[name].reshape(9, -1, *x[name].shape[1:])
+    slots[outside] = 0.0
+  np.testing.assert_array_equal(sp_huge, sp())
+  np.testing.assert_array_equal(px_huge, px())
+  assert np.all(np.abs(sp_huge) < 10) and np.all(np.abs(px_huge) < 10)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_locality(implementation):
+  gh, gw, ch, cw = 4, 4, 2, 2
+  x = _random_inputs(5, 1, gh, gw, ch, cw)
+  def run(inputs):
+    sp = local_attention.superpixel_update(
+        inputs['superpixels'], inputs['pixels'], inputs['pixels2'],
+        implementation=implementation).numpy()
+    px = local_attention.pixel_update(
+        inputs['pixels'], inputs['superpixels'], inputs['superpixels2'],
+        implementation=implementation).numpy()
+    return sp, px
+  sp_before, px_before = run(x)
+  # Superpixel side: change pixel (7, 7), in cell (3, 3), as key and value.
+  changed = {k: v.copy() for k, v in x.items()}
+  changed['pixels'][0, 7, 7] += 5.0
+  changed['pixels2'][0, 7, 7] += 5.0
+  sp_after, _ = run(changed)
+  # Superpixels whose 3x3 block misses cell (3, 3) are unchanged ...
+  np.testing.assert_array_equal(sp_after[0, :2], sp_before[0, :2])
+  np.testing.assert_array_equal(sp_after[0, :, :2], sp_before[0, :, :2])
+  # ... and the ones that see it changed.
+  assert np.all(sp_after[0, 2:, 2:] != sp_before[0, 2:, 2:])
+  # Pixel side: change superpixel (0, 0) as key and value.
+  changed = {k: v.copy() for k, v in x.items()}
+  changed['superpixels'][0, 0, 0] += 5.0
+  changed['superpixels2'][0, 0, 0] += 5.0
+  _, px_after = run(changed)
+  # Pixels whose cell is not next to cell (0, 0) are unchanged, the others
+  # changed.
+  np.testing.assert_array_equal(px_after[0, 4:], px_before[0, 4:])
+  np.testing.assert_array_equal(px_after[0, :, 4:], px_before[0, :, 4:])
+  assert np.all(px_after[0, :4, :4] != px_before[0, :4, :4])
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_gradients_are_finite(implementation):
+  x = _random_inputs(6, 2, 2, 3, 2, 2)
+  tensors = {k: tf.constant(v) for k, v in x.items()}
+  with tf.GradientTape() as tape:
+    tape.watch(list(tensors.values()))
+    sp = local_attention.superpixel_update(
+        tensors['superpixels'], tensors['pixels'], tensors['pixels2'],
+        tensors['sp_key_pos'], tensors['sp_value_pos'],
+        implementation=implementation)
+    px = local_attention.pixel_update(
+        tensors['pixels'], tensors['superpixels'], tensors['superpixels2'],
+        tensors['px_key_pos'], tensors['px_value_pos'],
+        implementation=implementation)
+    logits = local_attention.association_logits(
+        tf.reshape(tensors['pixels'], [2, 4, 6, 6]),
+        tf.reshape(tensors['superpixels'], [2, 2, 3, 6]), implementation)
+    combined = local_attention.combine_neighbors(
+        tf.nn.softmax(logits), tensors['superpixels2'][..., 0, :],
+        implementation)
+    loss = (tf.reduce_sum(sp ** 2) + tf.reduce_sum(px ** 2) +
+            tf.reduce_sum(combined ** 2))
+  grads = tape.gradient(loss, tensors)
+  for name, grad in grads.items():
+    assert grad is not None, name
+    assert np.all(np.isfinite(grad.numpy())), name
+    assert np.any(grad.numpy() != 0), name
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+@pytest.mark.parametrize('dtype', (tf.float16, tf.bfloat16))
+def test_half_precision(implementation, dtype):
+  x = _random_inputs(7, 1, 2, 2, 2, 3)
+  def run(cast):
+    sp = local_attention.superpixel_update(
+        cast(x['superpixels']), cast(x['pixels']), cast(x['pixels2']),
+        cast(x['sp_key_pos']), cast(x['sp_value_pos']),
+        implementation=implementation)
+    px = local_attention.pixel_update(
+        cast(x['pixels']), cast(x['superpixels']), cast(x['superpixels2']),
+        cast(x['px_key_pos']), cast(x['px_value_pos']),
+        implementation=implementation)
+    logits = local_attention.association_logits(
+        cast(x['pixels'][..., 0, :]), cast(x['superpixels'][..., 0, :]),
+        implementation)
+    return sp, px, logits
+  half = run(lambda v: tf.cast(v, dtype))
+  full = run(tf.constant)
+  ids = local_attention.neighbor_superpixel_ids(4, 6, 2, 2).numpy()
+  for h, f in zip(half, full):
+    assert h.dtype == dtype
+    h, f = tf.cast(h, tf.float32).numpy(), f.numpy()
+    assert np.all(np.isfinite(h))
+    if h.shape[-1] == 9:  # The logits: masked value of the dtype.
+      np.testing.assert_array_equal(
+          h[:, ids < 0], local_attention.masked_logit(dtype))
+      h, f = h[:, ids >= 0], f[:, ids >= 0]
+    np.testing.assert_allclose(h, f, atol=0.1, rtol=0.05)
+  for logits in (half[2], tf.cast(half[2], tf.float32)):
+    weights = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    assert np.all(weights[:, ids < 0] == 0.0)
+    assert np.all(weights[:, ids >= 0] > 0.0)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_xla_any_batch(implementation):
+  gh, gw, ch, cw = 2, 3, 2, 1
+  spec = lambda *shape: tf.TensorSpec([None, *shape], tf.float32)
+  @tf.function(jit_compile=True, input_signature=[
+      spec(gh, gw, 2, 3), spec(gh * ch, gw * cw, 2, 3),
+      spec(gh, gw, 9), spec(gh * ch, gw * cw, 6)])
+  def run(superpixels, pixels, weights, features):
+    return (local_attention.superpixel_update(
+                superpixels, pixels, pixels, implementation=implementation),
+            local_attention.pixel_update(
+                pixels, superpixels, superpixels,
+                implementation=implementation),
+            local_attention.gather_neighbors(
+                weights, gh * ch, gw * cw, implementation),
+            local_attention.combine_neighbors(
+                tf.nn.softmax(local_attention.association_logits(
+                    features, tf.reshape(superpixels, [-1, gh, gw, 6]),
+                    implementation)), weights, implementation))
+  for batch in (1, 3):
+    x = _random_inputs(8, batch, gh, gw, ch, cw)
+    weights = np.random.default_rng(9).normal(
+        size=(batch, gh, gw, 9)).astype(np.float32)
+    features = x['pixels'].reshape(batch, gh * ch, gw * cw, 6)
+    args = (x['superpixels'], x['pixels'], weights, features)
+    compiled = run(*args)
+    eager = run.python_function(*[tf.constant(a) for a in args])
+    for c, e in zip(compiled, eager):
+      assert c.shape[0] == batch
+      np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_normalize_implementation():
+  norm = local_attention.normalize_implementation
+  assert norm('NAIVE') == norm(model_pb2.NAIVE) == norm(0) == 'NAIVE'
+  assert norm('efficient') == norm(model_pb2.EFFICIENT) == 'EFFICIENT'
+  for bad in ('FAST', 2, None, True):
+    with pytest.raises(ValueError, match='NAIVE = 0, EFFICIENT = 1'):
+      norm(bad)
+
+
+def test_sizes_that_do_not_divide_raise():
+  with pytest.raises(ValueError, match='5x4 pixel map does not split'):
+    local_attention.neighbor_superpixel_ids(5, 4, 2, 2)
+  with pytest.raises(ValueError, match='pixel_value has shape'):
+    local_attention.superpixel_update(
+        np.zeros((1, 2, 2, 1, 2), np.float32),
+        np.zeros((1, 4, 4, 1, 2), np.float32),
+        np.zeros((1, 4, 4, 1, 3), np.float32))
