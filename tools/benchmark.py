@@ -1,0 +1,103 @@
+r"""Latency breakdown (paper Table IV) and tokenization memory, NAIVE vs EFFICIENT.
+
+Builds the model of an experiment config twice, once with each local
+attention implementation (model_options.superpixel_tokenization and
+superpixel_association `implementation`), calls it on random images, and
+times each component on its real inputs: encoder, hypercolumn, tokenization,
+self_attention (the superpixel classifier), association, and the whole model
+(total). Each figure is the median of --num_runs calls after --num_warmup
+calls, inside tf.function, without and with XLA. It also measures the peak
+memory of one tokenization call (resident-set growth of a subprocess on CPU,
+allocator peak on GPU) and prints the NAIVE/EFFICIENT ratios.
+
+Usage (the Cityscapes geometry of the paper, ResNet-50; minutes on a CPU):
+  .venv/bin/python tools/benchmark.py \
+      --config_file=configs/cityscapes/sp_transformer_r50.textproto
+
+Quick look at the default experiment, as JSON:
+  .venv/bin/python tools/benchmark.py \
+      --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+      --format=json
+
+Only the local attention ops (no model build; tokenization and association
+on random features at the config's geometry):
+  .venv/bin/python tools/benchmark.py --config_file=... --ops_only \
+      --components=tokenization,association
+
+Progress goes to stderr; the table (or JSON) to stdout and, with
+--output_file, to that file.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from deeplab_sp.model import benchmark
+
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file', None, 'Path of a text ExperimentOptions (.textproto) whose '
+    'model_options are benchmarked.', required=True)
+_HEIGHT = flags.DEFINE_integer(
+    'height', None, 'Input height in pixels (default: the config eval '
+    'crop_size). Give --width too.')
+_WIDTH = flags.DEFINE_integer('width', None, 'Input width in pixels.')
+_BATCH = flags.DEFINE_integer('batch', 1, 'Images per call.')
+_COMPONENTS = flags.DEFINE_list(
+    'components', ','.join(benchmark.COMPONENTS),
+    'Comma-separated components to time, among '
+    f'{",".join(benchmark.COMPONENTS)}.')
+_IMPLEMENTATIONS = flags.DEFINE_list(
+    'implementations', ','.join(benchmark.IMPLEMENTATIONS),
+    'Local attention implementations to compare.')
+_EXECUTION_MODES = flags.DEFINE_list(
+    'execution_modes', ','.join(benchmark.EXECUTION_MODES),
+    'tf_function (graph, no XLA) and/or xla (jit_compile=True).')
+_NUM_WARMUP = flags.DEFINE_integer(
+    'num_warmup', 2, 'Untimed calls before timing (at least 1 is made: the '
+    'first call traces and compiles).')
+_NUM_RUNS = flags.DEFINE_integer('num_runs', 5,
+                                 'Timed calls; the median is reported.')
+_MEASURE_MEMORY = flags.DEFINE_bool(
+    'measure_memory', True, 'Measure the peak memory of one tokenization '
+    'call (in the first execution mode).')
+_OPS_ONLY = flags.DEFINE_bool(
+    'ops_only', False, 'Benchmark only the local attention ops on a stand-in '
+    'at the config geometry instead of building the real model.')
+_FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
+                            'Output format.')
+_OUTPUT_FILE = flags.DEFINE_string(
+    'output_file', None, 'Also write the output to this file (local or '
+    'gs://).')
+
+
+def main(argv):
+  del argv  # Unused.
+  try:
+    config_text, options = benchmark.read_config(_CONFIG_FILE.value)
+    settings = benchmark.BenchmarkSettings(
+        height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
+        components=_COMPONENTS.value, implementations=_IMPLEMENTATIONS.value,
+        execution_modes=_EXECUTION_MODES.value, num_warmup=_NUM_WARMUP.value,
+        num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
+        ops_only=_OPS_ONLY.value)
+    results = benchmark.run_benchmark(
+        options, config_text, settings,
+        progress=lambda line: print(line, file=sys.stderr, flush=True))
+  except ValueError as e:  # Includes config.ConfigError.
+    print(f'ERROR {e}', file=sys.stderr)
+    return 1
+  if _FORMAT.value == 'json':
+    text = json.dumps(results, indent=2, sort_keys=True)
+  else:
+    text = benchmark.format_table(results)
+  print(text)
+  if _OUTPUT_FILE.value:
+    benchmark.write_text_atomically(_OUTPUT_FILE.value, text + '\n')
+    logging.info('Wrote %s', _OUTPUT_FILE.value)
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)
