@@ -1,0 +1,145 @@
+"""Tests of deeplab_sp.model.benchmark and tools/benchmark.py (issue 7)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deeplab_sp.model import benchmark
+from deeplab_sp.model import local_attention
+
+# A tiny experiment: 64x96 input, hypercolumn stride 2 (32x48), 4x6
+# superpixels of 8x8 hypercolumn pixels, one 32-channel dual-path layer.
+_TINY_CONFIG = """
+experiment_name: "tiny_benchmark"
+model_options {
+  encoder { name: "tiny_convnet" }
+  hypercolumn { channels: 32 output_stride: 2 }
+  superpixel_tokenization {
+    grid_height: 4 grid_width: 6 num_layers: 1 channels: 32 num_heads: 2
+  }
+}
+eval_dataset_options { dataset: "cityscapes" crop_size: 64 crop_size: 96 }
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp('config') / 'tiny.textproto'
+  path.write_text(_TINY_CONFIG)
+  return str(path)
+
+
+def test_ops_only_results_and_ratios(tiny_config):
+  text, options = benchmark.read_config(tiny_config)
+  settings = benchmark.BenchmarkSettings(
+      components=('tokenization', 'association'), num_warmup=1, num_runs=2,
+      ops_only=True)
+  lines = []
+  results = benchmark.run_benchmark(options, text, settings, lines.append)
+  json.dumps(results)  # JSON-serialisable.
+  assert results['settings']['geometry']['superpixel_height'] == 8
+  assert results['settings']['height'] == 64  # From the eval crop_size.
+  for implementation in ('NAIVE', 'EFFICIENT'):
+    entry = results[implementation]
+    for mode in ('tf_function', 'xla'):
+      assert set(entry['ms'][mode]) == {'tokenization', 'association'}
+      assert all(ms > 0 for ms in entry['ms'][mode].values())
+    assert entry['tokenization_peak_bytes'] > 0
+  for mode in ('tf_function', 'xla'):
+    for name in ('tokenization', 'association'):
+      assert results['speedup'][mode][name] == pytest.approx(
+          results['NAIVE']['ms'][mode][name] /
+          results['EFFICIENT']['ms'][mode][name])
+  assert results['memory_ratio'] == pytest.approx(
+      results['NAIVE']['tokenization_peak_bytes'] /
+      results['EFFICIENT']['tokenization_peak_bytes'])
+  # The 9x copies of the 32x48x32 pixel keys and values dominate NAIVE's
+  # peak: the measurement must see them.
+  assert results['memory_ratio'] > 2.0
+  assert any('measuring the tokenization peak' in line for line in lines)
+  table = benchmark.format_table(results)
+  assert 'tokenization' in table and 'speedup' in table and 'MiB' in table
+
+
+def test_record_component_inputs_restores_the_layers(tiny_config):
+  _, options = benchmark.read_config(tiny_config)
+  model = benchmark.build_model(options, 'EFFICIENT', (64, 96), ops_only=True)
+  images = benchmark.random_images(2, (64, 96))
+  calls = benchmark.record_component_inputs(
+      model, images, ['tokenization', 'association', 'total'])
+  layer, args, kwargs = calls['tokenization']
+  assert layer is model.tokenization
+  assert args[0].shape == (2, 32, 48, 32)
+  assert kwargs == {'training': False}
+  association_args = calls['association'][1]
+  assert [a.shape for a in association_args] == [
+      (2, 32, 48, 32), (2, 4, 6, 32), (2, 4, 6, 19)]
+  assert calls['total'][0] is model
+  assert 'call' not in vars(model.tokenization)  # The recorder is removed.
+  # Replaying a recorded call gives the model's own intermediate result.
+  replayed = benchmark.compiled_call(layer, args, kwargs, jit_compile=True)()
+  np.testing.assert_allclose(
+      replayed[1].numpy(), model.tokenization(*args, **kwargs)[1].numpy(),
+      rtol=1e-5, atol=1e-5)
+
+
+def test_with_implementation_sets_both_ops(tiny_config):
+  _, options = benchmark.read_config(tiny_config)
+  changed = benchmark.with_implementation(options.model_options, 'EFFICIENT')
+  assert changed.superpixel_tokenization.implementation == 1
+  assert changed.superpixel_association.implementation == 1
+  assert options.model_options.superpixel_tokenization.implementation == 0
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(components=('decoder',)), "Unknown component 'decoder'"),
+    (dict(components=('encoder',), ops_only=True), 'ops_only times only'),
+    (dict(execution_modes=('jit',)), "Unknown execution mode 'jit'"),
+    (dict(implementations=('FAST',)), 'NAIVE = 0, EFFICIENT = 1'),
+    (dict(num_runs=0), 'num_runs must be >= 1'),
+    (dict(height=64), 'Give both height and width'),
+])
+def test_bad_settings_raise(change, message):
+  with pytest.raises(ValueError, match=message):
+    benchmark.validate_settings(benchmark.BenchmarkSettings(**change))
+
+
+def test_size_the_grid_does_not_divide_raises(tiny_config):
+  text, options = benchmark.read_config(tiny_config)
+  settings = benchmark.BenchmarkSettings(height=60, width=96, ops_only=True,
+                                         components=('tokenization',))
+  with pytest.raises(ValueError, match='not divisible'):
+    benchmark.run_benchmark(options, text, settings)
+
+
+def test_tool_prints_json(tiny_config, tmp_path):
+  output = tmp_path / 'benchmark.json'
+  completed = subprocess.run(
+      [sys.executable, 'tools/benchmark.py', f'--config_file={tiny_config}',
+       '--ops_only', '--components=tokenization', '--execution_modes=xla',
+       '--implementations=EFFICIENT,NAIVE', '--num_runs=1', '--num_warmup=1',
+       '--measure_memory=false', '--format=json',
+       f'--output_file={output}'],
+      capture_output=True, text=True, check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  results = json.loads(completed.stdout)
+  assert results == json.loads(output.read_text())
+  assert set(results['speedup']['xla']) == {'tokenization'}
+  assert results['memory_ratio'] is None  # Not measured.
+  assert 'tokenization_peak_bytes' not in results['EFFICIENT']
+
+
+def test_tool_reports_a_missing_config():
+  completed = subprocess.run(
+      [sys.executable, 'tools/benchmark.py', '--config_file=/no/such.txt'],
+      capture_output=True, text=True, check=False)
+  assert completed.returncode == 1
+  assert 'does not exist' in completed.stderr
+
+
+def test_local_attention_names_are_the_benchmark_implementations():
+  assert benchmark.IMPLEMENTATIONS == (local_attention.NAIVE,
+                                       local_attention.EFFICIENT)
