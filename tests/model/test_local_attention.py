@@ -377,3 +377,26 @@ def test_sizes_that_do_not_divide_raise():
         np.zeros((1, 2, 2, 1, 2), np.float32),
         np.zeros((1, 4, 4, 1, 2), np.float32),
         np.zeros((1, 4, 4, 1, 3), np.float32))
+
+
+@pytest.mark.parametrize('dtype', (tf.float32, tf.float16, tf.bfloat16))
+def test_masked_logits_survive_bilinear_upsampling(dtype):
+  # The paper upsamples the association logits before the softmax (eq. 5):
+  # the masked value must stay finite through the interpolation and keep
+  # exactly zero weight, with finite gradients.
+  rng = np.random.default_rng(10)
+  pixels = tf.constant(rng.normal(size=(1, 4, 6, 3)), dtype)
+  superpixels = tf.constant(rng.normal(size=(1, 2, 3, 3)), dtype)
+  with tf.GradientTape() as tape:
+    tape.watch([pixels, superpixels])
+    logits = local_attention.association_logits(pixels, superpixels,
+                                                local_attention.EFFICIENT)
+    upsampled = tf.image.resize(tf.cast(logits, tf.float32), (16, 24))
+    weights = tf.nn.softmax(upsampled)
+    loss = tf.reduce_sum(weights * tf.range(9, dtype=tf.float32))
+  assert np.all(np.isfinite(upsampled.numpy()))
+  # Upsampled rows 0-3 interpolate hypercolumn rows 0-1 only, both in the
+  # top row of cells, whose slots 0-2 (the row above) are outside the grid.
+  np.testing.assert_array_equal(weights.numpy()[0, :4, :, :3], 0.0)
+  for grad in tape.gradient(loss, [pixels, superpixels]):
+    assert np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
