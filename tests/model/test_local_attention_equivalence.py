@@ -22,6 +22,7 @@ GEOMETRIES = (
     (1, 2, 3, 2),  # Two cells side by side.
     (2, 1, 1, 3),  # Two cells stacked, one pixel per cell row.
     (1, 5, 2, 2),  # 1xN.
+    (2, 2, 3, 2),  # 2x2: every cell is a corner.
     (3, 3, 2, 2),  # Square with an interior cell.
     (4, 3, 3, 1),  # Non-square, h != w.
     (3, 5, 2, 3),  # Non-square, h != w, several interior cells.
