@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import tf_keras
 
 from deeplab_sp.model import benchmark
 from deeplab_sp.model import local_attention
@@ -143,3 +144,38 @@ def test_tool_reports_a_missing_config():
 def test_local_attention_names_are_the_benchmark_implementations():
   assert benchmark.IMPLEMENTATIONS == (local_attention.NAIVE,
                                        local_attention.EFFICIENT)
+
+
+def test_record_component_inputs_with_a_functional_encoder():
+  # Keras-applications backbones are functional models; recording and
+  # replaying must work for them too.
+  inputs = tf_keras.Input([8, 8, 3])
+  features = tf_keras.layers.Conv2D(4, 3, strides=2, padding='same')(inputs)
+  encoder = tf_keras.Model(inputs, {'res2': features, 'res3': 2.0 * features})
+
+  class TwoStageModel(tf_keras.Model):
+
+    def __init__(self):
+      super().__init__()
+      self.encoder = encoder
+      self.hypercolumn = tf_keras.layers.Dense(5)
+
+    def call(self, images, training=False):
+      endpoints = self.encoder(images, training=training)
+      return self.hypercolumn(endpoints['res2'] + endpoints['res3'])
+
+  model = TwoStageModel()
+  images = benchmark.random_images(3, (8, 8))
+  calls = benchmark.record_component_inputs(
+      model, images, ['encoder', 'hypercolumn', 'total'])
+  assert calls['encoder'][0] is encoder
+  assert calls['hypercolumn'][1][0].shape == (3, 4, 4, 4)
+  assert 'call' not in vars(encoder)
+  replayed = benchmark.compiled_call(*calls['hypercolumn'], jit_compile=False)
+  np.testing.assert_allclose(replayed().numpy(), model(images).numpy(),
+                             rtol=1e-6)
+  settings = benchmark.BenchmarkSettings(
+      components=('encoder', 'hypercolumn', 'total'),
+      execution_modes=('tf_function',), num_warmup=1, num_runs=1)
+  times = benchmark.time_components(model, images, settings, lambda _: None)
+  assert set(times['tf_function']) == {'encoder', 'hypercolumn', 'total'}
