@@ -27,7 +27,9 @@ so that every large tensor is mapped on allocation and unmapped when freed
 (no allocator caching hides it); the kernels may differ from the timed run,
 the tensors do not. The figure therefore includes the tensors that
 are live at the same time during the call (intermediates and outputs), not
-the inputs or weights, which exist before. It needs Linux; elsewhere the
+the inputs or weights, which exist before. TF's inter-op parallelism decides
+which intermediates coexist, so repeated measurements vary (about 20% for
+NAIVE at the Cityscapes geometry). It needs Linux; elsewhere the
 peak is reported as None. On a GPU, `get_memory_info` is used instead.
 
 The `ops_only` mode benchmarks only the local attention ops at the model's
@@ -214,7 +216,8 @@ def record_component_inputs(model, images: tf.Tensor,
   """Runs `model` once and returns each component's (layer, args, kwargs).
 
   'total' maps to the model itself called on `images` with training=False.
-  A component the model does not call is left out.
+  A component the model does not call is left out; one it calls several
+  times is recorded (and later timed) at its first call.
   """
   recorded = {}
   originals = {}
