@@ -1,0 +1,137 @@
+"""The orbit StandardEvaluator: streaming confusion matrix -> mIoU (SPEC 5).
+
+Accumulates one confusion matrix over the whole evaluation split (padding
+and ignore pixels excluded), then reports mIoU, per-class IoU (absent classes
+as None, excluded from the mean) and pixel accuracy: as TensorBoard scalars,
+as a log table, and as `eval_results.json` in the experiment directory.
+"""
+
+import json
+import math
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import orbit
+import tensorflow as tf
+import tf_keras
+
+from deeplab_sp.trainer import metrics as metrics_lib
+from deeplab_sp.trainer import summaries
+
+EVAL_RESULTS_FILENAME = 'eval_results.json'
+
+
+def write_json_atomically(path: str, data) -> None:
+  """Writes `data` as JSON to a temporary file and renames it to `path`."""
+  temp_path = f'{path}.tmp-{os.getpid()}'
+  with tf.io.gfile.GFile(temp_path, 'w') as f:
+    f.write(json.dumps(data, indent=2, sort_keys=True))
+  tf.io.gfile.rename(temp_path, path, overwrite=True)
+
+
+def _json_number(value: Optional[float]) -> Optional[float]:
+  return None if value is None or not math.isfinite(value) else value
+
+
+class Evaluator(orbit.StandardEvaluator):
+  """Evaluates `model` over the whole `eval_dataset` (read once).
+
+  Args:
+    strategy: the distribution strategy.
+    model: model returning a dict with 'semantic_logits' [B, H, W, K].
+    eval_dataset: a distributed, finite dataset of {'image', 'label'}.
+    class_names: the K class names (keys of per_class_iou).
+    global_step: variable holding the training step of the weights.
+    experiment_dir: where eval_results.json is written (None: not written).
+    colormap, vis_batch, image_summary_dir: image summaries of the first
+      `num_vis_images` validation images (optional).
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy, model: tf_keras.Model,
+               eval_dataset, class_names: Sequence[str],
+               global_step: tf.Variable,
+               experiment_dir: Optional[str] = None,
+               colormap=None, vis_batch=None, image_summary_dir=None,
+               num_vis_images: int = 0):
+    self.strategy = strategy
+    self.model = model
+    self.class_names = list(class_names)
+    self.global_step = global_step
+    self.experiment_dir = experiment_dir
+    self.colormap = colormap
+    self.vis_batch = vis_batch
+    self.num_vis_images = num_vis_images
+    self._image_writer = (
+        tf.summary.create_file_writer(image_summary_dir)
+        if image_summary_dir and vis_batch is not None and num_vis_images > 0
+        else None)
+    with strategy.scope():
+      self.confusion = metrics_lib.ConfusionMatrix(len(self.class_names))
+      self.num_images = tf.Variable(
+          0, dtype=tf.int64, trainable=False,
+          synchronization=tf.VariableSynchronization.ON_READ,
+          aggregation=tf.VariableAggregation.SUM)
+    self._last_results = None
+    super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
+        use_tf_function=True, use_tf_while_loop=False))
+
+  @property
+  def last_results(self) -> Dict:
+    """The results of the last evaluation (the eval_results.json dict)."""
+    if self._last_results is None:
+      return {}
+    return json.loads(json.dumps(self._last_results))
+
+  def eval_begin(self) -> None:
+    self.confusion.reset()
+    self.num_images.assign(tf.zeros_like(self.num_images))
+
+  def eval_step(self, iterator) -> None:
+
+    def step_fn(batch):
+      outputs = self.model(batch['image'], training=False)
+      predictions = tf.argmax(outputs['semantic_logits'], axis=-1,
+                              output_type=tf.int32)
+      self.confusion.update(batch['label'], predictions)
+      self.num_images.assign_add(
+          tf.cast(tf.shape(batch['label'])[0], tf.int64))
+
+    self.strategy.run(step_fn, args=(next(iterator),))
+
+  def eval_end(self) -> Dict[str, float]:
+    step = int(self.global_step.numpy())
+    result = metrics_lib.metrics_from_confusion_matrix(self.confusion.result())
+    num_images = int(tf.convert_to_tensor(self.num_images).numpy())
+    logging.info('Evaluation at step %d over %d images:\n%s', step,
+                 num_images,
+                 metrics_lib.per_class_table(result, self.class_names))
+    results = {
+        'step': step,
+        'miou': _json_number(result.miou),
+        'per_class_iou': metrics_lib.per_class_dict(result, self.class_names),
+        'pixel_accuracy': _json_number(result.pixel_accuracy),
+        'num_images': num_images,
+        'num_valid_pixels': result.num_valid_pixels,
+    }
+    if self.experiment_dir and self.strategy.extended.should_checkpoint:
+      write_json_atomically(
+          os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
+          results)
+    self._last_results = results
+    self._write_images(step)
+    scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy}
+    for name, iou in zip(self.class_names, result.per_class_iou):
+      if iou is not None:
+        scalars[f'iou/{name}'] = iou
+    return scalars
+
+  def _write_images(self, step: int) -> None:
+    if not self._image_writer:
+      return
+    outputs = self.model(self.vis_batch['image'], training=False)
+    with self._image_writer.as_default():
+      summaries.write_image_summaries(
+          'eval', self.vis_batch['image'], self.vis_batch['label'], outputs,
+          self.colormap, step, max_outputs=self.num_vis_images)
+    self._image_writer.flush()

@@ -1,0 +1,59 @@
+r"""Trains and/or evaluates an SP-Transformer experiment.
+
+Usage (from the repository root):
+
+  .venv/bin/python deeplab_sp/trainer/train.py \
+      --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+      --mode=train_and_eval --model_dir=work_dirs/experiments
+
+Outputs (checkpoints ckpt-<step>, TensorBoard summaries, eval_results.json)
+go to <model_dir>/<experiment_name>/. Rerunning the same command resumes
+from the latest checkpoint. Also runnable as
+`python -m deeplab_sp.trainer.train`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from deeplab_sp import config as config_lib
+from deeplab_sp.trainer import distribution
+from deeplab_sp.trainer import train_lib
+
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file', None, 'Text ExperimentOptions (.textproto), local or '
+    'gs://, e.g. configs/synthetic/sp_transformer_tiny.textproto.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'train_and_eval', list(config_lib.MODES),
+    'train: train only; eval: evaluate the latest checkpoint once; '
+    'train_and_eval: train and evaluate every eval_interval_steps; '
+    'continuous_eval: evaluate every new checkpoint until the last one.')
+_MODEL_DIR = flags.DEFINE_string(
+    'model_dir', None, 'Root output directory (local or gs://); the '
+    'experiment writes to <model_dir>/<experiment_name>/.')
+_NUM_GPUS = flags.DEFINE_integer(
+    'num_gpus', 0, 'GPUs on this machine: 0 = CPU/TF default, 1 = one GPU, '
+    '>1 = MirroredStrategy. Multi-worker jobs set TF_CONFIG instead.')
+_MASTER = flags.DEFINE_string(
+    'master', None, 'TPU name or grpc:// address for TPUStrategy '
+    "('local' for a TPU VM). Empty: no TPU.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  options = config_lib.load_experiment_options(_CONFIG_FILE.value,
+                                               mode=_MODE.value)
+  logging.info('%s', config_lib.summary(options, _CONFIG_FILE.value))
+  strategy = distribution.get_strategy(_NUM_GPUS.value, _MASTER.value)
+  train_lib.run_experiment(options, _MODE.value, _MODEL_DIR.value, strategy)
+
+
+def run():
+  """Console-script entry point."""
+  flags.mark_flags_as_required(['config_file', 'model_dir'])
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,155 @@
+"""The orbit StandardTrainer of the SP-Transformer (issue 5, items 2-4, 7, 8).
+
+One training step: forward pass, top-k% cross-entropy on the dense logits
+(loss.py), gradients, and one step of the split AdamW (optimizer.py), under
+any tf.distribute strategy. The per-replica loss is divided by the number of
+replicas so that the summed gradients equal those of the global-batch mean.
+"""
+
+import math
+from typing import Dict, Optional
+
+from absl import logging
+import numpy as np
+import orbit
+import tensorflow as tf
+import tf_keras
+
+from deeplab_sp.trainer import loss as loss_lib
+from deeplab_sp.trainer import optimizer as optimizer_lib
+from deeplab_sp.trainer import summaries
+from deeplab_sp.protos import trainer_pb2
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss or weight."""
+
+
+NON_FINITE_HINT = (
+    'Training stopped and no checkpoint was written. Try lowering '
+    'trainer_options.base_learning_rate, setting '
+    'trainer_options.gradient_clip_norm (e.g. 1.0), a longer warmup_steps, or '
+    'mixed_precision: "none" if float16 is used; then rerun (training resumes '
+    'from the last finite checkpoint).')
+
+
+def check_finite_weights(model: tf_keras.Model) -> None:
+  """Raises NonFiniteLossError if any model weight is NaN or Inf."""
+  for variable in model.variables:
+    if variable.dtype.is_floating and not np.all(
+        np.isfinite(variable.numpy())):
+      raise NonFiniteLossError(
+          f'Weight {variable.name} is not finite. {NON_FINITE_HINT}')
+
+
+class Trainer(orbit.StandardTrainer):
+  """Trains `model` on `train_dataset` with `optimizer`.
+
+  Args:
+    strategy: the tf.distribute strategy the model was built under.
+    model: SPTransformer-like tf_keras.Model returning the output dict and
+      having an `encoder` attribute.
+    optimizer: a SplitOptimizer.
+    train_dataset: a distributed dataset of {'image', 'label', ...}.
+    options: the TrainerOptions.
+    colormap: colours of the classes for image summaries.
+    vis_batch: one local (non-distributed) batch for image summaries, or None.
+    image_summary_dir: where training image summaries are written.
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy,
+               model: tf_keras.Model,
+               optimizer: optimizer_lib.SplitOptimizer,
+               train_dataset,
+               options: trainer_pb2.TrainerOptions,
+               colormap=None,
+               vis_batch: Optional[Dict[str, tf.Tensor]] = None,
+               image_summary_dir: Optional[str] = None):
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.options = options
+    self.colormap = colormap
+    self.vis_batch = vis_batch
+    self._image_writer = (tf.summary.create_file_writer(image_summary_dir)
+                          if image_summary_dir and vis_batch else None)
+    with strategy.scope():
+      self.train_loss = tf_keras.metrics.Mean('loss', dtype=tf.float32)
+    self.last_loss = float('nan')
+    trainer_options = orbit.StandardTrainerOptions(
+        use_tf_function=True, use_tf_while_loop=True)
+    super().__init__(train_dataset, trainer_options)
+
+  def train_loop_begin(self) -> None:
+    self.train_loss.reset_state()
+
+  def train_step(self, iterator) -> None:
+    """Runs one distributed training step on the next batch."""
+
+    def step_fn(batch):
+      num_replicas = self.strategy.num_replicas_in_sync
+      with tf.GradientTape() as tape:
+        outputs = self.model(batch['image'], training=True)
+        loss = loss_lib.top_k_cross_entropy(
+            batch['label'], outputs['semantic_logits'],
+            self.options.top_k_percent_pixels)
+        total = loss
+        if self.model.losses:
+          total += tf.add_n([tf.cast(l, tf.float32)
+                             for l in self.model.losses])
+        scaled = total / num_replicas
+      variables = self.model.trainable_variables
+      grads = tape.gradient(scaled, variables)
+      self.optimizer.apply_gradients(
+          list(zip(grads, variables)),
+          backbone_variables=self.model.encoder.trainable_variables)
+      self.train_loss.update_state(total)
+
+    self.strategy.run(step_fn, args=(next(iterator),))
+
+  def train_loop_end(self) -> Dict[str, float]:
+    """Checks the loss is finite and returns the scalars to summarise."""
+    loss = float(self.train_loss.result().numpy())
+    self.last_loss = loss
+    step = int(self.optimizer.iterations.numpy())
+    if not math.isfinite(loss):
+      raise NonFiniteLossError(
+          f'The training loss is {loss} at step {step}. {NON_FINITE_HINT}')
+    learning_rate = float(self.optimizer.learning_rate().numpy())
+    logging.info('step %d: loss %.4f, learning rate %.3g', step, loss,
+                 learning_rate)
+    self._maybe_write_images(step)
+    return {'loss': loss, 'learning_rate': learning_rate}
+
+  def _maybe_write_images(self, step: int) -> None:
+    every = self.options.save_image_summaries_steps
+    if not self._image_writer or every <= 0:
+      return
+    if step % every and step != self.options.training_number_of_steps:
+      return
+    outputs = self.model(self.vis_batch['image'], training=False)
+    with self._image_writer.as_default():
+      summaries.write_image_summaries(
+          'train', self.vis_batch['image'], self.vis_batch['label'], outputs,
+          self.colormap, step, max_outputs=4)
+    self._image_writer.flush()
+
+
+class FiniteCheckpointManager(tf.train.CheckpointManager):
+  """A CheckpointManager that refuses to save non-finite weights or loss."""
+
+  def __init__(self, *args, model: tf_keras.Model, trainer: Optional[Trainer],
+               **kwargs):
+    super().__init__(*args, **kwargs)
+    self._model = model
+    self._trainer = trainer
+
+  def save(self, checkpoint_number=None, check_interval=True, options=None):
+    if self._trainer is not None and not math.isfinite(
+        self._trainer.last_loss) and self._trainer.optimizer.iterations > 0:
+      raise NonFiniteLossError(
+          f'The last training loss is {self._trainer.last_loss}. '
+          f'{NON_FINITE_HINT}')
+    check_finite_weights(self._model)
+    return super().save(checkpoint_number=checkpoint_number,
+                        check_interval=check_interval, options=options)
