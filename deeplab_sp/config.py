@@ -203,9 +203,10 @@ def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
     raise ConfigError(
         f'{path}: {prefix}.num_heads ({tokenization.num_heads}) must divide '
         f'{prefix}.channels ({tokenization.channels}).')
-  if tokenization.ffn_channels < 0:
-    raise ConfigError(f'{path}: {prefix}.ffn_channels must be >= 0 '
-                      '(0 = no feed-forward block).')
+  for field in ('ffn_channels', 'pixel_ffn_channels'):
+    if getattr(tokenization, field) < 0:
+      raise ConfigError(f'{path}: {prefix}.{field} must be >= 0 '
+                        '(0 = no feed-forward block).')
   _require_unit_interval(path, f'{prefix}.dropout_rate',
                          tokenization.dropout_rate, False, True)
 

@@ -1,0 +1,44 @@
+r"""Prints the parameter count of each component and the FLOPs of a config.
+
+Usage:
+  python tools/model_stats.py \
+      --config_file=configs/cityscapes/sp_transformer_r50.textproto [--format=json]
+
+Components: encoder, hypercolumn, tokenization, classifier, association.
+FLOPs are for one image at the config's evaluation crop size. Compare with
+the paper's Table I/III (e.g. Cityscapes ResNet-50: 29M params, 253G FLOPs).
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+from deeplab_sp import config
+from deeplab_sp.model import model_stats
+
+_CONFIG_FILE = flags.DEFINE_string('config_file', None,
+                                   'Experiment config (.textproto).',
+                                   required=True)
+_FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
+                            'Output format; json has keys total_params, '
+                            'components (name -> params) and flops.')
+_FLOPS = flags.DEFINE_bool('flops', True,
+                           'Count FLOPs (builds and freezes the graph; takes '
+                           'a while for the paper configs).')
+
+
+def main(argv):
+  del argv  # Unused.
+  try:
+    stats = model_stats.model_stats(_CONFIG_FILE.value, with_flops=_FLOPS.value)
+  except config.ConfigError as e:
+    raise app.UsageError(str(e))
+  if _FORMAT.value == 'json':
+    print(json.dumps(stats, indent=2))
+  else:
+    print(model_stats.format_text(stats))
+
+
+if __name__ == '__main__':
+  app.run(main)
