@@ -72,16 +72,14 @@ class Evaluator(orbit.StandardEvaluator):
           0, dtype=tf.int64, trainable=False,
           synchronization=tf.VariableSynchronization.ON_READ,
           aggregation=tf.VariableAggregation.SUM)
-    self._last_results = None
+    self._last_results_json = '{}'
     super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
         use_tf_function=True, use_tf_while_loop=False))
 
   @property
   def last_results(self) -> Dict:
     """The results of the last evaluation (the eval_results.json dict)."""
-    if self._last_results is None:
-      return {}
-    return json.loads(json.dumps(self._last_results))
+    return json.loads(self._last_results_json)
 
   def eval_begin(self) -> None:
     self.confusion.reset()
@@ -118,7 +116,7 @@ class Evaluator(orbit.StandardEvaluator):
       write_json_atomically(
           os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
           results)
-    self._last_results = results
+    self._last_results_json = json.dumps(results)  # A str: not tracked.
     self._write_images(step)
     scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy}
     for name, iou in zip(self.class_names, result.per_class_iou):

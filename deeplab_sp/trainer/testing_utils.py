@@ -94,7 +94,7 @@ def tiny_options(steps: int = 20, crop: int = 16) -> config_pb2.ExperimentOption
   options = config_pb2.ExperimentOptions(experiment_name='test_experiment')
   trainer = options.trainer_options
   trainer.training_number_of_steps = steps
-  trainer.base_learning_rate = 0.01
+  trainer.base_learning_rate = 0.05
   trainer.warmup_steps = 2
   trainer.save_checkpoints_steps = 5
   trainer.steps_per_loop = 5

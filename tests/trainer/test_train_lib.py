@@ -1,0 +1,162 @@
+"""End-to-end tests of run_experiment with the stand-in model and data.
+
+The stand-in (deeplab_sp.trainer.testing_utils) has the SPTransformer's
+output dict and `encoder` attribute; the loop, loss, optimiser, checkpoints,
+evaluation and summaries are the real ones.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_sp import config as config_lib
+from deeplab_sp.trainer import metrics
+from deeplab_sp.trainer import testing_utils
+from deeplab_sp.trainer import train_lib
+from deeplab_sp.trainer import trainer as trainer_lib
+
+
+def _scalars(directory, tag):
+  values = {}
+  for path in tf.io.gfile.glob(os.path.join(directory, 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return [values[step] for step in sorted(values)]
+
+
+def _run(options, mode, model_dir, model_fn=testing_utils.stand_in_model_fn):
+  return train_lib.run_experiment(options, mode, str(model_dir),
+                                  model_fn=model_fn,
+                                  dataset_fn=testing_utils.make_dataset_fn())
+
+
+def test_training_lowers_loss_and_eval_json_matches_confusion(tmp_path):
+  options = testing_utils.tiny_options(steps=30)
+  options.trainer_options.save_summaries_steps = 5
+  results = _run(options, 'train_and_eval', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  losses = _scalars(str(exp_dir / 'train'), 'loss')
+  assert len(losses) == 6
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert sorted(f for f in os.listdir(exp_dir) if f.endswith('.index')) == [
+      'ckpt-10.index', 'ckpt-15.index', 'ckpt-20.index', 'ckpt-25.index',
+      'ckpt-30.index']
+  with open(exp_dir / 'eval_results.json') as f:
+    saved = json.load(f)
+  assert saved == results
+  assert saved['step'] == 30 and saved['num_images'] == 16
+  assert set(saved['per_class_iou']) >= {'road', 'bicycle'}
+  assert _scalars(str(exp_dir / 'eval'), 'miou')[-1] == pytest.approx(
+      saved['miou'])
+  assert tf.io.gfile.glob(str(exp_dir / 'train_images' / 'events.*'))
+
+  # The JSON equals what the confusion matrix of the restored model gives.
+  model = testing_utils.stand_in_model_fn(options, 19)
+  dataset = testing_utils.make_dataset_fn()(options.eval_dataset_options,
+                                            False)
+  model(next(iter(dataset))['image'])
+  tf.train.Checkpoint(model=model).read(
+      str(exp_dir / 'ckpt-30')).expect_partial()
+  confusion = metrics.ConfusionMatrix(19)
+  for batch in dataset:
+    confusion.update(batch['label'], tf.argmax(
+        model(batch['image'])['semantic_logits'], -1))
+  expected = metrics.metrics_from_confusion_matrix(confusion.result())
+  assert saved['miou'] == pytest.approx(expected.miou, abs=1e-6)
+  assert saved['pixel_accuracy'] == pytest.approx(expected.pixel_accuracy,
+                                                  abs=1e-6)
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+  options = testing_utils.tiny_options(steps=10)
+  _run(options, 'train', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  assert tf.train.latest_checkpoint(str(exp_dir)).endswith('ckpt-10')
+  options.trainer_options.training_number_of_steps = 20
+  options.trainer_options.warmup_steps = 0
+  _run(options, 'train', tmp_path)
+  assert tf.train.latest_checkpoint(str(exp_dir)).endswith('ckpt-20')
+  # Only 10 more steps ran: the loss summaries start after step 10.
+  steps = []
+  for path in tf.io.gfile.glob(str(exp_dir / 'train' / 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      if any(v.tag == 'loss' for v in event.summary.value):
+        steps.append(event.step)
+  assert sorted(steps) == [5, 10, 15, 20]
+  reader = tf.train.load_checkpoint(str(exp_dir / 'ckpt-20'))
+  step_keys = [k for k in reader.get_variable_to_shape_map()
+               if k.startswith('optimizer/iter')]
+  assert step_keys and reader.get_tensor(step_keys[0]) == 20
+
+
+class _NaNModel(testing_utils.StandInModel):
+
+  def call(self, images, training=False):
+    outputs = super().call(images, training)
+    outputs['semantic_logits'] = outputs['semantic_logits'] * np.nan
+    return outputs
+
+
+def test_nan_loss_stops_training_without_a_checkpoint(tmp_path):
+  options = testing_utils.tiny_options(steps=10)
+  with pytest.raises(trainer_lib.NonFiniteLossError,
+                     match='learning_rate.*gradient_clip_norm'):
+    _run(options, 'train', tmp_path,
+         model_fn=lambda options, k: _NaNModel(k))
+  assert tf.train.latest_checkpoint(str(tmp_path / 'test_experiment')) is None
+
+
+def test_checkpoint_manager_refuses_non_finite_weights(tmp_path):
+  model = testing_utils.StandInModel(3)
+  model(tf.zeros([1, 4, 4, 3]))
+  manager = trainer_lib.FiniteCheckpointManager(
+      tf.train.Checkpoint(model=model), str(tmp_path), max_to_keep=1,
+      model=model, trainer=None)
+  manager.save()
+  model.classifier.bias.assign([0.0, np.inf, 0.0])
+  with pytest.raises(trainer_lib.NonFiniteLossError, match='classifier'):
+    manager.save()
+  assert len(tf.io.gfile.glob(str(tmp_path / '*.index'))) == 1
+
+
+def test_unwritable_model_dir_fails_before_work(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  calls = []
+  with pytest.raises(PermissionError, match='--model_dir'):
+    train_lib.run_experiment(
+        testing_utils.tiny_options(), 'train', str(blocker / 'sub'),
+        model_fn=lambda *args: calls.append(args))
+  assert not calls
+
+
+def test_class_count_mismatch_fails_before_work(tmp_path, monkeypatch):
+  options = testing_utils.tiny_options()
+  options.eval_dataset_options.dataset = 'other'
+  real = train_lib.dataset_info.get_dataset_info
+  cityscapes = real('cityscapes')
+
+  def fake_get_dataset_info(name):
+    if name == 'other':
+      return dataclasses.replace(cityscapes, name='other', num_classes=3,
+                                 class_names=cityscapes.class_names[:3])
+    return real(name)
+
+  monkeypatch.setattr(train_lib.dataset_info, 'get_dataset_info',
+                      fake_get_dataset_info)
+  with pytest.raises(config_lib.ConfigError,
+                     match='train_dataset_options.*eval_dataset_options'):
+    train_lib.run_experiment(options, 'train_and_eval', str(tmp_path),
+                             model_fn=None)
+  assert not os.path.exists(tmp_path / 'test_experiment')
+
+
+def test_eval_mode_without_checkpoint_explains(tmp_path):
+  with pytest.raises(FileNotFoundError, match='train first'):
+    _run(testing_utils.tiny_options(), 'eval', tmp_path)
