@@ -1,0 +1,51 @@
+"""Runs a short stand-in training under a given strategy (test helper).
+
+Run as a subprocess by test_distributed.py, because logical devices and
+TF_CONFIG must be set before TensorFlow initialises:
+
+  python tests/trainer/distributed_runner.py STRATEGY MODEL_DIR INIT_CKPT
+
+STRATEGY: 'single' (default strategy), 'mirrored' (2 logical CPUs) or
+'multi_worker' (TF_CONFIG from the environment). Prints a JSON line with the
+final global step and the model weights' checksum.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+
+def main(strategy_name, model_dir, init_checkpoint):
+  if strategy_name == 'mirrored':
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  elif strategy_name == 'multi_worker':
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  else:
+    strategy = tf.distribute.get_strategy()
+  # Imported after the device setup.
+  from deeplab_sp.trainer import testing_utils  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.trainer import train_lib  # pylint: disable=g-import-not-at-top
+
+  options = testing_utils.tiny_options(steps=6)
+  trainer = options.trainer_options
+  trainer.steps_per_loop = 2
+  trainer.save_summaries_steps = 2
+  trainer.save_checkpoints_steps = 2
+  trainer.save_image_summaries_steps = 0
+  # 100%: the per-replica means then average to the global-batch mean (each
+  # image has the same number of valid pixels).
+  trainer.top_k_percent_pixels = 100
+  trainer.initial_checkpoint = init_checkpoint
+  options.train_dataset_options.batch_size = 4
+  train_lib.run_experiment(options, 'train', model_dir, strategy=strategy,
+                           model_fn=testing_utils.stand_in_model_fn,
+                           dataset_fn=testing_utils.make_dataset_fn())
+  print('DONE', flush=True)
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:4])
