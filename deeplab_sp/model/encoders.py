@@ -166,12 +166,25 @@ class ConvNeXtLargeEncoder(_EndpointEncoder):
         weights=None,
         input_shape=(None, None, 3))
     endpoints = {
-        4: backbone.get_layer('convnext_large_downsampling_block_0').input,
-        8: backbone.get_layer('convnext_large_downsampling_block_1').input,
+        4: _stage_output(backbone, 'convnext_large_downsampling_block_0'),
+        8: _stage_output(backbone, 'convnext_large_downsampling_block_1'),
         32: backbone.output,
     }
     super().__init__('convnext_large', backbone, endpoints, **kwargs)
     self.drop_path_keep_prob = drop_path_keep_prob
+
+
+def _stage_output(backbone: tf_keras.Model, downsampling_layer: str):
+  """The tensor a ConvNeXt downsampling block reads: its stage's output.
+
+  The block is a nested Sequential whose `.input` is its own placeholder, so
+  the stage output is taken from the layer right before it in the
+  (topologically ordered) functional graph: the stage's last residual add.
+  """
+  names = [layer.name for layer in backbone.layers]
+  stage_end = backbone.layers[names.index(downsampling_layer) - 1]
+  assert 'add' in stage_end.name, stage_end.name
+  return stage_end.output
 
 
 class TinyConvNet(Encoder):
