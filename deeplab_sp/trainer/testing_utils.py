@@ -114,3 +114,28 @@ def tiny_options(steps: int = 20, crop: int = 16) -> config_pb2.ExperimentOption
   options.evaluator_options.eval_interval_steps = 10
   options.evaluator_options.num_vis_images = 2
   return options
+
+
+def use_real_tiny_model(options: config_pb2.ExperimentOptions) -> None:
+  """Sets a small real SP-Transformer (tiny_convnet) in `options`.
+
+  For crops of 32x32: hypercolumn at stride 4 (8x8), a 4x4 superpixel grid.
+  """
+  model = options.model_options
+  model.encoder.name = 'tiny_convnet'
+  model.encoder.tiny_convnet_base_channels = 8
+  model.hypercolumn.channels = 16
+  model.hypercolumn.output_stride = 4
+  model.hypercolumn.mlp_hidden_channels = 16
+  tokenization = model.superpixel_tokenization
+  tokenization.grid_height = 4
+  tokenization.grid_width = 4
+  tokenization.num_layers = 1
+  tokenization.channels = 16
+  tokenization.num_heads = 2
+  tokenization.ffn_channels = 32
+  classifier = model.superpixel_classifier
+  classifier.num_layers = 1
+  classifier.num_heads = 2
+  classifier.channels = 16
+  classifier.ffn_channels = 32
