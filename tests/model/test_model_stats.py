@@ -1,0 +1,68 @@
+"""Tests of deeplab_sp/model/model_stats.py and tools/model_stats.py."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from deeplab_sp.model import model_stats
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+_TINY_CONFIG = """
+experiment_name: "tiny"
+model_options {
+  encoder { name: "tiny_convnet" tiny_convnet_base_channels: 4 }
+  hypercolumn { channels: 8 output_stride: 4 mlp_hidden_channels: 0 }
+  superpixel_tokenization {
+    grid_height: 2 grid_width: 2 num_layers: 1 channels: 8 num_heads: 2
+    ffn_channels: 16 implementation: EFFICIENT
+  }
+  superpixel_classifier { num_layers: 1 num_heads: 2 channels: 8 ffn_channels: 16 }
+}
+eval_dataset_options {
+  dataset: "cityscapes" file_pattern: "unused-*" batch_size: 1
+  crop_size: 32 crop_size: 32
+}
+"""
+
+# Paper parameter counts (SPEC section 3, Tables I and III), in millions.
+PAPER_PARAMS = {
+    'cityscapes/sp_transformer_r50.textproto': 29,
+    'cityscapes/sp_transformer_convnext_l.textproto': 202,
+    'cityscapes/ablation/ca1_sp32x64.textproto': 28,
+    'cityscapes/ablation/ca2_sp16x32.textproto': 29,
+    'cityscapes/ablation/ca2_sp32x64.textproto': 29,
+    'cityscapes/ablation/ca2_sp64x128.textproto': 31,
+}
+
+
+def test_tool_prints_json_with_components_and_flops(tmp_path):
+  config = tmp_path / 'tiny.textproto'
+  config.write_text(_TINY_CONFIG)
+  result = subprocess.run(
+      [sys.executable, str(REPO_ROOT / 'tools/model_stats.py'),
+       f'--config_file={config}', '--format=json'],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  stats = json.loads(result.stdout)
+  assert set(stats['components']) == {'encoder', 'hypercolumn', 'tokenization',
+                                      'classifier', 'association'}
+  assert stats['total_params'] == sum(stats['components'].values())
+  assert stats['components']['tokenization'] > 0
+  # The 3x3 stem conv alone (32x32 -> 16x16, 3 -> 4 channels) is
+  # 16*16*4 * 3*3*3 multiply-adds.
+  assert stats['flops'] > 2 * 16 * 16 * 4 * 27
+  assert stats['multiply_adds'] == stats['flops'] // 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config,paper_millions', sorted(PAPER_PARAMS.items()))
+def test_parameter_counts_within_ten_percent_of_the_paper(config,
+                                                          paper_millions):
+  stats = model_stats.model_stats(str(REPO_ROOT / 'configs' / config),
+                                  with_flops=False)
+  millions = stats['total_params'] / 1e6
+  assert abs(millions - paper_millions) <= 0.1 * paper_millions, millions
