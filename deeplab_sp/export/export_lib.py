@@ -1,0 +1,327 @@
+"""Exports an SP-Transformer as a SavedModel for TF Serving.
+
+The SavedModel is written in TF Serving's versioned layout,
+`<output_path>/<version>/`, with two signatures:
+
+  serving_default(encoded_images: string [B]): JPEG/PNG/BMP/GIF bytes (what
+    TF Serving's REST API receives as {"b64": ...}); decoded with
+    tf.io.decode_image(channels=3, expand_animations=False). Bytes that are
+    not an image raise InvalidArgumentError (a client error, not a crash).
+  serving_float(images: float32 [B, H, W, 3]): RGB in [0, 255], any H, W.
+
+Both return
+  'semantic': int32 [B, Hmax, Wmax], the label map (train ids) of each
+    image at the image's own size;
+  'image_size': int32 [B, 2], each image's (height, width);
+  'superpixel_ids': int32 [B, Hmax, Wmax], hard superpixel assignment
+    (absolute ids row * grid_width + col), unless disabled;
+  'probabilities': float32 [B, Hmax, Wmax, K], unless disabled (off by
+    default: it is K times larger than the label map).
+When the images of one batch have different sizes, every output is padded
+bottom/right to the largest height and width (Hmax, Wmax) of the batch:
+'semantic' with IGNORE_LABEL (255), 'superpixel_ids' with -1,
+'probabilities' with 0; 'image_size' tells where each image ends. For a
+batch of one size (the common case) there is no padding.
+
+Size handling. The model is built for one input size (model_input_size:
+the crop_size of eval_dataset_options, else of train_dataset_options). Each
+image is resized, keeping its aspect ratio, to fit inside that size
+(bilinear; scale = min(H_model / h, W_model / w), up or down), padded
+bottom/right with zeros to the model size, and run through the model. The
+padding is cropped off the logits, which are resized back to the image's own
+size (bilinear) before the argmax (and softmax); the superpixel ids are
+cropped and resized with nearest neighbour.
+"""
+
+import os
+import uuid
+from typing import Dict, Optional, Sequence, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from deeplab_sp import config as config_lib
+from deeplab_sp.data import dataset_info
+from deeplab_sp.model import builder
+from deeplab_sp.protos import config_pb2
+
+IGNORE_LABEL = dataset_info.IGNORE_LABEL
+# Padding value of 'superpixel_ids' outside an image (no superpixel).
+SUPERPIXEL_ID_PAD = -1
+SERVING_DEFAULT = 'serving_default'
+SERVING_FLOAT = 'serving_float'
+
+
+class ServingModule(tf.Module):
+  """Wraps a model with decoding, resize/pad and resize-back logic.
+
+  Attributes (tracked, so they are in the SavedModel too):
+    model_variables: the Keras model's variables.
+    colormap: tf.Variable int32 [K, 3], the dataset's colours.
+    class_names: tf.Variable string [K].
+  """
+
+  def __init__(self, model: tf.keras.Model, input_size: Sequence[int],
+               num_classes: int,
+               colormap: Optional[Sequence[Sequence[int]]] = None,
+               class_names: Optional[Sequence[str]] = None,
+               include_probabilities: bool = False,
+               include_superpixel_ids: bool = True):
+    """Initialises the module.
+
+    Args:
+      model: maps float32 [B, H_model, W_model, 3] to a dict with
+        'semantic_logits' [B, H_model, W_model, K] and 'superpixel_ids'
+        [B, H_model, W_model].
+      input_size: (H_model, W_model), the size the model is built for.
+      num_classes: K.
+      colormap: K (r, g, b) triples stored with the model (default grey).
+      class_names: K names stored with the model (default '0'..).
+      include_probabilities: add the 'probabilities' output.
+      include_superpixel_ids: add the 'superpixel_ids' output.
+    """
+    super().__init__(name='sp_transformer_serving')
+    # The Keras model is kept out of the SavedModel's object graph (its
+    # layers' call functions, e.g. the encoder's int-keyed endpoint dict,
+    # are not serialisable); only its variables are tracked, and the traced
+    # signatures capture them.
+    self._get_model = lambda: model
+    self.model_variables = list(model.variables)
+    self.input_size = (int(input_size[0]), int(input_size[1]))
+    self.num_classes = int(num_classes)
+    self.include_probabilities = include_probabilities
+    self.include_superpixel_ids = include_superpixel_ids
+    if colormap is None:
+      colormap = [(0, 0, 0)] * num_classes
+    if class_names is None:
+      class_names = [str(i) for i in range(num_classes)]
+    self.colormap = tf.Variable(tf.constant(colormap, tf.int32),
+                                trainable=False, name='colormap')
+    self.class_names = tf.Variable(tf.constant(list(class_names)),
+                                   trainable=False, name='class_names')
+
+  @property
+  def model(self) -> tf.keras.Model:
+    """The wrapped Keras model (in memory only)."""
+    return self._get_model()
+
+  def _fit_size(self, size: tf.Tensor) -> tf.Tensor:
+    """int32 [2] image size -> int32 [2] size that fits the model input."""
+    model_size = tf.constant(self.input_size, tf.float32)
+    scale = tf.reduce_min(model_size / tf.cast(size, tf.float32))
+    fitted = tf.round(tf.cast(size, tf.float32) * scale)
+    return tf.cast(tf.clip_by_value(fitted, 1.0, model_size), tf.int32)
+
+  def _prepare(self, image: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """float32 [h, w, 3] -> (padded [H_model, W_model, 3], fitted size [2])."""
+    size = tf.shape(image)[:2]
+    fitted = self._fit_size(size)
+    resized = tf.cond(
+        tf.reduce_all(tf.equal(fitted, size)),
+        lambda: image,
+        lambda: tf.image.resize(image, fitted, method='bilinear'))
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, *self.input_size)
+    return tf.ensure_shape(padded, [*self.input_size, 3]), fitted
+
+  def _decode(self, encoded: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor,
+                                                 tf.Tensor]:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    padded, fitted = self._prepare(image)
+    return padded, fitted, tf.shape(image)[:2]
+
+  def _run(self, padded: tf.Tensor, fitted: tf.Tensor,
+           sizes: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Runs the model on padded images and maps outputs to the image sizes.
+
+    Args:
+      padded: float32 [B, H_model, W_model, 3].
+      fitted: int32 [B, 2], size of each resized image inside `padded`.
+      sizes: int32 [B, 2], each image's own size.
+    """
+    padded = tf.ensure_shape(padded, [None, *self.input_size, 3])
+    outputs = self.model(padded, training=False)
+    logits = tf.cast(outputs['semantic_logits'], tf.float32)
+    ids = tf.cast(outputs['superpixel_ids'], tf.int32)
+    max_size = tf.reduce_max(sizes, axis=0)  # [2]
+
+    def restore(args):
+      image_logits, image_ids, image_fitted, size = args
+      image_logits = image_logits[:image_fitted[0], :image_fitted[1]]
+      image_ids = image_ids[:image_fitted[0], :image_fitted[1], tf.newaxis]
+      same = tf.reduce_all(tf.equal(image_fitted, size))
+      image_logits = tf.cond(
+          same, lambda: image_logits,
+          lambda: tf.image.resize(image_logits, size, method='bilinear'))
+      image_ids = tf.cond(
+          same, lambda: image_ids,
+          lambda: tf.image.resize(image_ids, size, method='nearest'))[..., 0]
+      # [h, w, K] and [h, w]
+      semantic = tf.argmax(image_logits, axis=-1, output_type=tf.int32)
+      probabilities = tf.nn.softmax(image_logits, axis=-1)
+      pad = [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]]
+      semantic = tf.pad(semantic, pad, constant_values=IGNORE_LABEL)
+      image_ids = tf.pad(image_ids, pad, constant_values=SUPERPIXEL_ID_PAD)
+      probabilities = tf.pad(probabilities, pad + [[0, 0]])
+      return semantic, image_ids, probabilities
+
+    semantic, superpixel_ids, probabilities = tf.map_fn(
+        restore, (logits, ids, fitted, sizes),
+        fn_output_signature=(
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None, self.num_classes], tf.float32)))
+    result = {'semantic': semantic, 'image_size': sizes}
+    if self.include_superpixel_ids:
+      result['superpixel_ids'] = superpixel_ids
+    if self.include_probabilities:
+      result['probabilities'] = probabilities
+    return result
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name='encoded_images')])
+  def serve_encoded(self, encoded_images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """string [B] encoded images -> outputs (see the module docstring)."""
+    padded, fitted, sizes = tf.map_fn(
+        self._decode, encoded_images,
+        fn_output_signature=(
+            tf.TensorSpec([*self.input_size, 3], tf.float32),
+            tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)))
+    return self._run(padded, fitted, sizes)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.float32, name='images')])
+  def serve_float(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """float32 [B, h, w, 3] RGB 0..255 -> outputs (see the module docstring)."""
+    padded, fitted = tf.map_fn(
+        self._prepare, images,
+        fn_output_signature=(
+            tf.TensorSpec([*self.input_size, 3], tf.float32),
+            tf.TensorSpec([2], tf.int32)))
+    sizes = tf.tile(tf.shape(images)[tf.newaxis, 1:3], [tf.shape(images)[0], 1])
+    return self._run(padded, fitted, sizes)
+
+
+def build_serving_module(options: config_pb2.ExperimentOptions,
+                         checkpoint_path: Optional[str] = None,
+                         include_probabilities: bool = False,
+                         include_superpixel_ids: bool = True) -> ServingModule:
+  """Builds the model of `options`, restores a checkpoint, wraps it.
+
+  Args:
+    options: the experiment (model_options and a dataset with crop_size).
+    checkpoint_path: a checkpoint prefix or a directory (its latest
+      checkpoint is used); None keeps the initial weights (tests).
+    include_probabilities, include_superpixel_ids: see ServingModule.
+
+  Raises:
+    FileNotFoundError: if checkpoint_path holds no checkpoint.
+  """
+  input_size = config_lib.model_input_size(options)
+  num_classes = config_lib.num_classes(options)
+  model = builder.build_model(options.model_options, num_classes, input_size,
+                              load_pretrained_weights=False)
+  if checkpoint_path is not None:
+    restore_checkpoint(model, checkpoint_path)
+  name = (options.eval_dataset_options.dataset or
+          options.train_dataset_options.dataset)
+  info = dataset_info.get_dataset_info(name)
+  return ServingModule(model, input_size, num_classes, info.colormap,
+                       info.class_names, include_probabilities,
+                       include_superpixel_ids)
+
+
+def resolve_checkpoint(checkpoint_path: str) -> str:
+  """Returns the checkpoint prefix of a prefix or a directory."""
+  if tf.io.gfile.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if latest is None:
+      raise FileNotFoundError(
+          f'No checkpoint in directory {checkpoint_path}; pass '
+          '--checkpoint_path=<model_dir>/<experiment_name> after training, or '
+          'a prefix like .../ckpt-1000.')
+    return latest
+  if not tf.io.gfile.exists(checkpoint_path + '.index'):
+    raise FileNotFoundError(
+        f'Checkpoint {checkpoint_path} not found (no {checkpoint_path}.index);'
+        ' pass a prefix like <model_dir>/<experiment_name>/ckpt-1000 or the '
+        'directory that holds the checkpoints.')
+  return checkpoint_path
+
+
+def restore_checkpoint(model: tf.keras.Model, checkpoint_path: str) -> str:
+  """Restores `model` from a trainer checkpoint; returns the prefix used."""
+  prefix = resolve_checkpoint(checkpoint_path)
+  logging.info('Restoring model weights from %s', prefix)
+  tf.train.Checkpoint(model=model).read(prefix).expect_partial(
+  ).assert_existing_objects_matched()
+  return prefix
+
+
+def next_version(output_path: str) -> int:
+  """1 + the largest numeric version directory under output_path (or 1)."""
+  if not tf.io.gfile.isdir(output_path):
+    return 1
+  versions = [int(name.rstrip('/')) for name in tf.io.gfile.listdir(output_path)
+              if name.rstrip('/').isdigit()]
+  return max(versions, default=0) + 1
+
+
+def export_saved_model(module: ServingModule, output_path: str,
+                       version: Optional[int] = None,
+                       overwrite: bool = False) -> str:
+  """Writes `module` to <output_path>/<version>/ atomically.
+
+  The SavedModel is written into a temporary directory beside the version
+  directory, then renamed into place (on local disks nothing half-written is
+  ever visible under the version's name).
+
+  Args:
+    module: the ServingModule.
+    output_path: the model's base directory (TF Serving's --model_base_path).
+    version: positive version number; None = next free version.
+    overwrite: replace an existing version directory.
+
+  Returns:
+    The version directory.
+
+  Raises:
+    ValueError: bad version; FileExistsError: version exists, no overwrite.
+  """
+  if version is None:
+    version = next_version(output_path)
+  if version <= 0:
+    raise ValueError(f'--version must be a positive integer, got {version}.')
+  export_dir = os.path.join(output_path, str(version))
+  if tf.io.gfile.exists(export_dir) and not overwrite:
+    raise FileExistsError(
+        f'{export_dir} exists; pass --overwrite to replace it or a new '
+        '--version (default: the next free version).')
+  tf.io.gfile.makedirs(output_path)
+  temp_dir = os.path.join(output_path,
+                          f'.tmp-{version}-{uuid.uuid4().hex[:8]}')
+  try:
+    signatures = {SERVING_DEFAULT: module.serve_encoded,
+                  SERVING_FLOAT: module.serve_float}
+    logging.info('Writing SavedModel to %s', temp_dir)
+    tf.saved_model.save(module, temp_dir, signatures=signatures)
+    if tf.io.gfile.exists(export_dir):
+      tf.io.gfile.rmtree(export_dir)
+    tf.io.gfile.rename(temp_dir, export_dir)
+  finally:
+    if tf.io.gfile.exists(temp_dir):
+      tf.io.gfile.rmtree(temp_dir)
+  logging.info('Exported SavedModel version %d to %s', version, export_dir)
+  return export_dir
+
+
+def export_from_config(config_file: str, checkpoint_path: str,
+                       output_path: str, version: Optional[int] = None,
+                       overwrite: bool = False,
+                       include_probabilities: bool = False,
+                       include_superpixel_ids: bool = True) -> str:
+  """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
+  options = config_lib.load_experiment_options(config_file)
+  module = build_serving_module(options, checkpoint_path,
+                                include_probabilities, include_superpixel_ids)
+  return export_saved_model(module, output_path, version, overwrite)

@@ -1,0 +1,215 @@
+"""Tests of deeplab_sp.export.export_lib: signatures, sizes, plain-TF load."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from deeplab_sp.export import export_lib
+from deeplab_sp.protos import config_pb2
+
+from google.protobuf import text_format
+
+SIZE = 64
+NUM_CLASSES = 19  # cityscapes
+
+
+def tiny_options() -> config_pb2.ExperimentOptions:
+  options = config_pb2.ExperimentOptions()
+  options.experiment_name = 'export_test'
+  model = options.model_options
+  model.encoder.name = 'tiny_convnet'
+  model.encoder.tiny_convnet_base_channels = 4
+  model.hypercolumn.channels = 16
+  model.hypercolumn.output_stride = 4
+  tokenization = model.superpixel_tokenization
+  tokenization.grid_height = tokenization.grid_width = 4
+  tokenization.num_layers = 1
+  tokenization.channels = 16
+  tokenization.num_heads = 2
+  tokenization.ffn_channels = 32
+  classifier = model.superpixel_classifier
+  classifier.num_layers = 1
+  classifier.num_heads = 2
+  classifier.channels = 16
+  classifier.ffn_channels = 32
+  for dataset in (options.train_dataset_options,
+                  options.eval_dataset_options):
+    dataset.dataset = 'cityscapes'
+    dataset.file_pattern.append('unused-*.tfrecord')
+    dataset.batch_size = 2
+    dataset.crop_size.extend([SIZE, SIZE])
+  options.trainer_options.training_number_of_steps = 1
+  return options
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def random_image(height, width, seed=0) -> np.ndarray:
+  return np.random.RandomState(seed).randint(
+      0, 256, [height, width, 3]).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  """(module, export_dir, config_file, checkpoint prefix)."""
+  tf.keras.utils.set_random_seed(1)
+  root = tmp_path_factory.mktemp('export')
+  options = tiny_options()
+  config_file = str(root / 'config.textproto')
+  with open(config_file, 'w') as f:
+    f.write(text_format.MessageToString(options))
+  module = export_lib.build_serving_module(options,
+                                           include_probabilities=True)
+  prefix = tf.train.Checkpoint(model=module.model).write(str(root / 'ckpt-1'))
+  export_dir = export_lib.export_from_config(
+      config_file, prefix, str(root / "saved"), include_probabilities=True)
+  return module, export_dir, config_file, prefix
+
+
+def test_versioned_layout_and_no_temp_left(exported):
+  _, export_dir, _, _ = exported
+  base = os.path.dirname(export_dir)
+  assert os.path.basename(export_dir) == '1'
+  assert sorted(os.listdir(base)) == ['1']
+  assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))
+
+
+def test_existing_version_is_an_error_unless_overwrite(exported, tmp_path):
+  module, _, _, _ = exported
+  base = str(tmp_path / 'saved')
+  export_lib.export_saved_model(module, base, version=3)
+  with pytest.raises(FileExistsError, match='--overwrite'):
+    export_lib.export_saved_model(module, base, version=3)
+  export_lib.export_saved_model(module, base, version=3, overwrite=True)
+  assert export_lib.next_version(base) == 4
+  with pytest.raises(ValueError, match='positive'):
+    export_lib.export_saved_model(module, base, version=0)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No checkpoint in directory'):
+    export_lib.resolve_checkpoint(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='ckpt-1000'):
+    export_lib.resolve_checkpoint(str(tmp_path / 'ckpt-7'))
+
+
+def test_model_size_image_equals_keras_argmax(exported):
+  module, export_dir, _, _ = exported
+  image = random_image(SIZE, SIZE)
+  logits = module.model(image[np.newaxis].astype(np.float32))
+  expected = np.argmax(logits['semantic_logits'].numpy(), -1)
+  loaded = tf.saved_model.load(export_dir)
+  outputs = loaded.signatures['serving_default'](
+      encoded_images=tf.constant([png_bytes(image)]))
+  assert outputs['semantic'].dtype == tf.int32
+  np.testing.assert_array_equal(outputs['semantic'].numpy(), expected)
+  np.testing.assert_array_equal(outputs['superpixel_ids'].numpy(),
+                                logits['superpixel_ids'].numpy())
+  np.testing.assert_array_equal(outputs['image_size'].numpy(), [[SIZE, SIZE]])
+  np.testing.assert_allclose(outputs['probabilities'].numpy().sum(-1), 1.0,
+                             rtol=1e-5)
+  floats = loaded.signatures['serving_float'](
+      images=tf.constant(image[np.newaxis], tf.float32))
+  np.testing.assert_array_equal(floats['semantic'].numpy(), expected)
+
+
+def test_other_sizes_are_resized_padded_and_restored(exported):
+  module, _, _, _ = exported
+  # 32x16 fits 64x64 by scaling 2x to 64x32, padded right.
+  small = random_image(32, 16, seed=1)
+  wide = random_image(20, 40, seed=2)
+  outputs = module.serve_encoded(tf.constant([png_bytes(small),
+                                              png_bytes(wide)]))
+  assert outputs['semantic'].shape == (2, 32, 40)
+  np.testing.assert_array_equal(outputs['image_size'].numpy(),
+                                [[32, 16], [20, 40]])
+  semantic = outputs['semantic'].numpy()
+  # Padding of the smaller image is the ignore label / no superpixel.
+  assert (semantic[0, :, 16:] == 255).all()
+  assert (semantic[1, 20:, :] == 255).all()
+  assert (outputs['superpixel_ids'].numpy()[0, :, 16:] == -1).all()
+  assert semantic[0, :, :16].max() < NUM_CLASSES
+  # The same computation by hand for the first image.
+  resized = tf.image.resize(small.astype(np.float32), [64, 32])
+  padded = tf.image.pad_to_bounding_box(resized, 0, 0, SIZE, SIZE)
+  logits = module.model(padded[tf.newaxis])['semantic_logits'][0, :, :32]
+  logits = tf.image.resize(logits, [32, 16])
+  np.testing.assert_array_equal(semantic[0, :, :16],
+                                np.argmax(logits.numpy(), -1))
+
+
+def test_non_image_bytes_are_invalid_argument(exported):
+  module, export_dir, _, _ = exported
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    module.serve_encoded(tf.constant([b'this is not an image']))
+  loaded = tf.saved_model.load(export_dir)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    loaded.signatures['serving_default'](
+        encoded_images=tf.constant([b'\x89PNG broken']))
+
+
+_PLAIN_TF_SCRIPT = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    export_dir, image_path, output_path = sys.argv[1:]
+    loaded = tf.saved_model.load(export_dir)
+    with open(image_path, 'rb') as f:
+      data = f.read()
+    serve = loaded.signatures['serving_default']
+    semantic = serve(encoded_images=tf.constant([data]))['semantic'].numpy()
+    try:
+      serve(encoded_images=tf.constant([b'not an image']))
+      error = 'none'
+    except tf.errors.InvalidArgumentError:
+      error = 'InvalidArgument'
+    assert not any(m.startswith('deeplab_sp') for m in sys.modules), sorted(
+        m for m in sys.modules if m.startswith('deeplab_sp'))
+    np.save(output_path, semantic)
+    print('ERROR=' + error)
+''')
+
+
+@pytest.mark.slow
+def test_plain_tensorflow_process_gives_keras_predictions(exported, tmp_path):
+  module, export_dir, _, _ = exported
+  image = random_image(48, 64, seed=3)
+  image_path = tmp_path / 'image.png'
+  image_path.write_bytes(png_bytes(image))
+  script = tmp_path / 'serve.py'
+  script.write_text(_PLAIN_TF_SCRIPT)
+  output = tmp_path / 'semantic.npy'
+  result = subprocess.run(
+      [sys.executable, str(script), export_dir, str(image_path), str(output)],
+      capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'ERROR=InvalidArgument' in result.stdout
+  padded = np.zeros([SIZE, SIZE, 3], np.float32)
+  padded[:48] = image
+  logits = module.model(padded[np.newaxis])['semantic_logits'][0, :48]
+  np.testing.assert_array_equal(np.load(output)[0],
+                                np.argmax(logits.numpy(), -1))
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+  _, export_dir, _, _ = exported
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  result = subprocess.run([cli, 'show', '--dir', export_dir, '--all'],
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "signature_def['serving_default']" in result.stdout
+  assert "signature_def['serving_float']" in result.stdout
+  assert 'encoded_images' in result.stdout
