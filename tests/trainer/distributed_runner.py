@@ -3,20 +3,22 @@
 Run as a subprocess by test_distributed.py, because logical devices and
 TF_CONFIG must be set before TensorFlow initialises:
 
-  python tests/trainer/distributed_runner.py STRATEGY MODEL_DIR INIT_CKPT
+  python tests/trainer/distributed_runner.py STRATEGY MODEL_DIR INIT_CKPT \
+      [STEPS]
 
 STRATEGY: 'single' (default strategy), 'mirrored' (2 logical CPUs) or
-'multi_worker' (TF_CONFIG from the environment). Prints a JSON line with the
-final global step and the model weights' checksum.
+'multi_worker' (TF_CONFIG from the environment). Prints DONE at the end.
 """
 
-import json
 import sys
+
+from absl import logging
 
 import tensorflow as tf
 
 
-def main(strategy_name, model_dir, init_checkpoint):
+def main(strategy_name, model_dir, init_checkpoint, steps='6'):
+  logging.set_verbosity(logging.INFO)
   if strategy_name == 'mirrored':
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(
@@ -30,7 +32,7 @@ def main(strategy_name, model_dir, init_checkpoint):
   from deeplab_sp.trainer import testing_utils  # pylint: disable=g-import-not-at-top
   from deeplab_sp.trainer import train_lib  # pylint: disable=g-import-not-at-top
 
-  options = testing_utils.tiny_options(steps=6)
+  options = testing_utils.tiny_options(steps=int(steps))
   trainer = options.trainer_options
   trainer.steps_per_loop = 2
   trainer.save_summaries_steps = 2
@@ -48,4 +50,4 @@ def main(strategy_name, model_dir, init_checkpoint):
 
 
 if __name__ == '__main__':
-  main(*sys.argv[1:4])
+  main(*sys.argv[1:5])
