@@ -156,6 +156,10 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         f'trainer_options.mixed_precision {trainer_options.mixed_precision!r}'
         f' is unknown; use one of {sorted(_MIXED_PRECISION_POLICIES)}.')
   tf_keras.mixed_precision.set_global_policy(policy)
+  if trainer_options.mixed_precision == 'float16':
+    logging.warning(
+        'mixed_precision float16: the trainer has no loss scaling yet; '
+        'small gradients may underflow. Prefer bfloat16 where supported.')
 
   with strategy.scope():
     model = model_fn(options, num_classes)

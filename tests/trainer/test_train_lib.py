@@ -8,10 +8,12 @@ evaluation and summaries are the real ones.
 import dataclasses
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from deeplab_sp import config as config_lib
 from deeplab_sp.trainer import metrics
@@ -160,3 +162,31 @@ def test_class_count_mismatch_fails_before_work(tmp_path, monkeypatch):
 def test_eval_mode_without_checkpoint_explains(tmp_path):
   with pytest.raises(FileNotFoundError, match='train first'):
     _run(testing_utils.tiny_options(), 'eval', tmp_path)
+
+
+def test_continuous_eval_stops_after_the_last_checkpoint(tmp_path):
+  options = testing_utils.tiny_options(steps=10)
+  _run(options, 'train', tmp_path)
+  options.evaluator_options.continuous_eval_timeout_seconds = 60
+  start = time.time()
+  results = _run(options, 'continuous_eval', tmp_path)
+  assert time.time() - start < 30  # Did not wait for the timeout.
+  assert results['step'] == 10
+  with open(tmp_path / 'test_experiment' / 'eval_results.json') as f:
+    assert json.load(f)['step'] == 10
+  # eval mode evaluates the latest checkpoint once, with the same result.
+  assert _run(options, 'eval', tmp_path) == results
+
+
+def test_bfloat16_mixed_precision_trains(tmp_path):
+  options = testing_utils.tiny_options(steps=5)
+  options.trainer_options.mixed_precision = 'bfloat16'
+  try:
+    _run(options, 'train', tmp_path)
+  finally:
+    tf_keras.mixed_precision.set_global_policy('float32')
+  reader = tf.train.load_checkpoint(
+      tf.train.latest_checkpoint(str(tmp_path / 'test_experiment')))
+  dtypes = reader.get_variable_to_dtype_map()
+  kernel = [k for k in dtypes if 'classifier/kernel/.ATTRIBUTES' in k]
+  assert kernel and dtypes[kernel[0]] == tf.float32  # float32 master weights
