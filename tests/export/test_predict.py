@@ -1,0 +1,117 @@
+"""Tests of deeplab_sp.export.predict_lib and tools/predict.py, export_model.py."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from deeplab_sp.export import export_lib
+from deeplab_sp.export import predict_lib
+from deeplab_sp.utils import visualization
+
+from google.protobuf import text_format
+from deeplab_sp.export import testing_utils
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  """(config file, checkpoint prefix, module)."""
+  tf.keras.utils.set_random_seed(2)
+  root = tmp_path_factory.mktemp('predict')
+  options = testing_utils.tiny_options()
+  config_file = str(root / 'config.textproto')
+  with open(config_file, 'w') as f:
+    f.write(text_format.MessageToString(options))
+  module = export_lib.build_serving_module(options)
+  prefix = tf.train.Checkpoint(model=module.model).write(str(root / 'ckpt-1'))
+  return config_file, prefix, module
+
+
+def write_images(directory, sizes):
+  paths = []
+  for index, (height, width) in enumerate(sizes):
+    path = os.path.join(directory, f'image{index}.png')
+    Image.fromarray(testing_utils.random_image(height, width, index)).save(
+        path)
+    paths.append(path)
+  return paths
+
+
+def test_predict_files_writes_label_and_overlay_pngs(setup, tmp_path):
+  config_file, prefix, module = setup
+  predict, colormap = predict_lib.load_checkpoint(config_file, prefix)
+  files = write_images(str(tmp_path), [(64, 64), (30, 50)])
+  output_dir = str(tmp_path / 'out')
+  written = predict_lib.predict_files(predict, colormap, files, output_dir)
+  assert sorted(os.listdir(output_dir)) == [
+      'image0_labels.png', 'image0_superpixels.png', 'image1_labels.png',
+      'image1_superpixels.png']
+  assert len(written) == 4
+  image = np.array(Image.open(files[0]))
+  outputs = module.model(image[np.newaxis].astype(np.float32))
+  expected_labels = visualization.colorize_label_map(
+      np.argmax(outputs['semantic_logits'][0].numpy(), -1), colormap)
+  np.testing.assert_array_equal(
+      np.array(Image.open(os.path.join(output_dir, 'image0_labels.png'))),
+      expected_labels)
+  expected_overlay = visualization.overlay_boundaries(
+      image, outputs['superpixel_ids'][0].numpy())
+  np.testing.assert_array_equal(
+      np.array(Image.open(os.path.join(output_dir,
+                                       'image0_superpixels.png'))),
+      expected_overlay)
+  assert np.array(Image.open(
+      os.path.join(output_dir, 'image1_labels.png'))).shape == (30, 50, 3)
+
+
+def test_unreadable_image_stops_before_writing(setup, tmp_path):
+  config_file, prefix, _ = setup
+  predict, colormap = predict_lib.load_checkpoint(config_file, prefix)
+  files = write_images(str(tmp_path), [(64, 64)])
+  bad = tmp_path / 'broken.png'
+  bad.write_bytes(b'not a png')
+  output_dir = tmp_path / 'out'
+  with pytest.raises(ValueError, match='broken.png'):
+    predict_lib.predict_files(predict, colormap, files + [str(bad)],
+                              str(output_dir))
+  assert not output_dir.exists()
+  with pytest.raises(FileNotFoundError, match='matches no file'):
+    predict_lib.expand_images([str(tmp_path / 'none*.jpg')])
+
+
+def run_tool(*args):
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, cwd=REPO, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_export_then_predict_tools(setup, tmp_path):
+  config_file, prefix, _ = setup
+  export = run_tool('tools/export_model.py', f'--config_file={config_file}',
+                    f'--checkpoint_path={prefix}',
+                    f'--output_path={tmp_path / "exported"}')
+  assert export.returncode == 0, export.stderr[-3000:]
+  saved_model = tmp_path / 'exported' / '1'
+  write_images(str(tmp_path), [(40, 64)])
+  output_dir = tmp_path / 'out'
+  predict = run_tool('tools/predict.py', f'--saved_model={saved_model}',
+                     f'--images={tmp_path / "*.png"}',
+                     f'--output_dir={output_dir}')
+  assert predict.returncode == 0, predict.stderr[-3000:]
+  assert '[1/1]' in predict.stdout
+  assert sorted(os.listdir(output_dir)) == ['image0_labels.png',
+                                            'image0_superpixels.png']
+  (tmp_path / 'bad.jpg').write_bytes(b'garbage')
+  failed = run_tool('tools/predict.py', f'--saved_model={saved_model}',
+                    f'--images={tmp_path / "bad.jpg"}',
+                    f'--output_dir={tmp_path / "out2"}')
+  assert failed.returncode == 1
+  assert 'bad.jpg' in failed.stderr
+  assert not (tmp_path / 'out2').exists()

@@ -1,0 +1,54 @@
+"""Exports a trained SP-Transformer as a SavedModel for TF Serving.
+
+Writes <output_path>/<version>/ (TF Serving's layout) with the signatures
+serving_default (encoded JPEG/PNG bytes) and serving_float (float RGB
+images); see deeplab_sp/export/export_lib.py for inputs, outputs and how
+images of other sizes are handled.
+
+Example:
+  .venv/bin/python tools/export_model.py \
+    --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+    --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
+    --output_path=exported/sp_transformer_tiny
+  .venv/bin/saved_model_cli show --dir exported/sp_transformer_tiny/1 --all
+"""
+
+from absl import app
+from absl import flags
+
+from deeplab_sp.export import export_lib
+
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file', None, 'Experiment .textproto the checkpoint was trained '
+    'with (model and dataset options).', required=True)
+_CHECKPOINT_PATH = flags.DEFINE_string(
+    'checkpoint_path', None, 'Checkpoint prefix (.../ckpt-1500) or the '
+    'directory holding checkpoints (its latest one is used).', required=True)
+_OUTPUT_PATH = flags.DEFINE_string(
+    'output_path', None, 'Model base directory; the SavedModel goes to '
+    '<output_path>/<version>/.', required=True)
+_VERSION = flags.DEFINE_integer(
+    'version', None, 'Version number (a positive integer); default: one more '
+    'than the largest existing version, or 1.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Replace <output_path>/<version> if it exists.')
+_INCLUDE_PROBABILITIES = flags.DEFINE_bool(
+    'include_probabilities', False, "Add the output 'probabilities' "
+    '[B, H, W, num_classes] (large).')
+_INCLUDE_SUPERPIXEL_IDS = flags.DEFINE_bool(
+    'include_superpixel_ids', True, "Add the output 'superpixel_ids' "
+    '[B, H, W] (hard superpixel assignment).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  export_dir = export_lib.export_from_config(
+      _CONFIG_FILE.value, _CHECKPOINT_PATH.value, _OUTPUT_PATH.value,
+      _VERSION.value, _OVERWRITE.value, _INCLUDE_PROBABILITIES.value,
+      _INCLUDE_SUPERPIXEL_IDS.value)
+  print(f'Exported to {export_dir}')
+
+
+if __name__ == '__main__':
+  app.run(main)

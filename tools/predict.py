@@ -1,0 +1,66 @@
+"""Predicts label maps and superpixels for image files.
+
+Runs an exported SavedModel (--saved_model) or a config plus checkpoint
+(--config_file and --checkpoint_path) on --images and writes, per image,
+<name>_labels.png (colour-coded label map) and <name>_superpixels.png (the
+image with superpixel boundaries) into --output_dir. An unreadable image
+stops the run, naming the file, before anything is written.
+
+Examples:
+  .venv/bin/python tools/predict.py --saved_model=exported/tiny/1 \
+    --images="photos/*.png" --output_dir=predictions
+  .venv/bin/python tools/predict.py \
+    --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+    --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
+    --images=a.jpg,b.png --output_dir=predictions
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from deeplab_sp.export import predict_lib
+
+_SAVED_MODEL = flags.DEFINE_string(
+    'saved_model', None, 'SavedModel version directory from '
+    'tools/export_model.py (e.g. exported/tiny/1).')
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file', None, 'Experiment .textproto (instead of --saved_model).')
+_CHECKPOINT_PATH = flags.DEFINE_string(
+    'checkpoint_path', None, 'Checkpoint prefix or directory (with '
+    '--config_file).')
+_IMAGES = flags.DEFINE_list(
+    'images', None, 'Comma-separated image files or globs (JPEG, PNG, BMP, '
+    'GIF).', required=True)
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Directory for the PNGs (created).', required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  use_checkpoint = _CONFIG_FILE.value or _CHECKPOINT_PATH.value
+  if bool(_SAVED_MODEL.value) == bool(use_checkpoint) or (
+      use_checkpoint and not (_CONFIG_FILE.value and _CHECKPOINT_PATH.value)):
+    raise app.UsageError('Pass either --saved_model, or both --config_file '
+                         'and --checkpoint_path.')
+  try:
+    files = predict_lib.expand_images(_IMAGES.value)
+    if _SAVED_MODEL.value:
+      predict, colormap = predict_lib.load_saved_model(_SAVED_MODEL.value)
+    else:
+      predict, colormap = predict_lib.load_checkpoint(_CONFIG_FILE.value,
+                                                      _CHECKPOINT_PATH.value)
+    written = predict_lib.predict_files(predict, colormap, files,
+                                        _OUTPUT_DIR.value)
+  except (ValueError, FileNotFoundError) as e:
+    logging.error('%s', e)
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f'Wrote {len(written)} files to {_OUTPUT_DIR.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
