@@ -18,8 +18,7 @@ biases and position embeddings (matched by variable name, see
 NO_WEIGHT_DECAY_PATTERNS).
 """
 
-import dataclasses
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras

@@ -9,7 +9,6 @@ initialised from trainer_options.initial_checkpoint (if set).
 """
 
 import os
-import time
 from typing import Callable, Optional
 
 from absl import logging

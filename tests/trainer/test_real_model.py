@@ -5,7 +5,6 @@ in-memory dataset; the model, loss, optimiser and loop are the real ones.
 """
 
 import json
-import os
 
 import pytest
 import tensorflow as tf
