@@ -28,9 +28,11 @@ from official.modeling.optimization import lr_schedule
 from deeplab_sp.protos import trainer_pb2
 
 # Variable-name regexes (re.search) excluded from weight decay: biases,
-# normalisation scales/offsets and position embeddings (paper Sec. IV-A).
-NO_WEIGHT_DECAY_PATTERNS = ('bias', 'norm', 'gamma', 'beta',
-                            'position_embedding', 'pos_embed')
+# normalisation scales/offsets and position embeddings (paper Sec. IV-A);
+# 'position' also covers the model's per-layer key/value position terms
+# (e.g. cross_attention_0/pixel_key_position).
+NO_WEIGHT_DECAY_PATTERNS = ('bias', 'norm', 'gamma', 'beta', 'position',
+                            'pos_embed')
 
 
 def build_learning_rate_schedule(
