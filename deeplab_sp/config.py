@@ -118,13 +118,15 @@ def parse_experiment_options(text: str,
 
 
 def load_experiment_options(path: str,
-                            mode: str = 'train_and_eval'
+                            mode: Optional[str] = 'train_and_eval'
                            ) -> config_pb2.ExperimentOptions:
   """Reads, parses and validates the text ExperimentOptions at `path`.
 
   Args:
     path: local or gs:// path of a .textproto file.
-    mode: one of MODES; decides which datasets must be configured.
+    mode: one of MODES; decides which datasets must have file patterns.
+      None (for tools that read no data: export, model_stats, benchmark):
+      no file pattern is required.
 
   Returns:
     The validated ExperimentOptions.
@@ -306,9 +308,11 @@ def _validate_dataset(path: str, field: str,
 
 def validate_experiment_options(options: config_pb2.ExperimentOptions,
                                 path: str = '<config>',
-                                mode: str = 'train_and_eval') -> None:
+                                mode: Optional[str] = 'train_and_eval'
+                               ) -> None:
   """Raises ConfigError on the first problem found in `options`."""
-  _validate_choice(path, 'mode', mode, MODES)
+  if mode is not None:
+    _validate_choice(path, 'mode', mode, MODES)
   if not options.experiment_name:
     raise ConfigError(f'{path}: experiment_name is not set; it names the '
                       'output directory <model_dir>/<experiment_name>.')

@@ -136,6 +136,11 @@ def test_eval_mode_does_not_need_training_files(tmp_path):
   assert not options.train_dataset_options.file_pattern
   with pytest.raises(config.ConfigError, match='file_pattern is empty'):
     config.load_experiment_options(path, mode='train')
+  # Tools that read no data (export, model_stats) pass mode=None.
+  text = text.replace(
+      'file_pattern: "work_dirs/data/synthetic/val-*.tfrecord"', '')
+  path = _write(tmp_path, text, 'no_files.textproto')
+  assert config.load_experiment_options(path, mode=None).experiment_name
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
