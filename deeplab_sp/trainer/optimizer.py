@@ -77,7 +77,7 @@ def _build_one(options: trainer_pb2.TrainerOptions, multiplier: float,
         learning_rate=schedule,
         weight_decay_rate=options.weight_decay,
         exclude_from_weight_decay=list(NO_WEIGHT_DECAY_PATTERNS),
-        gradient_clip_norm=0.0,  # Clipped jointly in `apply_gradients`.
+        gradient_clip_norm=0.0,  # Clipped jointly in SplitOptimizer.
         name=name)
   if options.optimizer == 'sgd':
     return tf_keras.optimizers.legacy.SGD(learning_rate=schedule,
@@ -87,22 +87,98 @@ def _build_one(options: trainer_pb2.TrainerOptions, multiplier: float,
                    'unknown; use "adamw" or "sgd".')
 
 
+# Dynamic loss scaling for float16 (Micikevicius et al., "Mixed Precision
+# Training", 2018; the defaults of tf_keras' LossScaleOptimizer): start at
+# 2^15, halve after a step with NaN/Inf gradients (the step is skipped),
+# double after this many consecutive finite steps.
+INITIAL_LOSS_SCALE = 2.0**15
+LOSS_SCALE_GROWTH_STEPS = 2000
+
+
+def _mirrored_variable(initial_value, dtype, name):
+  """A non-trainable variable updated identically on every replica."""
+  return tf.Variable(
+      initial_value, dtype=dtype, trainable=False, name=name,
+      synchronization=tf.VariableSynchronization.ON_WRITE,
+      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+class DynamicLossScale(tf.Module):
+  """The float16 loss scale shared by both optimizers of a SplitOptimizer.
+
+  Attributes:
+    scale: float32 scalar variable, the current loss scale (>= 1).
+    good_steps: int64 scalar variable, finite steps since the last change.
+  """
+
+  def __init__(self, initial_scale: float = INITIAL_LOSS_SCALE,
+               growth_steps: int = LOSS_SCALE_GROWTH_STEPS):
+    super().__init__(name='dynamic_loss_scale')
+    self.growth_steps = growth_steps
+    self.scale = _mirrored_variable(initial_scale, tf.float32, 'scale')
+    self.good_steps = _mirrored_variable(0, tf.int64, 'good_steps')
+
+  def update(self, finite: tf.Tensor) -> None:
+    """Halves the scale after a non-finite step, doubles it after growth."""
+    good_steps = tf.where(finite, self.good_steps + 1,
+                          tf.zeros_like(self.good_steps))
+    grow = good_steps >= self.growth_steps
+    scale = tf.where(finite,
+                     tf.where(grow, self.scale * 2.0, self.scale),
+                     tf.maximum(self.scale / 2.0, 1.0))
+    self.scale.assign(scale)
+    self.good_steps.assign(tf.where(grow, tf.zeros_like(good_steps),
+                                    good_steps))
+
+
+class _UnwrappedVariables:
+  """Keeps a strategy from replacing mirrored variables by their components
+  when they pass through `merge_call` (they must stay mirrored)."""
+
+  def __init__(self, variables):
+    self.value = variables
+
+
+def _scale_gradient(gradient, factor):
+  if isinstance(gradient, tf.IndexedSlices):
+    return tf.IndexedSlices(gradient.values * factor, gradient.indices,
+                            gradient.dense_shape)
+  return gradient * factor
+
+
+def _all_finite(gradients) -> tf.Tensor:
+  values = [g.values if isinstance(g, tf.IndexedSlices) else g
+            for g in gradients]
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+
+
 class SplitOptimizer(tf.Module):
   """Two optimizers: encoder variables at lr * multiplier, the rest at lr.
+
+  One step (`apply_gradients`, called in a replica context):
+  1. the gradients are summed over replicas (all-reduce), so everything
+     below sees the global-batch gradient, identical on every replica;
+  2. with float16 loss scaling they are divided by the loss scale and the
+     step is skipped (both optimizers still count it) if any is NaN/Inf;
+  3. optional clipping by the global norm over ALL variables;
+  4. one step of `main` (non-encoder variables) and `backbone` (encoder).
 
   Attributes:
     main: optimizer of the non-encoder variables (its schedule is the
       reported learning rate).
     backbone: optimizer of the encoder variables.
+    loss_scale: a DynamicLossScale (float16 training) or None.
   """
 
-  def __init__(self, options: trainer_pb2.TrainerOptions):
+  def __init__(self, options: trainer_pb2.TrainerOptions,
+               dynamic_loss_scale: bool = False):
     super().__init__(name='split_optimizer')
     self.main = _build_one(options, 1.0, 'optimizer')
     self.backbone = _build_one(
         options, options.backbone_learning_rate_multiplier,
         'backbone_optimizer')
     self.gradient_clip_norm = options.gradient_clip_norm
+    self.loss_scale = DynamicLossScale() if dynamic_loss_scale else None
 
   @property
   def iterations(self) -> tf.Variable:
@@ -112,29 +188,75 @@ class SplitOptimizer(tf.Module):
     """The current (non-backbone) learning rate."""
     return self.main._decayed_lr(tf.float32)  # pylint: disable=protected-access
 
+  def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
+    """Multiplies `loss` by the loss scale (identity without scaling)."""
+    if self.loss_scale is None:
+      return loss
+    return loss * tf.cast(self.loss_scale.scale, loss.dtype)
+
   def apply_gradients(self, grads_and_vars: Sequence[Tuple[tf.Tensor,
                                                            tf.Variable]],
                       backbone_variables: Sequence[tf.Variable]) -> None:
-    """Clips (optionally) and applies gradients; one step of both optimizers.
+    """Aggregates, unscales, clips and applies the gradients (see class doc).
 
     Args:
-      grads_and_vars: (gradient, variable) pairs of all trainable variables.
+      grads_and_vars: (per-replica gradient, variable) pairs of all trainable
+        variables; gradients of the loss scaled by `scale_loss`.
       backbone_variables: the encoder's variables (updated by `backbone`).
     """
-    grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
+    pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+    grads = [g for g, _ in pairs]
+    variables = _UnwrappedVariables([v for _, v in pairs])
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context is None:
+      raise RuntimeError('SplitOptimizer.apply_gradients must be called in a '
+                         'replica context (inside strategy.run).')
+    grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    finite = None
+    if self.loss_scale is not None:
+      inverse = 1.0 / self.loss_scale.scale
+      grads = [_scale_gradient(g, tf.cast(inverse, g.dtype)) for g in grads]
+      finite = _all_finite(grads)
     if self.gradient_clip_norm > 0:
-      grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars],
-                                        self.gradient_clip_norm)
-      grads_and_vars = list(zip(grads, [v for _, v in grads_and_vars]))
+      grads, _ = tf.clip_by_global_norm(grads, self.gradient_clip_norm)
     backbone_refs = {v.ref() for v in backbone_variables}
-    main_pairs = [(g, v) for g, v in grads_and_vars
-                  if v.ref() not in backbone_refs]
-    backbone_pairs = [(g, v) for g, v in grads_and_vars
-                      if v.ref() in backbone_refs]
-    # An optimizer with no variable still counts the step (a dummy update
-    # keeps both `iterations` counters equal).
-    self.main.apply_gradients(main_pairs)
-    if backbone_pairs:
-      self.backbone.apply_gradients(backbone_pairs)
-    else:
+
+    def apply_both(grads, variables):
+      main_pairs, backbone_pairs = [], []
+      for g, v in zip(grads, variables.value):
+        (backbone_pairs if v.ref() in backbone_refs else main_pairs).append(
+            (g, v))
+      self.main.apply_gradients(main_pairs,
+                                experimental_aggregate_gradients=False)
+      if backbone_pairs:
+        self.backbone.apply_gradients(backbone_pairs,
+                                      experimental_aggregate_gradients=False)
+      else:
+        # An optimizer with no variable still counts the step, so both
+        # `iterations` counters stay equal.
+        self.backbone.iterations.assign_add(1)
+
+    if self.loss_scale is None:
+      apply_both(grads, variables)
+      return
+
+    def skip_step():
+      self.main.iterations.assign_add(1)
       self.backbone.iterations.assign_add(1)
+
+    def cross_replica(strategy, grads, variables, finite):
+      # The cond must run in the cross-replica context: its branch calls the
+      # optimizers' own merge_call. `finite` is the same on every replica
+      # (the gradients were all-reduced).
+      all_finite = tf.reduce_all(
+          [tf.convert_to_tensor(f)
+           for f in strategy.experimental_local_results(finite)])
+      self.loss_scale.update(all_finite)
+      tf.__internal__.smart_cond.smart_cond(
+          all_finite,
+          lambda: strategy.extended.call_for_each_replica(
+              apply_both, args=(grads, variables)),
+          skip_step)
+
+    replica_context.merge_call(cross_replica,
+                               args=(grads, variables, finite))

@@ -155,14 +155,14 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         f'trainer_options.mixed_precision {trainer_options.mixed_precision!r}'
         f' is unknown; use one of {sorted(_MIXED_PRECISION_POLICIES)}.')
   tf_keras.mixed_precision.set_global_policy(policy)
-  if trainer_options.mixed_precision == 'float16':
-    logging.warning(
-        'mixed_precision float16: the trainer has no loss scaling yet; '
-        'small gradients may underflow. Prefer bfloat16 where supported.')
 
   with strategy.scope():
     model = model_fn(options, num_classes)
-    optimizer = optimizer_lib.SplitOptimizer(trainer_options)
+    # float16 needs dynamic loss scaling (its range underflows small
+    # gradients); bfloat16 has float32's range and needs none.
+    optimizer = optimizer_lib.SplitOptimizer(
+        trainer_options,
+        dynamic_loss_scale=trainer_options.mixed_precision == 'float16')
     global_step = optimizer.iterations
 
   trainer = None
@@ -193,8 +193,11 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         image_summary_dir=os.path.join(exp_dir, 'eval_images'),
         num_vis_images=num_vis)
 
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer.main,
-                                   backbone_optimizer=optimizer.backbone)
+  trackables = dict(model=model, optimizer=optimizer.main,
+                    backbone_optimizer=optimizer.backbone)
+  if optimizer.loss_scale is not None:
+    trackables['loss_scale'] = optimizer.loss_scale
+  checkpoint = tf.train.Checkpoint(**trackables)
   # Non-chief workers of a multi-worker job write to a scratch directory.
   ckpt_dir = exp_dir
   if not strategy.extended.should_checkpoint:

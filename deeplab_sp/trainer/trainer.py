@@ -97,7 +97,8 @@ class Trainer(orbit.StandardTrainer):
         if self.model.losses:
           total += tf.add_n([tf.cast(l, tf.float32)
                              for l in self.model.losses])
-        scaled = total / num_replicas
+        # Float16: multiplied by the dynamic loss scale (identity otherwise).
+        scaled = self.optimizer.scale_loss(total / num_replicas)
       variables = self.model.trainable_variables
       grads = tape.gradient(scaled, variables)
       self.optimizer.apply_gradients(
@@ -119,7 +120,10 @@ class Trainer(orbit.StandardTrainer):
     logging.info('step %d: loss %.4f, learning rate %.3g', step, loss,
                  learning_rate)
     self._maybe_write_images(step)
-    return {'loss': loss, 'learning_rate': learning_rate}
+    scalars = {'loss': loss, 'learning_rate': learning_rate}
+    if self.optimizer.loss_scale is not None:
+      scalars['loss_scale'] = float(self.optimizer.loss_scale.scale.numpy())
+    return scalars
 
   def _maybe_write_images(self, step: int) -> None:
     every = self.options.save_image_summaries_steps

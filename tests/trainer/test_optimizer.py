@@ -76,3 +76,59 @@ def test_gradient_clipping_is_global_over_both_groups():
   np.testing.assert_allclose([a.numpy()[0], b.numpy()[0]], [-0.6, -0.8],
                              rtol=1e-6)
   assert isinstance(opt.main, tf_keras.optimizers.legacy.SGD)
+
+
+def _apply_in_function(opt, grads_and_vars, backbone_variables):
+  """One apply_gradients inside a tf.function, as in the trainer."""
+  tf.function(lambda: opt.apply_gradients(
+      grads_and_vars, backbone_variables=backbone_variables))()
+
+
+def test_loss_scaled_step_equals_unscaled_step():
+  options = _options(warmup_steps=0, weight_decay=0.1,
+                     learning_rate_policy='constant', base_learning_rate=0.01)
+  plain = optimizer.SplitOptimizer(options)
+  scaled = optimizer.SplitOptimizer(options, dynamic_loss_scale=True)
+  scale = float(scaled.loss_scale.scale.numpy())
+  assert scale == 2.0**15
+  assert float(scaled.scale_loss(tf.constant(2.0))) == 2.0 * scale
+  gradient = tf.constant([0.5, -2.0])
+  a = tf.Variable([1.0, 1.0], name='a/kernel')
+  b = tf.Variable([1.0, 1.0], name='b/kernel')
+  _apply_in_function(plain, [(gradient, a)], [])
+  _apply_in_function(scaled, [(gradient * scale, b)], [])
+  np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6)
+  assert a.numpy()[0] != 1.0
+  assert int(scaled.loss_scale.good_steps.numpy()) == 1
+
+
+def test_non_finite_gradient_skips_the_step_and_halves_the_scale():
+  options = _options(warmup_steps=0, learning_rate_policy='constant',
+                     base_learning_rate=0.01)
+  opt = optimizer.SplitOptimizer(options, dynamic_loss_scale=True)
+  head = tf.Variable([1.0, 1.0], name='head/kernel')
+  encoder = tf.Variable([1.0, 1.0], name='encoder/kernel')
+  _apply_in_function(opt, [(tf.constant([np.inf, 1.0]), head),
+                           (tf.constant([1.0, 1.0]), encoder)], [encoder])
+  # Both groups skip (the finiteness check is joint), both counters step.
+  np.testing.assert_array_equal(head.numpy(), [1.0, 1.0])
+  np.testing.assert_array_equal(encoder.numpy(), [1.0, 1.0])
+  assert int(opt.main.iterations) == int(opt.backbone.iterations) == 1
+  assert float(opt.loss_scale.scale.numpy()) == 2.0**14
+  # A finite step applies again.
+  _apply_in_function(opt, [(tf.constant([1.0, 1.0]), head),
+                           (tf.constant([1.0, 1.0]), encoder)], [encoder])
+  assert head.numpy()[0] < 1.0 and encoder.numpy()[0] < 1.0
+  assert int(opt.main.iterations) == int(opt.backbone.iterations) == 2
+
+
+def test_loss_scale_grows_after_finite_steps_and_never_drops_below_one():
+  scale = optimizer.DynamicLossScale(initial_scale=2.0, growth_steps=2)
+  scale.update(tf.constant(True))
+  assert float(scale.scale.numpy()) == 2.0
+  scale.update(tf.constant(True))
+  assert float(scale.scale.numpy()) == 4.0
+  assert int(scale.good_steps.numpy()) == 0
+  for _ in range(4):
+    scale.update(tf.constant(False))
+  assert float(scale.scale.numpy()) == 1.0

@@ -190,3 +190,20 @@ def test_bfloat16_mixed_precision_trains(tmp_path):
   dtypes = reader.get_variable_to_dtype_map()
   kernel = [k for k in dtypes if 'classifier/kernel/.ATTRIBUTES' in k]
   assert kernel and dtypes[kernel[0]] == tf.float32  # float32 master weights
+
+
+def test_float16_trains_with_a_checkpointed_loss_scale(tmp_path):
+  options = testing_utils.tiny_options(steps=5)
+  options.trainer_options.mixed_precision = 'float16'
+  try:
+    _run(options, 'train', tmp_path)
+  finally:
+    tf_keras.mixed_precision.set_global_policy('float32')
+  exp_dir = tmp_path / 'test_experiment'
+  assert _scalars(str(exp_dir / 'train'), 'loss_scale') == [2.0**15]
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(exp_dir)))
+  keys = reader.get_variable_to_shape_map()
+  scale_key = [k for k in keys if k.startswith('loss_scale/scale')]
+  assert scale_key and reader.get_tensor(scale_key[0]) == 2.0**15
+  kernel = [k for k in keys if 'classifier/kernel/.ATTRIBUTES' in k]
+  assert np.all(np.isfinite(reader.get_tensor(kernel[0])))
