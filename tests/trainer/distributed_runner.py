@@ -4,7 +4,7 @@ Run as a subprocess by test_distributed.py, because logical devices and
 TF_CONFIG must be set before TensorFlow initialises:
 
   python tests/trainer/distributed_runner.py STRATEGY MODEL_DIR INIT_CKPT \
-      [STEPS]
+      [STEPS [MIXED_PRECISION]]
 
 STRATEGY: 'single' (default strategy), 'mirrored' (2 logical CPUs) or
 'multi_worker' (TF_CONFIG from the environment). Prints DONE at the end.
@@ -17,7 +17,8 @@ from absl import logging
 import tensorflow as tf
 
 
-def main(strategy_name, model_dir, init_checkpoint, steps='6'):
+def main(strategy_name, model_dir, init_checkpoint, steps='6',
+         mixed_precision='none'):
   logging.set_verbosity(logging.INFO)
   if strategy_name == 'mirrored':
     cpu = tf.config.list_physical_devices('CPU')[0]
@@ -42,6 +43,7 @@ def main(strategy_name, model_dir, init_checkpoint, steps='6'):
   # image has the same number of valid pixels).
   trainer.top_k_percent_pixels = 100
   trainer.initial_checkpoint = init_checkpoint
+  trainer.mixed_precision = mixed_precision
   options.train_dataset_options.batch_size = 4
   train_lib.run_experiment(options, 'train', model_dir, strategy=strategy,
                            model_fn=testing_utils.stand_in_model_fn,
@@ -50,4 +52,4 @@ def main(strategy_name, model_dir, init_checkpoint, steps='6'):
 
 
 if __name__ == '__main__':
-  main(*sys.argv[1:5])
+  main(*sys.argv[1:6])

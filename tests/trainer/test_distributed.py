@@ -30,11 +30,12 @@ def _initial_checkpoint(directory) -> str:
                                                              'init'))
 
 
-def _start(strategy, model_dir, init, env=None):
+def _start(strategy, model_dir, init, env=None, mixed_precision='none'):
   environment = dict(os.environ, **(env or {}))
   environment.pop('TF_CONFIG', None) if not env else None
   return subprocess.Popen(
-      [sys.executable, RUNNER, strategy, str(model_dir), init],
+      [sys.executable, RUNNER, strategy, str(model_dir), init, '6',
+       mixed_precision],
       env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True)
 
@@ -68,12 +69,12 @@ def _losses(summary_dir):
   return [values[step] for step in sorted(values)]
 
 
-def _assert_same(reference_dir, other_dir):
+def _assert_same(reference_dir, other_dir, rtol=1e-4, atol=1e-5):
   ref_weights, weights = _weights(reference_dir), _weights(other_dir)
   assert ref_weights.keys() == weights.keys() and ref_weights
   for key in ref_weights:
-    np.testing.assert_allclose(weights[key], ref_weights[key], rtol=1e-4,
-                               atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(weights[key], ref_weights[key], rtol=rtol,
+                               atol=atol, err_msg=key)
 
 
 @pytest.mark.slow
@@ -89,6 +90,31 @@ def test_mirrored_two_cpus_equals_one_device(tmp_path):
   np.testing.assert_allclose(_losses(other / 'train'), _losses(ref / 'train'),
                              rtol=1e-5)
   assert len(_losses(ref / 'train')) == 3
+
+
+@pytest.mark.slow
+def test_mirrored_float16_loss_scaling_equals_one_device(tmp_path):
+  # The loss-scale decision runs in the cross-replica context; both
+  # replicas apply the same (all-reduced, unscaled) step.
+  init = _initial_checkpoint(tmp_path)
+  single = _start('single', tmp_path / 'single', init,
+                  mixed_precision='float16')
+  _finish(single)
+  mirrored = _start('mirrored', tmp_path / 'mirrored', init,
+                    mixed_precision='float16')
+  _finish(mirrored)
+  ref = tmp_path / 'single' / 'test_experiment'
+  other = tmp_path / 'mirrored' / 'test_experiment'
+  # float16 activations round differently on per-replica batches, and Adam
+  # turns that noise on near-zero gradients into ~1e-4 weight differences;
+  # one skipped or doubled step would move weights by ~1e-2.
+  _assert_same(ref, other, rtol=1e-2, atol=1e-3)
+  np.testing.assert_allclose(_losses(other / 'train'), _losses(ref / 'train'),
+                             rtol=1e-3)
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(other)))
+  scale = [k for k in reader.get_variable_to_shape_map()
+           if k.startswith('loss_scale/scale')]
+  assert scale and reader.get_tensor(scale[0]) == 2.0**15
 
 
 def _free_port() -> int:
