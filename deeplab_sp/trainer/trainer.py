@@ -76,6 +76,11 @@ class Trainer(orbit.StandardTrainer):
     with strategy.scope():
       self.train_loss = tf_keras.metrics.Mean('loss', dtype=tf.float32)
     self.last_loss = float('nan')
+    # trainer_options.use_xla compiles the forward and backward pass; the
+    # cross-replica gradient sum and the optimizer step stay outside XLA.
+    self._gradients_fn = (
+        tf.function(self._loss_and_gradients, jit_compile=True)
+        if options.use_xla else self._loss_and_gradients)
     trainer_options = orbit.StandardTrainerOptions(
         use_tf_function=True, use_tf_while_loop=True)
     super().__init__(train_dataset, trainer_options)
@@ -83,26 +88,36 @@ class Trainer(orbit.StandardTrainer):
   def train_loop_begin(self) -> None:
     self.train_loss.reset_state()
 
+  def _loss_and_gradients(self, images, labels):
+    """Forward and backward pass of one replica's batch.
+
+    Args:
+      images: float32 [batch, height, width, 3].
+      labels: int32 [batch, height, width].
+
+    Returns:
+      (gradients of the trainable variables, unscaled loss). The gradients
+      are of loss / num_replicas (times the loss scale with float16), so
+      their sum over replicas is the gradient of the global-batch loss.
+    """
+    with tf.GradientTape() as tape:
+      outputs = self.model(images, training=True)
+      total = loss_lib.top_k_cross_entropy(
+          labels, outputs['semantic_logits'],
+          self.options.top_k_percent_pixels)
+      if self.model.losses:
+        total += tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+      scaled = self.optimizer.scale_loss(
+          total / self.strategy.num_replicas_in_sync)
+    return tape.gradient(scaled, self.model.trainable_variables), total
+
   def train_step(self, iterator) -> None:
     """Runs one distributed training step on the next batch."""
 
     def step_fn(batch):
-      num_replicas = self.strategy.num_replicas_in_sync
-      with tf.GradientTape() as tape:
-        outputs = self.model(batch['image'], training=True)
-        loss = loss_lib.top_k_cross_entropy(
-            batch['label'], outputs['semantic_logits'],
-            self.options.top_k_percent_pixels)
-        total = loss
-        if self.model.losses:
-          total += tf.add_n([tf.cast(l, tf.float32)
-                             for l in self.model.losses])
-        # Float16: multiplied by the dynamic loss scale (identity otherwise).
-        scaled = self.optimizer.scale_loss(total / num_replicas)
-      variables = self.model.trainable_variables
-      grads = tape.gradient(scaled, variables)
+      grads, total = self._gradients_fn(batch['image'], batch['label'])
       self.optimizer.apply_gradients(
-          list(zip(grads, variables)),
+          list(zip(grads, self.model.trainable_variables)),
           backbone_variables=self.model.encoder.trainable_variables)
       self.train_loss.update_state(total)
 

@@ -207,3 +207,21 @@ def test_float16_trains_with_a_checkpointed_loss_scale(tmp_path):
   assert scale_key and reader.get_tensor(scale_key[0]) == 2.0**15
   kernel = [k for k in keys if 'classifier/kernel/.ATTRIBUTES' in k]
   assert np.all(np.isfinite(reader.get_tensor(kernel[0])))
+
+
+def test_xla_training_step_matches_the_plain_one(tmp_path):
+  weights = []
+  for use_xla in (False, True):
+    options = testing_utils.tiny_options(steps=5)
+    options.trainer_options.use_xla = use_xla
+    options.trainer_options.save_image_summaries_steps = 0
+    _run(options, 'train', tmp_path / str(use_xla))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+        str(tmp_path / str(use_xla) / 'test_experiment')))
+    weights.append({k: reader.get_tensor(k)
+                    for k in reader.get_variable_to_shape_map()
+                    if k.startswith('model/') and 'OPTIMIZER' not in k})
+  assert weights[0].keys() == weights[1].keys() and weights[0]
+  for key in weights[0]:
+    np.testing.assert_allclose(weights[1][key], weights[0][key], rtol=1e-4,
+                               atol=1e-5, err_msg=key)
