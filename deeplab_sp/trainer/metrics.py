@@ -38,11 +38,12 @@ class ConfusionMatrix(tf.Module):
     """Adds a batch. labels, predictions: int [batch, height, width]."""
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
+    # Ignored pixels get weight 0 (static shapes, so it compiles for TPU).
     valid = tf.not_equal(labels, self.ignore_label)
-    labels = tf.boolean_mask(labels, valid)
-    predictions = tf.boolean_mask(predictions, valid)
+    labels = tf.where(valid, labels, tf.zeros_like(labels))
     batch_matrix = tf.math.confusion_matrix(
-        labels, predictions, num_classes=self.num_classes, dtype=tf.int64)
+        labels, predictions, num_classes=self.num_classes,
+        weights=tf.cast(valid, tf.int64), dtype=tf.int64)
     self.matrix.assign_add(batch_matrix)
 
   def reset(self) -> None:

@@ -39,3 +39,15 @@ def test_class_only_predicted_has_zero_iou():
   result = metrics.metrics_from_confusion_matrix(np.array([[1, 1], [0, 0]]))
   assert result.per_class_iou == [0.5, 0.0]
   assert result.miou == 0.25
+
+
+def test_update_compiles_with_xla_and_matches_eager():
+  labels = tf.constant([[[0, 2, 255], [1, 1, 0]]])
+  predictions = tf.constant([[[0, 1, 2], [1, 0, 0]]])
+  eager = metrics.ConfusionMatrix(3)
+  eager.update(labels, predictions)
+  compiled = metrics.ConfusionMatrix(3)
+  tf.function(compiled.update, jit_compile=True)(labels, predictions)
+  expected = np.array([[2, 0, 0], [1, 1, 0], [0, 1, 0]])
+  np.testing.assert_array_equal(eager.result(), expected)
+  np.testing.assert_array_equal(compiled.result(), expected)
