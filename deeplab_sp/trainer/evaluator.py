@@ -92,8 +92,13 @@ class Evaluator(orbit.StandardEvaluator):
       predictions = tf.argmax(outputs['semantic_logits'], axis=-1,
                               output_type=tf.int32)
       self.confusion.update(batch['label'], predictions)
+      # Counts images with at least one labelled pixel: the all-ignore
+      # examples that pad the last evaluation batch are not counted.
+      labelled = tf.reduce_any(
+          tf.not_equal(batch['label'], self.confusion.ignore_label),
+          axis=[1, 2])  # [batch]
       self.num_images.assign_add(
-          tf.cast(tf.shape(batch['label'])[0], tf.int64))
+          tf.reduce_sum(tf.cast(labelled, tf.int64)))
 
     self.strategy.run(step_fn, args=(next(iterator),))
 
