@@ -12,6 +12,8 @@ from the latest checkpoint. Also runnable as
 `python -m deeplab_sp.trainer.train`.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -50,7 +52,16 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point."""
+  """Entry point of `python deeplab_sp/trainer/train.py`, `python -m
+  deeplab_sp.trainer.train` and the `deeplab_sp_train` console script."""
+  # absl's --help describes the flags and docstring of the program in
+  # sys.argv[0]; the console-script wrapper has neither, so lend it ours.
+  main_module = sys.modules['__main__']
+  if main_module.__doc__ is None:
+    main_module.__doc__ = __doc__
+  for flag in (_CONFIG_FILE, _MODE, _MODEL_DIR, _NUM_GPUS, _MASTER):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0],
+                                             flags.FLAGS[flag.name])
   flags.mark_flags_as_required(['config_file', 'model_dir'])
   app.run(main)
 
