@@ -8,6 +8,7 @@ from the latest checkpoint of the experiment; otherwise the model is
 initialised from trainer_options.initial_checkpoint (if set).
 """
 
+import contextlib
 import os
 from typing import Callable, Optional
 
@@ -107,8 +108,37 @@ def _initial_checkpoint_fn(model, path: str) -> Callable[[], None]:
             f'trainer_options.initial_checkpoint {path} is a directory '
             'without checkpoints; point it at a checkpoint prefix.')
     logging.info('Initialising the model from %s.', prefix)
-    tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    with _explained_restore_errors(prefix, 'trainer_options.initial_checkpoint'):
+      # The whole model must come from it (optimizer state may not).
+      tf.train.Checkpoint(model=model).read(
+          prefix).assert_existing_objects_matched()
   return init_fn
+
+
+@contextlib.contextmanager
+def _explained_restore_errors(path: str, source: str):
+  """Re-raises a checkpoint that does not fit the model as a clear error.
+
+  Does nothing when `path` is None (no checkpoint is read).
+  """
+  if path is None:
+    yield
+    return
+  try:
+    yield
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise ValueError(
+        f'The checkpoint {path} ({source}) does not fit the model of this '
+        f'config: {str(e).rstrip(".")}. It was written for another model (encoder, widths, '
+        'superpixel grid or number of classes): use the config it was trained '
+        'with, or a new --model_dir / experiment_name for this one.') from e
+
+
+def _build_model(model: tf_keras.Model, input_size) -> None:
+  """Creates the variables (one forward pass on zeros), so a checkpoint is
+  restored, and checked against the model, before the first step."""
+  if not model.built:
+    model(tf.zeros([1, input_size[0], input_size[1], 3]), training=False)
 
 
 def run_experiment(options: config_pb2.ExperimentOptions,
@@ -158,6 +188,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
 
   with strategy.scope():
     model = model_fn(options, num_classes)
+    _build_model(model, config_lib.model_input_size(options))
     # float16 needs dynamic loss scaling (its range underflows small
     # gradients); bfloat16 has float32's range and needs none.
     optimizer = optimizer_lib.SplitOptimizer(
@@ -211,14 +242,18 @@ def run_experiment(options: config_pb2.ExperimentOptions,
       init_fn=_initial_checkpoint_fn(model, trainer_options.initial_checkpoint),
       model=model, trainer=trainer)
 
-  controller = orbit.Controller(
-      strategy=strategy, trainer=trainer, evaluator=evaluator,
-      global_step=global_step,
-      steps_per_loop=trainer_options.steps_per_loop,
-      checkpoint_manager=checkpoint_manager if trainer else None,
-      summary_interval=trainer_options.save_summaries_steps,
-      summary_dir=os.path.join(exp_dir, 'train'),
-      eval_summary_dir=os.path.join(exp_dir, 'eval'))
+  # With a trainer, the Controller restores the latest checkpoint (or runs
+  # init_fn) here, inside the strategy's scope.
+  with _explained_restore_errors(checkpoint_manager.latest_checkpoint,
+                                 'the latest of the experiment directory'):
+    controller = orbit.Controller(
+        strategy=strategy, trainer=trainer, evaluator=evaluator,
+        global_step=global_step,
+        steps_per_loop=trainer_options.steps_per_loop,
+        checkpoint_manager=checkpoint_manager if trainer else None,
+        summary_interval=trainer_options.save_summaries_steps,
+        summary_dir=os.path.join(exp_dir, 'train'),
+        eval_summary_dir=os.path.join(exp_dir, 'eval'))
   total_steps = trainer_options.training_number_of_steps
 
   if mode == 'train':
@@ -237,7 +272,8 @@ def run_experiment(options: config_pb2.ExperimentOptions,
       raise FileNotFoundError(
           f'No checkpoint in {exp_dir}; train first (--mode=train) or pass '
           'the --model_dir that holds the experiment.')
-    checkpoint.read(latest).expect_partial()
+    with _explained_restore_errors(latest, '--mode=eval'):
+      checkpoint.read(latest).expect_partial()
     controller.evaluate(steps=-1)
   else:
     _continuous_eval(controller, checkpoint, exp_dir, global_step,
@@ -247,7 +283,8 @@ def run_experiment(options: config_pb2.ExperimentOptions,
 
 
 def _restore(checkpoint_manager) -> None:
-  path = checkpoint_manager.restore_or_initialize()
+  """Logs where training resumes (the Controller restored it)."""
+  path = checkpoint_manager.latest_checkpoint
   if path:
     logging.info('Resumed from %s (step %d).', path,
                  int(checkpoint_manager._step_counter.numpy()))  # pylint: disable=protected-access
@@ -266,7 +303,8 @@ def _continuous_eval(controller, checkpoint, exp_dir, global_step,
   for path in tf.train.checkpoints_iterator(
       exp_dir, min_interval_secs=CHECKPOINT_POLL_SECONDS,
       timeout=timeout_seconds):
-    checkpoint.read(path).expect_partial()
+    with _explained_restore_errors(path, '--mode=continuous_eval'):
+      checkpoint.read(path).expect_partial()
     logging.info('Evaluating %s (step %d).', path, int(global_step.numpy()))
     controller.evaluate(steps=-1)
     if int(global_step.numpy()) >= total_steps:

@@ -225,3 +225,27 @@ def test_xla_training_step_matches_the_plain_one(tmp_path):
   for key in weights[0]:
     np.testing.assert_allclose(weights[1][key], weights[0][key], rtol=1e-4,
                                atol=1e-5, err_msg=key)
+
+
+def test_resuming_with_a_different_class_count_is_a_clear_error(tmp_path):
+  options = testing_utils.tiny_options(steps=5)
+  _run(options, 'train', tmp_path)
+  options.trainer_options.training_number_of_steps = 10
+  with pytest.raises(ValueError, match='does not fit the model.*new '
+                     '--model_dir'):
+    _run(options, 'train', tmp_path,
+         model_fn=lambda options, k: testing_utils.StandInModel(3))
+  assert tf.train.latest_checkpoint(
+      str(tmp_path / 'test_experiment')).endswith('ckpt-5')
+
+
+def test_initial_checkpoint_must_hold_the_whole_model(tmp_path):
+  # A checkpoint of the encoder alone is not a whole model.
+  encoder_only = testing_utils.StandInModel(19)
+  encoder_only.encoder(tf.zeros([1, 16, 16, 3]))
+  prefix = tf.train.Checkpoint(model=tf.train.Checkpoint(
+      encoder=encoder_only.encoder)).write(str(tmp_path / 'partial'))
+  options = testing_utils.tiny_options(steps=5)
+  options.trainer_options.initial_checkpoint = prefix
+  with pytest.raises(ValueError, match='initial_checkpoint.*does not fit'):
+    _run(options, 'train', tmp_path / 'run')
