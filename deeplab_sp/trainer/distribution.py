@@ -14,6 +14,9 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
+# --master value of a TPU attached to this VM (TPUClusterResolver's 'local').
+TPU_VM_MASTER = 'local'
+
 
 def _num_workers_in_tf_config() -> int:
   raw = os.environ.get('TF_CONFIG', '')
@@ -41,9 +44,11 @@ def get_strategy(num_gpus: int = 0,
   """
   if master:
     logging.info('Using TPUStrategy with master %s.', master)
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-        tpu='' if master == 'local' else master)
-    tf.config.experimental_connect_to_cluster(resolver)
+    # 'local': the TPU is attached to this VM (a TPU VM); no remote cluster
+    # to connect to.
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=master)
+    if master != TPU_VM_MASTER:
+      tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   if _num_workers_in_tf_config() > 1:
