@@ -196,6 +196,12 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         dynamic_loss_scale=trainer_options.mixed_precision == 'float16')
     global_step = optimizer.iterations
 
+  def summary_dir(name):
+    # Only the chief of a multi-worker job writes summaries (None: none).
+    if not strategy.extended.should_checkpoint:
+      return None
+    return os.path.join(exp_dir, name)
+
   trainer = None
   if mode in config_lib.TRAIN_MODES:
     train_options = options.train_dataset_options
@@ -207,7 +213,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
     trainer = trainer_lib.Trainer(
         strategy, model, optimizer, train_dataset, trainer_options,
         colormap=info.colormap, vis_batch=train_vis,
-        image_summary_dir=os.path.join(exp_dir, 'train_images'))
+        image_summary_dir=summary_dir('train_images'))
 
   evaluator = None
   if mode in config_lib.EVAL_MODES:
@@ -221,7 +227,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
                         else None),
         colormap=info.colormap,
         vis_batch=_first_local_batch(dataset_fn, eval_options, False, num_vis),
-        image_summary_dir=os.path.join(exp_dir, 'eval_images'),
+        image_summary_dir=summary_dir('eval_images'),
         num_vis_images=num_vis)
 
   trackables = dict(model=model, optimizer=optimizer.main,
@@ -252,8 +258,8 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         steps_per_loop=trainer_options.steps_per_loop,
         checkpoint_manager=checkpoint_manager if trainer else None,
         summary_interval=trainer_options.save_summaries_steps,
-        summary_dir=os.path.join(exp_dir, 'train'),
-        eval_summary_dir=os.path.join(exp_dir, 'eval'))
+        summary_dir=summary_dir('train'),
+        eval_summary_dir=summary_dir('eval'))
   total_steps = trainer_options.training_number_of_steps
 
   if mode == 'train':

@@ -143,6 +143,10 @@ def test_multi_worker_two_local_workers_agree(tmp_path):
   chief = tmp_path / 'mw' / 'test_experiment'
   worker = chief / '.worker_1_scratch'
   _assert_same(chief, worker)
+  # Only the chief writes summaries.
+  assert len(_losses(chief / 'train')) == 3
+  assert not [p for p in chief.rglob('events.*') if '.worker_1' in str(p)]
+  assert not (worker / 'train').exists()
   # Each worker read its own half of the data; together they make the
   # global batch of 4, so the workers agree with one device too.
   single = _start('single', tmp_path / 'single', init)
