@@ -268,9 +268,14 @@ def run_experiment(options: config_pb2.ExperimentOptions,
     _save_final(checkpoint_manager, global_step)
   elif mode == 'train_and_eval':
     _restore(checkpoint_manager)
-    controller.train_and_evaluate(
-        train_steps=total_steps, eval_steps=-1,
-        eval_interval=options.evaluator_options.eval_interval_steps)
+    if int(global_step.numpy()) >= total_steps:
+      # A finished experiment (e.g. rerun after its end): evaluate the final
+      # checkpoint again rather than do nothing.
+      controller.evaluate(steps=-1)
+    else:
+      controller.train_and_evaluate(
+          train_steps=total_steps, eval_steps=-1,
+          eval_interval=options.evaluator_options.eval_interval_steps)
     _save_final(checkpoint_manager, global_step)
   elif mode == 'eval':
     latest = tf.train.latest_checkpoint(exp_dir)

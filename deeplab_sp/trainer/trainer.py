@@ -75,7 +75,8 @@ class Trainer(orbit.StandardTrainer):
                           if image_summary_dir and vis_batch else None)
     with strategy.scope():
       self.train_loss = tf_keras.metrics.Mean('loss', dtype=tf.float32)
-    self.last_loss = float('nan')
+    # Mean loss of the last training loop; None until a loop has run.
+    self.last_loss: Optional[float] = None
     # trainer_options.use_xla compiles the forward and backward pass; the
     # cross-replica gradient sum and the optimizer step stay outside XLA.
     self._gradients_fn = (
@@ -164,10 +165,10 @@ class FiniteCheckpointManager(tf.train.CheckpointManager):
     self._trainer = trainer
 
   def save(self, checkpoint_number=None, check_interval=True, options=None):
-    if self._trainer is not None and not math.isfinite(
-        self._trainer.last_loss) and self._trainer.optimizer.iterations > 0:
+    last_loss = self._trainer.last_loss if self._trainer else None
+    if last_loss is not None and not math.isfinite(last_loss):
       raise NonFiniteLossError(
-          f'The last training loss is {self._trainer.last_loss}. '
+          f'The last training loss is {last_loss}. '
           f'{NON_FINITE_HINT}')
     check_finite_weights(self._model)
     return super().save(checkpoint_number=checkpoint_number,

@@ -249,3 +249,14 @@ def test_initial_checkpoint_must_hold_the_whole_model(tmp_path):
   options.trainer_options.initial_checkpoint = prefix
   with pytest.raises(ValueError, match='initial_checkpoint.*does not fit'):
     _run(options, 'train', tmp_path / 'run')
+
+
+def test_rerunning_a_finished_experiment_only_evaluates(tmp_path):
+  options = testing_utils.tiny_options(steps=5)
+  first = _run(options, 'train_and_eval', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  mtime = os.path.getmtime(exp_dir / 'ckpt-5.index')
+  second = _run(options, 'train_and_eval', tmp_path)
+  assert second == first and second['step'] == 5
+  assert os.path.getmtime(exp_dir / 'ckpt-5.index') == mtime
+  assert sorted(p.name for p in exp_dir.glob('*.index')) == ['ckpt-5.index']
