@@ -252,11 +252,10 @@ class SplitOptimizer(tf.Module):
           [tf.convert_to_tensor(f)
            for f in strategy.experimental_local_results(finite)])
       self.loss_scale.update(all_finite)
-      tf.__internal__.smart_cond.smart_cond(
-          all_finite,
-          lambda: strategy.extended.call_for_each_replica(
-              apply_both, args=(grads, variables)),
-          skip_step)
+      tf.cond(all_finite,
+              lambda: strategy.extended.call_for_each_replica(
+                  apply_both, args=(grads, variables)),
+              skip_step)
 
     replica_context.merge_call(cross_replica,
                                args=(grads, variables, finite))
