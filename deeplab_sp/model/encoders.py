@@ -21,26 +21,32 @@ is downloaded.
 
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.applications import convnext
 
 ENCODER_NAMES = ('resnet50', 'convnext_large', 'tiny_convnet')
 
 # Layer names of the Keras-applications ResNet50 endpoints, by stride.
 _RESNET50_ENDPOINTS = {2: 'conv1_relu', 8: 'conv3_block4_out',
                        32: 'conv5_block3_out'}
-# ConvNeXt-L endpoints: the last block of stages 1, 2 and 4 (strides 4, 8, 32).
+# ConvNeXt-L stage depths and widths (keras applications 'large').
 _CONVNEXT_LARGE_DEPTHS = (3, 3, 27, 3)
+_CONVNEXT_LARGE_WIDTHS = (192, 384, 768, 1536)
 # ImageNet channel means (BGR) of the 'caffe' preprocessing of ResNet50.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 # Strides of the tiny encoder's endpoints and its number of stages.
 _TINY_ENDPOINT_STRIDES = (2, 8, 32)
 
 
-def _convnext_endpoint_names(model_name):
-  names = {}
-  for stage, stride in ((0, 4), (1, 8), (3, 32)):
-    names[stride] = (f'{model_name}_stage_{stage}_block_'
-                     f'{_CONVNEXT_LARGE_DEPTHS[stage] - 1}_identity')
-  return names
+def _convnext_endpoints(base):
+  """ConvNeXt endpoint tensors by stride: the outputs of stages 1 and 2 (the
+  layers just before the following downsampling blocks; the residual adds
+  have no stable names) and the final (normalised) stage-4 output."""
+  names = [layer.name for layer in base.layers]
+  def before(layer_name):
+    return base.layers[names.index(layer_name) - 1].output
+  return {4: before(f'{base.name}_downsampling_block_0'),
+          8: before(f'{base.name}_downsampling_block_1'),
+          32: base.output}
 
 
 class KerasApplicationEncoder(tf_keras.layers.Layer):
@@ -61,21 +67,25 @@ class KerasApplicationEncoder(tf_keras.layers.Layer):
     if name == 'resnet50':
       base = tf_keras.applications.ResNet50(
           include_top=False, weights=None, input_shape=(None, None, 3))
-      endpoint_names = _RESNET50_ENDPOINTS
+      endpoints = {stride: base.get_layer(layer).output
+                   for stride, layer in _RESNET50_ENDPOINTS.items()}
     elif name == 'convnext_large':
-      base = tf_keras.applications.ConvNeXtLarge(
-          include_top=False, weights=None, input_shape=(None, None, 3),
-          include_preprocessing=True,
-          drop_path_rate=1.0 - drop_path_keep_prob)
-      endpoint_names = _convnext_endpoint_names(base.name)
+      # ConvNeXtLarge() fixes drop_path_rate to 0; the generic constructor
+      # with the same depths and widths (hence the same layer names, so the
+      # applications' .h5 weights load) takes it.
+      base = convnext.ConvNeXt(
+          depths=_CONVNEXT_LARGE_DEPTHS,
+          projection_dims=_CONVNEXT_LARGE_WIDTHS,
+          drop_path_rate=1.0 - drop_path_keep_prob,
+          model_name='convnext_large', include_top=False, weights=None,
+          input_shape=(None, None, 3), include_preprocessing=True)
+      endpoints = _convnext_endpoints(base)
     else:
       raise ValueError(f'Unknown application encoder {name!r}.')
     self.backbone = base
-    self.endpoint_strides = tuple(sorted(endpoint_names))
+    self.endpoint_strides = tuple(sorted(endpoints))
     self._endpoint_model = tf_keras.Model(
-        base.inputs,
-        [base.get_layer(endpoint_names[s]).output
-         for s in self.endpoint_strides])
+        base.inputs, [endpoints[stride] for stride in self.endpoint_strides])
 
   def call(self, images, training=None):
     if self._encoder_name == 'resnet50':
