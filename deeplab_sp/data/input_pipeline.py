@@ -1,0 +1,169 @@
+"""The tf.data input pipeline: records -> preprocessed, batched examples.
+
+SPEC section 4 and the paper's training recipe. `build_dataset` reads the
+DeepLab2-format shards of a DatasetOptions and yields dicts
+
+  'image'      float32 [batch, crop_height, crop_width, 3], RGB in [0, 255]
+  'label'      int32 [batch, crop_height, crop_width], train ids, 255 ignore
+  'image_name' string [batch]
+
+with static shapes. `batch` is the per-replica batch under tf.distribute
+(input_context.get_per_replica_batch_size(batch_size)), else batch_size.
+
+Training: files read in parallel (interleaved), examples shuffled, repeated,
+labels mapped to train ids (checked against the dataset's range), then
+resize_longer_side, random scale, pad to crop_size (ignore label), random
+crop, left-right flip and colour jitter (preprocessing.py); full batches
+only.
+
+Evaluation: files and examples in order, read once (repeat false); resize
+(resize_longer_side, if set) and pad bottom/right to crop_size with the
+ignore label; an image larger than crop_size is an error naming it. Every
+example is kept: the last batch is completed with all-ignore filler
+examples (image_name '') so shapes stay static and the metric is
+unaffected.
+
+Sharding under tf.distribute: by file when there are at least as many files
+as input pipelines, else by example.
+
+Deterministic mode (augmentations.deterministic): fixed file and example
+order (a seeded shuffle), deterministic parallel maps, and every random
+choice drawn by stateless ops seeded from (seed, example index): two runs
+give identical batches.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from deeplab_sp.data import dataset_info
+from deeplab_sp.data import preprocessing
+from deeplab_sp.data import tfrecord_format
+from deeplab_sp.protos import dataset_pb2
+
+
+def _crop_size(options: dataset_pb2.DatasetOptions):
+  if len(options.crop_size) != 2 or min(options.crop_size) <= 0:
+    raise ValueError(
+        f'DatasetOptions.crop_size must be two positive numbers '
+        f'[height, width], got {list(options.crop_size)}: add e.g. '
+        '`crop_size: 128 crop_size: 128` to the dataset options.')
+  return tuple(options.crop_size)
+
+
+def _decode_and_map(serialized: tf.Tensor, info: dataset_info.DatasetInfo):
+  """Record -> image float32 [h, w, 3], label int32 [h, w] (train ids)."""
+  example = tfrecord_format.parse_example(serialized)
+  name = example['image_name']
+  label = preprocessing.check_sizes_match(example['image'], example['label'],
+                                          name)
+  label = preprocessing.map_labels(label, info, name)
+  return tf.cast(example['image'], tf.float32), label, name
+
+
+def _filler_examples(count: int, crop_size) -> tf.data.Dataset:
+  """`count` all-ignore examples that complete the last evaluation batch."""
+  height, width = crop_size
+  filler = {
+      'image': tf.fill([height, width, 3],
+                       tf.constant(preprocessing.PAD_PIXEL_VALUE)),
+      'label': tf.fill([height, width],
+                       tf.constant(dataset_info.IGNORE_LABEL, tf.int32)),
+      'image_name': tf.constant(''),
+  }
+  return tf.data.Dataset.from_tensors(filler).repeat(count)
+
+
+def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
+                  is_training: bool,
+                  input_context: Optional[tf.distribute.InputContext] = None
+                  ) -> tf.data.Dataset:
+  """Builds the input pipeline of one split.
+
+  Args:
+    dataset_options: the DatasetOptions (dataset, file_pattern, batch_size,
+      crop_size, resize_longer_side, augmentations, shuffle_buffer_size,
+      repeat, num_parallel_reads, max_examples).
+    is_training: training (augmentation, shuffling, full batches) or
+      evaluation (in order, padding only, every example kept).
+    input_context: given by strategy.distribute_datasets_from_function; sets
+      the per-replica batch and this pipeline's shard.
+
+  Returns:
+    A tf.data.Dataset of dicts 'image' float32 [b, H, W, 3], 'label' int32
+    [b, H, W], 'image_name' string [b] (see the module docstring).
+
+  Raises:
+    ValueError: unknown dataset, bad crop_size or batch_size.
+    FileNotFoundError: a file_pattern matches no file.
+  """
+  options = dataset_options
+  info = dataset_info.get_dataset_info(options.dataset)
+  crop_size = _crop_size(options)
+  if options.batch_size <= 0:
+    raise ValueError(f'DatasetOptions.batch_size must be positive, got '
+                     f'{options.batch_size}.')
+  batch_size = options.batch_size
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  files = tfrecord_format.list_record_files(list(options.file_pattern))
+  augment = options.augmentations
+  deterministic = augment.deterministic or not is_training
+  parallel = (options.num_parallel_reads if options.num_parallel_reads > 0
+              else tf.data.AUTOTUNE)
+
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  shard_by_file = False
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    shard_by_file = len(files) >= input_context.num_input_pipelines
+    if shard_by_file:
+      dataset = dataset.shard(input_context.num_input_pipelines,
+                              input_context.input_pipeline_id)
+  if is_training and not augment.deterministic:
+    dataset = dataset.shuffle(len(files), reshuffle_each_iteration=True)
+  dataset = dataset.interleave(
+      tf.data.TFRecordDataset, cycle_length=parallel,
+      num_parallel_calls=parallel, deterministic=deterministic)
+  if (input_context is not None and input_context.num_input_pipelines > 1
+      and not shard_by_file):
+    dataset = dataset.shard(input_context.num_input_pipelines,
+                            input_context.input_pipeline_id)
+  if not is_training and options.max_examples > 0:
+    dataset = dataset.take(options.max_examples)
+  if is_training and options.shuffle_buffer_size > 1:
+    dataset = dataset.shuffle(
+        options.shuffle_buffer_size,
+        seed=augment.seed if augment.deterministic else None,
+        reshuffle_each_iteration=True)
+  if options.repeat:
+    dataset = dataset.repeat()
+  # Example index (counted across epochs): the deterministic seed.
+  dataset = dataset.enumerate()
+
+  def _preprocess(index, serialized):
+    image, label, name = _decode_and_map(serialized, info)
+    if is_training:
+      seed = (preprocessing.seed_from_index(augment.seed, index)
+              if augment.deterministic else preprocessing.random_seed())
+      image, label = preprocessing.preprocess_for_training(
+          image, label, crop_size, seed,
+          resize_longer_side_to=options.resize_longer_side,
+          min_scale=augment.min_scale_factor,
+          max_scale=augment.max_scale_factor,
+          scale_step=augment.scale_factor_step_size,
+          flip=augment.random_flip,
+          jitter_strength=augment.color_jitter_strength)
+    else:
+      image, label = preprocessing.preprocess_for_eval(
+          image, label, crop_size, name,
+          resize_longer_side_to=options.resize_longer_side)
+    return {'image': image, 'label': label, 'image_name': name}
+
+  dataset = dataset.map(_preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic)
+  if not is_training and not options.repeat and batch_size > 1:
+    # Completes the last batch; a whole batch of fillers is dropped below.
+    dataset = dataset.concatenate(_filler_examples(batch_size - 1,
+                                                   crop_size))
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
