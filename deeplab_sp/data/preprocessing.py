@@ -74,7 +74,7 @@ def check_sizes_match(image: tf.Tensor, label: tf.Tensor,
       tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label))),
       [tf.strings.join([
           'The label map of image ', image_name, ' does not have the '
-          'image\'s size; rebuild the record from a matching image/label '
+          'size of the image; rebuild the record from a matching image/label '
           'pair. Image and label sizes:']),
        tf.shape(image)[:2], tf.shape(label)])
   with tf.control_dependencies([check]):

@@ -39,7 +39,6 @@ on the other images or on the shard count.
 
 from typing import Dict, List, Tuple
 
-from absl import logging
 import numpy as np
 
 from deeplab_sp.data import dataset_info
@@ -239,6 +238,4 @@ def write_dataset(output_dir: str,
 
     written[split] = record_writer.write_split(
         make_example, counts[split], output_dir, split, num_shards)
-  logging.info('%s', record_writer.format_summary(written, counts,
-                                                  output_dir))
   return written
