@@ -86,6 +86,9 @@ class ServingModule(tf.Module):
     # are not serialisable); only its variables are tracked, and the traced
     # signatures capture them.
     self._get_model = lambda: model
+    if not model.built:
+      # Create the variables now, outside the traced signatures.
+      model(tf.zeros([1, *input_size, 3]), training=False)
     self.model_variables = list(model.variables)
     self.input_size = (int(input_size[0]), int(input_size[1]))
     self.num_classes = int(num_classes)
@@ -140,9 +143,20 @@ class ServingModule(tf.Module):
       sizes: int32 [B, 2], each image's own size.
     """
     padded = tf.ensure_shape(padded, [None, *self.input_size, 3])
-    outputs = self.model(padded, training=False)
-    logits = tf.cast(outputs['semantic_logits'], tf.float32)
-    ids = tf.cast(outputs['superpixel_ids'], tf.int32)
+
+    def run_one(image):
+      # One image at a time with a static batch of 1: the model's layers may
+      # need a static batch size (the serving batch size is unknown).
+      outputs = self.model(image[tf.newaxis], training=False)
+      return (tf.cast(outputs['semantic_logits'][0], tf.float32),
+              tf.cast(outputs['superpixel_ids'][0], tf.int32))
+
+    # [B, H_model, W_model, K] and [B, H_model, W_model]
+    logits, ids = tf.map_fn(
+        run_one, padded,
+        fn_output_signature=(
+            tf.TensorSpec([*self.input_size, self.num_classes], tf.float32),
+            tf.TensorSpec(self.input_size, tf.int32)))
     max_size = tf.reduce_max(sizes, axis=0)  # [2]
 
     def restore(args):
@@ -219,8 +233,15 @@ def build_serving_module(options: config_pb2.ExperimentOptions,
   """
   input_size = config_lib.model_input_size(options)
   num_classes = config_lib.num_classes(options)
-  model = builder.build_model(options.model_options, num_classes, input_size,
-                              load_pretrained_weights=False)
+  # The checkpoint holds every weight: do not read the encoder's pretrained
+  # (ImageNet) file, which need not exist where the model is exported.
+  model_options = type(options.model_options)()
+  model_options.CopyFrom(options.model_options)
+  model_options.encoder.ClearField('pretrained_weights')
+  model = builder.build_model(model_options, num_classes, input_size)
+  # Create the variables before restoring, so that every checkpoint value
+  # is matched (and a checkpoint of another model is a clear error).
+  model(tf.zeros([1, *input_size, 3]), training=False)
   if checkpoint_path is not None:
     restore_checkpoint(model, checkpoint_path)
   name = (options.eval_dataset_options.dataset or
