@@ -1,8 +1,8 @@
 """Sharded TFRecord writing that leaves nothing half-written.
 
-Each split is written to temporary files in the output directory (hidden
-names that no shard glob matches); only when every example of the split has
-been written are they renamed to `{split}-{index:05d}-of-{count:05d}.tfrecord`
+Splits are written to temporary files in the output directory (hidden
+names that no shard glob matches); only when every example of every split
+has been written are they renamed to `{split}-{index:05d}-of-{count:05d}.tfrecord`
 (tfrecord_format.shard_filename). A failure (a bad source file, an
 interrupted run) removes the temporary files, so no partial shard is ever
 visible. Older shards of the same split with another shard count are removed
@@ -11,7 +11,7 @@ after a successful write, so `{split}-*` globs see one consistent set.
 
 import os
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -27,63 +27,88 @@ def _temporary_name(path: str) -> str:
   return os.path.join(directory, f'.incomplete-{os.getpid()}-{base}')
 
 
-def write_split(make_example: Callable[[int], 'tf.train.Example'],
-                num_examples: int, output_dir: str, split: str,
-                num_shards: int) -> List[str]:
-  """Writes `num_examples` records of `split` into shards; returns their paths.
+class SplitJob(NamedTuple):
+  """One split to write: make_example(index) for index < num_examples."""
+  split: str
+  make_example: Callable[[int], 'tf.train.Example']
+  num_examples: int
+
+
+def _write_temporary(job: SplitJob, output_dir: str, num_shards: int,
+                     temporary: List[str]):
+  """Writes the job's shards to temporary names, appending them to
+  `temporary` as they are created."""
+  split, num_examples = job.split, job.num_examples
+  start = time.time()
+  for shard in range(num_shards):
+    final = os.path.join(output_dir, tfrecord_format.shard_filename(
+        split, shard, num_shards))
+    temp_path = _temporary_name(final)
+    temporary.append(temp_path)
+    # Contiguous ranges of examples per shard, sizes differing by <= 1.
+    first = shard * num_examples // num_shards
+    last = (shard + 1) * num_examples // num_shards
+    with tf.io.TFRecordWriter(temp_path) as writer:
+      for index in range(first, last):
+        writer.write(job.make_example(index).SerializeToString())
+        done = index + 1
+        if done % PROGRESS_EVERY == 0 or done == num_examples:
+          logging.info('%s: %d/%d examples (%.1f s)', split, done,
+                       num_examples, time.time() - start)
+
+
+def write_splits(jobs: Sequence[SplitJob], output_dir: str,
+                 num_shards: int) -> Dict[str, List[str]]:
+  """Writes several splits; all or nothing. Returns split -> shard paths.
 
   Args:
-    make_example: example index -> tf.train.Example. It may raise (e.g. a
-      ValueError naming a bad source file); then nothing of the split is
-      kept.
-    num_examples: number of examples, > 0.
+    jobs: the splits. make_example may raise (e.g. a ValueError naming a
+      bad source file); then no shard of any split is kept.
     output_dir: directory of the shards (created if missing; gs:// works).
-    split: split name, e.g. 'train'.
-    num_shards: requested shard count; at most one shard per example.
-
-  Returns:
-    The shard paths, in order.
+    num_shards: requested shards per split; at most one per example.
 
   Raises:
-    ValueError: if num_examples or num_shards is not positive.
+    ValueError: a split without examples, or num_shards not positive.
   """
-  if num_examples <= 0:
-    raise ValueError(f'Split {split!r} has no examples: check the source '
-                     'directory layout and the --splits flag.')
+  for job in jobs:
+    if job.num_examples <= 0:
+      raise ValueError(f'Split {job.split!r} has no examples: check the '
+                       'source directory layout and the --splits flag.')
   if num_shards <= 0:
     raise ValueError(f'--num_shards must be positive, got {num_shards}.')
-  num_shards = min(num_shards, num_examples)
   tf.io.gfile.makedirs(output_dir)
-  paths = [os.path.join(output_dir,
-                        tfrecord_format.shard_filename(split, i, num_shards))
-           for i in range(num_shards)]
-  temporary = [_temporary_name(path) for path in paths]
-  start = time.time()
+  temporary = []
   try:
-    for shard, temp_path in enumerate(temporary):
-      # Contiguous ranges of examples per shard, sizes differing by <= 1.
-      first = shard * num_examples // num_shards
-      last = (shard + 1) * num_examples // num_shards
-      with tf.io.TFRecordWriter(temp_path) as writer:
-        for index in range(first, last):
-          writer.write(make_example(index).SerializeToString())
-          done = index + 1
-          if done % PROGRESS_EVERY == 0 or done == num_examples:
-            logging.info('%s: %d/%d examples (%.1f s)', split, done,
-                         num_examples, time.time() - start)
+    for job in jobs:
+      _write_temporary(job, output_dir, min(num_shards, job.num_examples),
+                       temporary)
   except BaseException:
     for temp_path in temporary:
       if tf.io.gfile.exists(temp_path):
         tf.io.gfile.remove(temp_path)
     raise
-  for temp_path, path in zip(temporary, paths):
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-  stale = set(tf.io.gfile.glob(os.path.join(
-      output_dir, tfrecord_format.shard_glob(split)))) - set(paths)
-  for path in sorted(stale):
-    logging.info('Removing stale shard %s', path)
-    tf.io.gfile.remove(path)
-  return paths
+  written = {}
+  for job in jobs:
+    count = min(num_shards, job.num_examples)
+    paths = [os.path.join(output_dir, tfrecord_format.shard_filename(
+        job.split, shard, count)) for shard in range(count)]
+    for path in paths:
+      tf.io.gfile.rename(_temporary_name(path), path, overwrite=True)
+    stale = set(tf.io.gfile.glob(os.path.join(
+        output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
+    for path in sorted(stale):
+      logging.info('Removing stale shard %s', path)
+      tf.io.gfile.remove(path)
+    written[job.split] = paths
+  return written
+
+
+def write_split(make_example: Callable[[int], 'tf.train.Example'],
+                num_examples: int, output_dir: str, split: str,
+                num_shards: int) -> List[str]:
+  """Writes one split (see write_splits); returns its shard paths."""
+  return write_splits([SplitJob(split, make_example, num_examples)],
+                      output_dir, num_shards)[split]
 
 
 def format_summary(written: Dict[str, Sequence[str]],

@@ -222,20 +222,21 @@ def write_dataset(output_dir: str,
     raise ValueError(f'--height and --width must be at least {min_size}, '
                      f'got {height}x{width}.')
   counts = {'train': num_train, 'val': num_val}
-  written = {}
   for split in SPLITS:
     if counts[split] <= 0:
       raise ValueError(f'--num_{split} must be positive, got '
                        f'{counts[split]}.')
 
-    def make_example(index, split=split):
+  def make_example_fn(split):
+    def make_example(index):
       image, label = generate_scene(height, width,
                                     scene_rng(seed, split, index))
       return tfrecord_format.make_example(
           tfrecord_format.encode_image_png(image), 'png',
           image_name(split, index), height, width,
           tfrecord_format.encode_label_png(label))
+    return make_example
 
-    written[split] = record_writer.write_split(
-        make_example, counts[split], output_dir, split, num_shards)
-  return written
+  return record_writer.write_splits(
+      [record_writer.SplitJob(split, make_example_fn(split), counts[split])
+       for split in SPLITS], output_dir, num_shards)
