@@ -14,8 +14,10 @@ Usage:
 
 import argparse
 import filecmp
+import importlib.util
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -33,17 +35,25 @@ def generated_name(proto_path):
 
 
 def generate(output_root):
-  """Runs protoc on every .proto; writes `output_root/deeplab_sp/protos/*`."""
-  from grpc_tools import protoc  # pylint: disable=g-import-not-at-top
-  import grpc_tools  # pylint: disable=g-import-not-at-top
-  well_known = os.path.join(os.path.dirname(grpc_tools.__file__), '_proto')
+  """Runs protoc on every .proto; writes `output_root/deeplab_sp/protos/*`.
+
+  protoc runs in a child process: grpc_tools' compiled module and
+  TensorFlow's protobuf runtime crash when loaded into one process, and a
+  test or tool that already imported TensorFlow calls this function.
+  """
+  spec = importlib.util.find_spec('grpc_tools')
+  if spec is None:
+    raise SystemExit('build_protos: grpcio-tools is not installed; run '
+                     '`bash tools/setup.sh` (or `pip install grpcio-tools`).')
+  well_known = os.path.join(list(spec.submodule_search_locations)[0],
+                            '_proto')
   args = [
-      'protoc',
+      sys.executable, '-m', 'grpc_tools.protoc',
       f'--proto_path={PACKAGE_PROTO_DIR}={PROTO_DIR}',
       f'--proto_path={well_known}',
       f'--python_out={output_root}',
   ] + [str(p) for p in proto_files()]
-  status = protoc.main(args)
+  status = subprocess.run(args, check=False).returncode
   if status != 0:
     raise SystemExit(f'build_protos: protoc failed (exit {status}) on '
                      f'{PROTO_DIR}; fix the .proto error printed above.')

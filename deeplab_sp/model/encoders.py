@@ -1,206 +1,243 @@
-"""Backbones of the SP-Transformer (arXiv 2309.16889, Sec. III-A, Table I).
+"""Encoders (backbones) of the SP-Transformer and their endpoints.
 
-Each encoder maps RGB images in [0, 255] to a dict of endpoints keyed by
-output stride, applying its own input normalisation inside the model:
+The paper (arXiv 2309.16889, Sec. III-A and IV-A) uses ResNet-50 and
+ConvNeXt-L; the hypercolumn reads the features after stage 1 (stride 2),
+stage 3 (stride 8) and stage 5 (stride 32) of ResNet-50. The two paper
+backbones are the Keras-applications networks of tf_keras (a well-kept
+implementation whose weight files users already have), wrapped so that they
+return their endpoints. ConvNeXt has no stride-2 feature (its stem has
+stride 4), so its endpoints are the outputs of stages 1, 2 and 4 (strides 4,
+8 and 32). `tiny_convnet` is a small network for the default experiment and
+the tests (not in the paper).
 
-- `resnet50`: tf_keras.applications.ResNet50 with 'caffe' preprocessing
-  (RGB -> BGR, ImageNet mean subtracted). Endpoints at strides 2 (conv1 relu),
-  8 (conv3 output) and 32 (conv5 output), as in the paper. ResNet-50 has no
-  drop path, so `drop_path_keep_prob` is ignored for it.
-- `convnext_large`: tf_keras.applications.ConvNeXtLarge with its built-in
-  normalisation layer. ConvNeXt has no stride-2 feature (its stem is a 4x4
-  patchify conv), so its endpoints are strides 4, 8 and 32. Drop path rate =
-  1 - drop_path_keep_prob.
-- `tiny_convnet`: a few conv-BN-ReLU stages, endpoints at strides 2, 8, 32;
-  for the default experiment and the tests (not in the paper).
+Every encoder takes RGB images in [0, 255] and applies its own input
+normalisation: ResNet-50 the Keras-applications 'caffe' preprocessing (BGR,
+ImageNet mean subtracted), ConvNeXt its built-in normalisation layer,
+tiny_convnet a scaling to [-1, 1].
 
-Pretrained weights come only from a local file (Keras-applications `.h5`
-file, include_top=False, or a TF checkpoint prefix of our encoder); nothing
-is downloaded.
+Pretrained weights load from a local file (`load_pretrained_weights`): the
+Keras-applications weight file of the backbone (`.h5`, include_top=False) or
+a TF checkpoint of our encoder. Nothing is ever downloaded.
 """
+
+from typing import Dict, Sequence
 
 import tensorflow as tf
 import tf_keras
-from tf_keras.src.applications import convnext
+from tf_keras.src.applications import convnext as keras_convnext
 
 ENCODER_NAMES = ('resnet50', 'convnext_large', 'tiny_convnet')
 
-# Layer names of the Keras-applications ResNet50 endpoints, by stride.
-_RESNET50_ENDPOINTS = {2: 'conv1_relu', 8: 'conv3_block4_out',
-                       32: 'conv5_block3_out'}
-# ConvNeXt-L stage depths and widths (keras applications 'large').
+# ImageNet mean of the 'caffe' preprocessing of Keras-applications ResNet-50,
+# in BGR order.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+# ConvNeXt-L (Liu et al. 2022, Table 9 'L'): blocks per stage and widths.
 _CONVNEXT_LARGE_DEPTHS = (3, 3, 27, 3)
 _CONVNEXT_LARGE_WIDTHS = (192, 384, 768, 1536)
-# ImageNet channel means (BGR) of the 'caffe' preprocessing of ResNet50.
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-# Strides of the tiny encoder's endpoints and its number of stages.
-_TINY_ENDPOINT_STRIDES = (2, 8, 32)
+_CONVNEXT_LAYER_SCALE_INIT = 1e-6
+
+# Layers of Keras-applications ResNet-50 whose outputs are the endpoints.
+_RESNET50_ENDPOINTS = {
+    2: 'conv1_relu',         # Stage 1 (stem), 64 channels.
+    8: 'conv3_block4_out',   # Stage 3, 512 channels.
+    32: 'conv5_block3_out',  # Stage 5, 2048 channels.
+}
 
 
-def _convnext_endpoints(base):
-  """ConvNeXt endpoint tensors by stride: the outputs of stages 1 and 2 (the
-  layers just before the following downsampling blocks; the residual adds
-  have no stable names) and the final (normalised) stage-4 output."""
-  names = [layer.name for layer in base.layers]
-  def before(layer_name):
-    return base.layers[names.index(layer_name) - 1].output
-  return {4: before(f'{base.name}_downsampling_block_0'),
-          8: before(f'{base.name}_downsampling_block_1'),
-          32: base.output}
+class Encoder(tf_keras.Model):
+  """A backbone returning a dict {stride: features [B, H/s, W/s, C_s]}.
 
-
-class KerasApplicationEncoder(tf_keras.layers.Layer):
-  """A tf_keras.applications backbone returning endpoints by stride.
-
-  Args:
-    name: one of 'resnet50', 'convnext_large'.
-    drop_path_keep_prob: ConvNeXt stochastic depth keep probability.
-
-  Call: images [batch, height, width, 3] float RGB in [0, 255] ->
-    {stride: [batch, height / stride, width / stride, channels]}.
+  Attributes:
+    endpoint_strides: the strides of the returned endpoints, ascending.
+    backbone: the wrapped Keras network (the Keras-applications model for the
+      paper's backbones; its weights are what a weight file holds).
   """
 
-  def __init__(self, name='resnet50', drop_path_keep_prob=1.0, **kwargs):
+  def __init__(self, name: str, backbone: tf_keras.Model,
+               endpoint_strides: Sequence[int], **kwargs):
     super().__init__(name=name, **kwargs)
-    self._encoder_name = name
-    self._drop_path_keep_prob = drop_path_keep_prob
-    if name == 'resnet50':
-      base = tf_keras.applications.ResNet50(
-          include_top=False, weights=None, input_shape=(None, None, 3))
-      endpoints = {stride: base.get_layer(layer).output
-                   for stride, layer in _RESNET50_ENDPOINTS.items()}
-    elif name == 'convnext_large':
-      # ConvNeXtLarge() fixes drop_path_rate to 0; the generic constructor
-      # with the same depths and widths (hence the same layer names, so the
-      # applications' .h5 weights load) takes it.
-      base = convnext.ConvNeXt(
-          depths=_CONVNEXT_LARGE_DEPTHS,
-          projection_dims=_CONVNEXT_LARGE_WIDTHS,
-          drop_path_rate=1.0 - drop_path_keep_prob,
-          model_name='convnext_large', include_top=False, weights=None,
-          input_shape=(None, None, 3), include_preprocessing=True)
-      endpoints = _convnext_endpoints(base)
-    else:
-      raise ValueError(f'Unknown application encoder {name!r}.')
-    self.backbone = base
-    self.endpoint_strides = tuple(sorted(endpoints))
+    self.backbone = backbone
+    self.endpoint_strides = tuple(endpoint_strides)
+
+  def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+    """Maps RGB [0, 255] images to what the backbone expects."""
+    return images
+
+  def call(self, images: tf.Tensor, training=None) -> Dict[int, tf.Tensor]:
+    endpoints = self._features(self.preprocess(images), training=training)
+    return dict(zip(self.endpoint_strides, endpoints))
+
+  def _features(self, inputs, training):
+    return self._endpoint_model(inputs, training=training)
+
+  def load_pretrained_weights(self, path: str) -> None:
+    """Loads a Keras-applications .h5 file or a TF checkpoint of the encoder.
+
+    Raises:
+      FileNotFoundError: if `path` does not exist.
+      ValueError: if the file does not fit this encoder.
+    """
+    if path.endswith('.h5') or path.endswith('.keras'):
+      if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f'Encoder weight file {path} does not exist: set '
+            'model_options.encoder.pretrained_weights to a local copy of the '
+            'Keras-applications weights (include_top=False). Nothing is '
+            'downloaded.')
+      try:
+        self.backbone.load_weights(path)
+      except (ValueError, KeyError, OSError) as e:
+        raise ValueError(
+            f'Encoder weight file {path} does not fit encoder {self.name}: '
+            f'{e}. Use the Keras-applications weights of this backbone '
+            'without its top (include_top=False).') from None
+      return
+    if not (tf.io.gfile.exists(path + '.index') or tf.io.gfile.isdir(path)):
+      raise FileNotFoundError(
+          f'Encoder checkpoint {path} does not exist: give a TF checkpoint '
+          'prefix (the path without .index) or a Keras-applications .h5 file.')
+    if tf.io.gfile.isdir(path):
+      latest = tf.train.latest_checkpoint(path)
+      if latest is None:
+        raise FileNotFoundError(f'No checkpoint in directory {path}.')
+      path = latest
+    checkpoint = tf.train.Checkpoint(encoder=self)
+    try:
+      checkpoint.read(path).assert_existing_objects_matched().expect_partial()
+    except AssertionError as e:
+      raise ValueError(
+          f'Checkpoint {path} does not fit encoder {self.name}: {e}. It must '
+          'be written with tf.train.Checkpoint(encoder=encoder).') from None
+
+  def get_config(self):
+    return {'name': self.name, 'endpoint_strides': self.endpoint_strides}
+
+
+class _EndpointEncoder(Encoder):
+  """An Encoder over a functional backbone and named endpoint layers."""
+
+  def __init__(self, name, backbone, endpoint_layers: Dict[int, tf.Tensor],
+               **kwargs):
+    strides = sorted(endpoint_layers)
+    super().__init__(name, backbone, strides, **kwargs)
     self._endpoint_model = tf_keras.Model(
-        base.inputs, [endpoints[stride] for stride in self.endpoint_strides])
-
-  def call(self, images, training=None):
-    if self._encoder_name == 'resnet50':
-      # 'caffe' preprocessing: RGB -> BGR, minus the ImageNet mean.
-      images = images[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN, images.dtype)
-    outputs = self._endpoint_model(images, training=training)
-    return dict(zip(self.endpoint_strides, outputs))
-
-  def load_pretrained(self, path):
-    load_encoder_weights(self, path)
-
-  def get_config(self):
-    return {'name': self._encoder_name,
-            'drop_path_keep_prob': self._drop_path_keep_prob}
+        backbone.input, [endpoint_layers[s] for s in strides],
+        name=f'{name}_endpoints')
 
 
-class TinyConvNet(tf_keras.layers.Layer):
-  """A small conv-BN-ReLU encoder with endpoints at strides 2, 8 and 32.
+class ResNet50Encoder(_EndpointEncoder):
+  """Keras-applications ResNet-50; endpoints at strides 2, 8 and 32.
+
+  ResNet-50 has no stochastic depth: drop path is not applied (the paper
+  uses it for ConvNeXt-L only).
+  """
+
+  def __init__(self, **kwargs):
+    backbone = tf_keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(None, None, 3))
+    endpoints = {stride: backbone.get_layer(layer).output
+                 for stride, layer in _RESNET50_ENDPOINTS.items()}
+    super().__init__('resnet50', backbone, endpoints, **kwargs)
+
+  def preprocess(self, images):
+    bgr = tf.reverse(images, axis=[-1])
+    return bgr - tf.constant(_CAFFE_BGR_MEAN, dtype=images.dtype)
+
+
+class ConvNeXtLargeEncoder(_EndpointEncoder):
+  """Keras-applications ConvNeXt-L; endpoints at strides 4, 8 and 32.
 
   Args:
-    base_channels: channels of the stride-2 stage; doubled at each stage.
-
-  Call: images [batch, height, width, 3] RGB in [0, 255] ->
-    {2: [b, H/2, W/2, c], 8: [b, H/8, W/8, 2c], 32: [b, H/32, W/32, 4c]}.
+    drop_path_keep_prob: keep probability of the residual blocks' stochastic
+      depth (the paper: 0.8); Keras' drop_path_rate is 1 - keep_prob, linearly
+      increased over the blocks as in the ConvNeXt paper.
   """
 
-  def __init__(self, base_channels=16, name='tiny_convnet', **kwargs):
-    super().__init__(name=name, **kwargs)
-    self._base_channels = base_channels
-    self.endpoint_strides = _TINY_ENDPOINT_STRIDES
-    self._stages = []
-    previous_stride = 1
-    for index, stride in enumerate(_TINY_ENDPOINT_STRIDES):
-      channels = base_channels * 2 ** index
-      layers = []
-      factor = stride // previous_stride
-      while factor > 1:  # One stride-2 conv per halving.
-        layers += [tf_keras.layers.Conv2D(channels, 3, strides=2,
-                                          padding='same', use_bias=False),
-                   tf_keras.layers.BatchNormalization(),
-                   tf_keras.layers.ReLU()]
-        factor //= 2
-      self._stages.append(layers)
-      previous_stride = stride
-
-  def call(self, images, training=None):
-    # Normalise [0, 255] to roughly [-1, 1].
-    x = images / 127.5 - 1.0
-    endpoints = {}
-    for stride, layers in zip(self.endpoint_strides, self._stages):
-      for layer in layers:
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-          x = layer(x, training=training)
-        else:
-          x = layer(x)
-      endpoints[stride] = x
-    return endpoints
-
-  def load_pretrained(self, path):
-    load_encoder_weights(self, path)
-
-  def get_config(self):
-    config = super().get_config()
-    config.update({'base_channels': self._base_channels})
-    return config
+  def __init__(self, drop_path_keep_prob: float = 1.0, **kwargs):
+    backbone = keras_convnext.ConvNeXt(
+        depths=list(_CONVNEXT_LARGE_DEPTHS),
+        projection_dims=list(_CONVNEXT_LARGE_WIDTHS),
+        drop_path_rate=1.0 - drop_path_keep_prob,
+        layer_scale_init_value=_CONVNEXT_LAYER_SCALE_INIT,
+        model_name='convnext_large',
+        include_preprocessing=True,
+        include_top=False,
+        weights=None,
+        input_shape=(None, None, 3))
+    endpoints = {
+        4: _stage_output(backbone, 'convnext_large_downsampling_block_0'),
+        8: _stage_output(backbone, 'convnext_large_downsampling_block_1'),
+        32: backbone.output,
+    }
+    super().__init__('convnext_large', backbone, endpoints, **kwargs)
+    self.drop_path_keep_prob = drop_path_keep_prob
 
 
-def load_encoder_weights(encoder, path):
-  """Loads pretrained weights from a local `.h5` file or a TF checkpoint.
+def _stage_output(backbone: tf_keras.Model, downsampling_layer: str):
+  """The tensor a ConvNeXt downsampling block reads: its stage's output.
+
+  The block is a nested Sequential whose `.input` is its own placeholder, so
+  the stage output is taken from the layer right before it in the
+  (topologically ordered) functional graph: the stage's last residual add.
+  """
+  names = [layer.name for layer in backbone.layers]
+  stage_end = backbone.layers[names.index(downsampling_layer) - 1]
+  assert 'add' in stage_end.name, stage_end.name
+  return stage_end.output
+
+
+class TinyConvNet(Encoder):
+  """A small conv-BN-ReLU network with endpoints at strides 2, 8 and 32.
+
+  Not in the paper: a CPU-friendly encoder for the default experiment and
+  the tests. Stage widths are base, 2*base, 4*base, 8*base, 8*base.
+
+  Args:
+    base_channels: channels of the first stage.
+  """
+
+  def __init__(self, base_channels: int = 16, **kwargs):
+    inputs = tf_keras.Input((None, None, 3))
+    x = inputs
+
+    def conv_bn_relu(x, channels, stride, name):
+      x = tf_keras.layers.Conv2D(channels, 3, stride, padding='same',
+                                 use_bias=False, name=f'{name}_conv')(x)
+      x = tf_keras.layers.BatchNormalization(name=f'{name}_bn')(x)
+      return tf_keras.layers.ReLU(name=f'{name}_relu')(x)
+
+    widths = [base_channels * m for m in (1, 2, 4, 8, 8)]
+    x = conv_bn_relu(x, widths[0], 2, 'stage1a')
+    stride2 = conv_bn_relu(x, widths[0], 1, 'stage1b')
+    x = conv_bn_relu(stride2, widths[1], 2, 'stage2')          # Stride 4.
+    x = conv_bn_relu(x, widths[2], 2, 'stage3a')               # Stride 8.
+    stride8 = conv_bn_relu(x, widths[2], 1, 'stage3b')
+    x = conv_bn_relu(stride8, widths[3], 2, 'stage4')          # Stride 16.
+    x = conv_bn_relu(x, widths[4], 2, 'stage5a')               # Stride 32.
+    stride32 = conv_bn_relu(x, widths[4], 1, 'stage5b')
+    backbone = tf_keras.Model(inputs, [stride2, stride8, stride32],
+                              name='tiny_convnet_backbone')
+    super().__init__('tiny_convnet', backbone, (2, 8, 32), **kwargs)
+    self._endpoint_model = backbone
+    self.base_channels = base_channels
+
+  def preprocess(self, images):
+    return images / 127.5 - 1.0
+
+
+def build_encoder(name: str, drop_path_keep_prob: float = 1.0,
+                  tiny_convnet_base_channels: int = 16) -> Encoder:
+  """Returns the encoder `name` (one of ENCODER_NAMES), randomly initialised.
 
   Raises:
-    FileNotFoundError: `path` does not exist.
-    ValueError: the file does not fit the encoder.
+    ValueError: for an unknown name.
   """
-  is_h5 = path.endswith('.h5') or path.endswith('.hdf5')
-  exists = (tf.io.gfile.exists(path) if is_h5 else
-            tf.io.gfile.exists(path + '.index') or tf.io.gfile.exists(path))
-  if not exists:
-    raise FileNotFoundError(
-        f'encoder.pretrained_weights: {path!r} does not exist. Give the local '
-        'path of a Keras-applications .h5 weight file (include_top=False) or '
-        'a TF checkpoint prefix, or leave the field empty to train from '
-        'scratch.')
-  try:
-    if is_h5:
-      target = getattr(encoder, 'backbone', None)
-      if target is None:
-        raise ValueError('only the keras-applications encoders read .h5 files')
-      if path.startswith('gs://'):
-        local = '/tmp/_encoder_weights.h5'
-        tf.io.gfile.copy(path, local, overwrite=True)
-        path = local
-      target.load_weights(path)
-    else:
-      tf.train.Checkpoint(encoder=encoder).read(path).assert_existing_objects_matched()
-  except (ValueError, KeyError, OSError, AssertionError,
-          tf.errors.OpError) as error:
-    raise ValueError(
-        f'encoder.pretrained_weights: {path!r} does not fit encoder '
-        f'{encoder.name!r} ({error}). Use the weight file of the same '
-        'architecture with include_top=False.') from error
-
-
-def build_encoder(encoder_options):
-  """Builds the encoder named in an `EncoderOptions` proto.
-
-  Raises:
-    ValueError: unknown name (the message lists ENCODER_NAMES).
-  """
-  name = encoder_options.name
+  if name == 'resnet50':
+    return ResNet50Encoder()
+  if name == 'convnext_large':
+    return ConvNeXtLargeEncoder(drop_path_keep_prob=drop_path_keep_prob)
   if name == 'tiny_convnet':
-    encoder = TinyConvNet(encoder_options.tiny_convnet_base_channels)
-  elif name in ('resnet50', 'convnext_large'):
-    encoder = KerasApplicationEncoder(name, encoder_options.drop_path_keep_prob)
-  else:
-    raise ValueError(f'model_options.encoder.name: unknown encoder {name!r}; '
-                     f'use one of {ENCODER_NAMES}.')
-  return encoder
+    return TinyConvNet(base_channels=tiny_convnet_base_channels)
+  raise ValueError(f'Unknown encoder {name!r}: set model_options.encoder.name '
+                   f'to one of {", ".join(ENCODER_NAMES)}.')

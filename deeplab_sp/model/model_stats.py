@@ -1,54 +1,72 @@
-"""Parameter counts and FLOPs of an SP-Transformer config (tools/model_stats.py).
+"""Parameter counts per component and FLOPs of the SP-Transformer.
 
-Compared against the paper's Tables I-III (arXiv 2309.16889). FLOPs are
-counted by TF's profiler (float operations of a concrete forward function,
-multiply-adds counted as 2) at the config's evaluation crop size.
+Compared with the paper's Table I/III (SPEC section 3). FLOPs are counted by
+TensorFlow's graph profiler on the frozen inference graph at the config's
+evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
+paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
+about 170G multiply-adds), so `multiply_adds` (= flops / 2) is the number to
+compare with Table I. Ops the profiler has no FLOP statistics for are not
+counted.
 """
 
-import json
+from typing import Dict
 
 import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
+from deeplab_sp import config as config_lib
 from deeplab_sp.model import builder
-
-COMPONENTS = ('encoder', 'hypercolumn', 'tokenization', 'classifier',
-              'association')
+from deeplab_sp.model import sp_transformer
 
 
-def _count(variables):
-  return int(sum(v.shape.num_elements() for v in variables))
+def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
+  """Number of weights (trainable and not) of each component."""
+  return {name: int(getattr(model, name).count_params())
+          for name in sp_transformer.COMPONENTS}
 
 
-def _count_flops(model, input_size):
-  spec = tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.float32)
-  concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-  graph = concrete.graph
+def count_flops(model: sp_transformer.SPTransformer) -> int:
+  """FLOPs of one forward pass at model.input_size, batch 1."""
+  height, width = model.input_size
+  function = tf.function(lambda images: model(images, training=False))
+  concrete = function.get_concrete_function(
+      tf.TensorSpec((1, height, width, 3), tf.float32))
+  frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
   options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
   options['output'] = 'none'
-  profile = tf.compat.v1.profiler.profile(graph=graph, cmd='op',
-                                          options=options)
+  profile = tf.compat.v1.profiler.profile(
+      graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd='op',
+      options=options)
   return int(profile.total_float_ops)
 
 
-def compute_model_stats(experiment_options, num_classes, input_size,
-                        with_flops=True):
-  """Returns {'total_params', 'components': {name: params}, 'flops'}."""
-  model = builder.build_model(experiment_options.model_options, num_classes,
-                              input_size)
-  model(tf.zeros([1, input_size[0], input_size[1], 3]), training=False)
-  components = {name: _count(getattr(model, name).weights)
-                for name in COMPONENTS}
-  stats = {'total_params': _count(model.weights), 'components': components,
-           'flops': _count_flops(model, input_size) if with_flops else None}
-  return stats
+def model_stats(config_path: str, with_flops: bool = True) -> dict:
+  """Returns {'total_params', 'components', 'flops', 'input_size'}."""
+  options = config_lib.load_experiment_options(config_path, mode='eval')
+  input_size = config_lib.model_input_size(options)
+  model = builder.build_model(options.model_options,
+                              config_lib.num_classes(options), input_size,
+                              load_pretrained_weights=False)
+  components = component_params(model)
+  flops = count_flops(model) if with_flops else None
+  return {
+      'config': config_path,
+      'input_size': list(input_size),
+      'total_params': int(model.count_params()),
+      'components': components,
+      'flops': flops,
+      'multiply_adds': flops // 2 if flops is not None else None,
+  }
 
 
-def format_stats(stats, fmt='text'):
-  if fmt == 'json':
-    return json.dumps(stats, indent=2, sort_keys=True)
-  lines = [f'{name:>14s}: {params / 1e6:9.3f}M params'
-           for name, params in stats['components'].items()]
-  lines.append(f'{"total":>14s}: {stats["total_params"] / 1e6:9.3f}M params')
+def format_text(stats: dict) -> str:
+  lines = [f'{stats["config"]} at {stats["input_size"][0]}x'
+           f'{stats["input_size"][1]}:']
+  for name, params in stats['components'].items():
+    lines.append(f'  {name:<14s}{params / 1e6:10.2f}M params')
+  lines.append(f'  {"total":<14s}{stats["total_params"] / 1e6:10.2f}M params')
   if stats['flops'] is not None:
-    lines.append(f'{"FLOPs":>14s}: {stats["flops"] / 1e9:9.1f}G')
+    lines.append(f'  {"FLOPs":<14s}{stats["flops"] / 1e9:10.1f}G '
+                 f'({stats["multiply_adds"] / 1e9:.1f}G multiply-adds, the '
+                 "paper's FLOP convention)")
   return '\n'.join(lines)

@@ -1,73 +1,90 @@
-"""The SP-Transformer network (arXiv 2309.16889, Sec. III, Fig. 2).
+"""The SP-Transformer network (arXiv 2309.16889, Fig. 2).
 
 image -> encoder endpoints -> hypercolumn pixel features -> superpixel
 tokenization (learned queries + local dual-path cross-attention) ->
-superpixel self-attention classifier -> association back to pixels.
+superpixel classifier (global self-attention + linear) -> superpixel
+association (dense logits at input resolution).
 """
+
+from typing import Sequence
 
 import tensorflow as tf
 import tf_keras
+
+from deeplab_sp.model import encoders
+from deeplab_sp.model.layers import hypercolumn as hypercolumn_lib
+from deeplab_sp.model.layers import superpixel_association
+from deeplab_sp.model.layers import superpixel_classifier
+from deeplab_sp.model.layers import superpixel_tokenization
+
+# The components, in the order they run (Table IV's rows).
+COMPONENTS = ('encoder', 'hypercolumn', 'tokenization', 'classifier',
+              'association')
 
 
 class SPTransformer(tf_keras.Model):
   """Superpixel Transformer for semantic segmentation.
 
-  Args:
-    encoder, hypercolumn, tokenization, classifier, association: the
-      component layers (see deeplab_sp.model.builder.build_model).
-    output_stride: hypercolumn stride in input pixels.
-    grid_height, grid_width: superpixel grid Hs x Ws.
+  Call args:
+    images: float RGB in [0, 255], [B, H, W, 3]; H, W multiples of
+      output_stride * (grid_height, grid_width).
 
-  Call: images [b, H, W, 3] float RGB in [0, 255], with H a multiple of
-    output_stride * Hs and W of output_stride * Ws -> dict
-    'semantic_logits' [b, H, W, K] float32, 'superpixel_logits'
-    [b, Hs, Ws, K], 'association' [b, H, W, 9], 'superpixel_ids' [b, H, W].
+  Returns:
+    dict with 'semantic_logits' [B, H, W, K] (float32),
+    'superpixel_logits' [B, Hs, Ws, K], 'association' [B, H, W, 9],
+    'superpixel_ids' [B, H, W] int32.
+
+  Attributes:
+    encoder, hypercolumn, tokenization, classifier, association: the
+      components (the encoder's variables get the backbone learning-rate
+      multiplier).
+    input_size: the (H, W) the model was built for.
   """
 
-  def __init__(self, encoder, hypercolumn, tokenization, classifier,
-               association, output_stride, grid_height, grid_width, **kwargs):
+  def __init__(self, encoder: encoders.Encoder,
+               hypercolumn: hypercolumn_lib.Hypercolumn,
+               tokenization: superpixel_tokenization.SuperpixelTokenization,
+               classifier: superpixel_classifier.SuperpixelClassifier,
+               association: superpixel_association.SuperpixelAssociation,
+               input_size: Sequence[int], **kwargs):
     super().__init__(**kwargs)
     self.encoder = encoder
     self.hypercolumn = hypercolumn
     self.tokenization = tokenization
     self.classifier = classifier
     self.association = association
-    self._output_stride = output_stride
-    self._grid = (grid_height, grid_width)
+    self.input_size = tuple(int(s) for s in input_size)
 
-  def check_input_size(self, height, width):
-    """Raises ValueError unless (height, width) fits the geometry."""
-    for size, cells, axis in ((height, self._grid[0], 'height'),
-                              (width, self._grid[1], 'width')):
-      multiple = self._output_stride * cells
-      if size is None or size % multiple:
-        raise ValueError(
-            f'Input {axis} {size} does not fit the model: the hypercolumn '
-            f'stride {self._output_stride} times the superpixel grid '
-            f'{self._grid[0]}x{self._grid[1]} needs a {axis} that is a '
-            f'multiple of {multiple} (e.g. {multiple}, {2 * multiple}, ...). '
-            'Change the crop size or model_options.')
+  @property
+  def num_classes(self) -> int:
+    return self.classifier.num_classes
+
+  def check_input_size(self, height, width) -> None:
+    """Raises ValueError if (height, width) does not fit the geometry."""
+    cell_height = self.hypercolumn.output_stride * self.tokenization.grid_height
+    cell_width = self.hypercolumn.output_stride * self.tokenization.grid_width
+    if (height is None or width is None or height % cell_height or
+        width % cell_width):
+      raise ValueError(
+          f'Input size {height}x{width} does not fit the model: it must be a '
+          f'multiple of output_stride ({self.hypercolumn.output_stride}) x '
+          f'superpixel grid ({self.tokenization.grid_height}x'
+          f'{self.tokenization.grid_width}) = {cell_height}x{cell_width}, '
+          f'e.g. {self.input_size[0]}x{self.input_size[1]}. Resize or pad '
+          'the images (tools/predict.py and the SavedModel do it for you).')
 
   def call(self, images, training=None):
     height, width = images.shape[1], images.shape[2]
     self.check_input_size(height, width)
+    images = tf.cast(images, self.compute_dtype)
     endpoints = self.encoder(images, training=training)
-    pixel_features = self.hypercolumn(endpoints, (height, width))
-    superpixels, pixels = self.tokenization(pixel_features, training=training)
-    superpixel_logits, _ = self.classifier(superpixels, training=training)
+    pixels = self.hypercolumn(endpoints, (height, width), training=training)
+    superpixels, pixels = self.tokenization(pixels, training=training)
+    superpixel_logits = self.classifier(superpixels, training=training)
     outputs = self.association(pixels, superpixels, superpixel_logits,
                                (height, width))
-    outputs['semantic_logits'] = tf.cast(outputs['semantic_logits'],
-                                         tf.float32)
-    outputs['superpixel_logits'] = superpixel_logits
+    outputs['superpixel_logits'] = tf.cast(superpixel_logits, tf.float32)
     return outputs
 
   def get_config(self):
-    return {
-        'encoder': tf_keras.layers.serialize(self.encoder),
-        'hypercolumn': tf_keras.layers.serialize(self.hypercolumn),
-        'tokenization': tf_keras.layers.serialize(self.tokenization),
-        'classifier': tf_keras.layers.serialize(self.classifier),
-        'association': tf_keras.layers.serialize(self.association),
-        'output_stride': self._output_stride,
-        'grid_height': self._grid[0], 'grid_width': self._grid[1]}
+    return {'input_size': self.input_size}

@@ -1,16 +1,32 @@
 """Superpixel association (arXiv 2309.16889, Sec. III-D, equations 5-7).
 
-Eq. (5) logits I_p . S_i over the 9 neighbours of p's cell are computed at
-the hypercolumn stride. With `upsample_logits_before_softmax` (the paper) the
-9 logit maps are bilinearly upsampled to the input resolution *before* the
-softmax; slots keep the neighbour indexing of the full-resolution pixel's own
-cell (so near a cell border an interpolated slot mixes the logits of two
-different absolute superpixels, as in the paper) and slots outside the grid
-for that cell are re-masked after the resize. Eq. (6) then combines the
-superpixel class logits at input resolution. Otherwise (5) and (6) run at the
-hypercolumn stride and Q and Y are upsampled. Hard ids (eq. 7): the absolute
-id row * Ws + col of the argmax slot. The softmax runs in float32.
+Every pixel is softly associated with the 9 superpixels of the 3x3 cells
+around its own cell, from the outputs of the last tokenization layer:
+
+  Q_pi = softmax_{i in N(p)}(I_p^n . S_i^n)        (5)
+  Y_p  = sum_{i in N(p)} Q_pi * C_i                (6)
+  hard superpixel of p = argmax_i Q_pi             (7)
+
+As in the paper, the 9 association logits are computed at the hypercolumn
+stride and bilinearly upsampled to the input resolution *before* the softmax
+of (5); (6) is then evaluated at input resolution. The logits are indexed by
+relative neighbour slot, so near a cell border the interpolation of slot k
+mixes the logits of different absolute superpixels; the slots are read with
+the neighbour indexing of the full-resolution pixel's own cell (SPEC
+section 1). Implementation choices, documented:
+  * the dot products are scaled by 1/sqrt(C) (the features are
+    layer-normalised, so unscaled logits would start out nearly one-hot);
+  * before the upsampling, slots outside the grid (which hold a large
+    negative mask value) are filled with the smallest valid logit of their
+    pixel, so that the mask value never bleeds into valid slots of
+    neighbouring cells; after it, the slots outside the grid of each
+    full-resolution pixel's own cell are masked again, so they get weight
+    exactly 0.
+With upsample_logits_before_softmax=False, (5) and (6) run at the hypercolumn
+stride and the dense logits are upsampled instead.
 """
+
+import math
 
 import tensorflow as tf
 import tf_keras
@@ -19,60 +35,93 @@ from deeplab_sp.model import local_attention
 
 
 class SuperpixelAssociation(tf_keras.layers.Layer):
-  """Soft pixel-superpixel association and dense class logits.
+  """Projects superpixel class logits back to pixels (equations 5-7).
+
+  Call args:
+    pixels: I^n [B, Hh, Wh, C] at the hypercolumn stride.
+    superpixels: S^n [B, Hs, Ws, C].
+    superpixel_logits: C_i [B, Hs, Ws, K].
+    image_size: (H, W), static ints, multiples of (Hs, Ws).
+
+  Returns:
+    dict with
+      'semantic_logits': Y [B, H, W, K] float32;
+      'association': Q [B, H, W, 9] float32, non-negative, sums to 1;
+      'superpixel_ids': [B, H, W] int32, absolute id (row * Ws + col) of
+        each pixel's hard superpixel.
 
   Args:
-    upsample_logits_before_softmax: the paper's order (see module docstring).
-    implementation: 'NAIVE' / 'EFFICIENT' or the proto enum value.
-
-  Call: pixels [b, Hs*h, Ws*w, C], superpixels [b, Hs, Ws, C],
-    superpixel_logits [b, Hs, Ws, K], input_size (H, W) ->
-    dict 'semantic_logits' [b, H, W, K] float32, 'association' [b, H, W, 9]
-    float32, 'superpixel_ids' [b, H, W] int32.
+    upsample_logits_before_softmax: the paper's order (True) or softmax and
+      (6) at the hypercolumn stride (False).
+    implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
   """
 
   def __init__(self, upsample_logits_before_softmax=True,
-               implementation='NAIVE', **kwargs):
+               implementation=local_attention.NAIVE, **kwargs):
     super().__init__(**kwargs)
-    self._upsample = upsample_logits_before_softmax
-    self._implementation = local_attention.normalize_implementation(
+    self.upsample_logits_before_softmax = upsample_logits_before_softmax
+    self.implementation = local_attention.normalize_implementation(
         implementation)
 
-  def call(self, pixels, superpixels, superpixel_logits, input_size):
+  def call(self, pixels, superpixels, superpixel_logits, image_size):
+    height, width = int(image_size[0]), int(image_size[1])
     grid_height, grid_width = superpixels.shape[1], superpixels.shape[2]
-    height, width = input_size
+    if height % grid_height or width % grid_width:
+      raise ValueError(
+          f'Image size {height}x{width} is not a multiple of the '
+          f'{grid_height}x{grid_width} superpixel grid.')
+    channels = pixels.shape[-1]
+    # [B, Hh, Wh, 9]
     logits = local_attention.association_logits(
         tf.cast(pixels, tf.float32), tf.cast(superpixels, tf.float32),
-        implementation=self._implementation)  # [b, Hs*h, Ws*w, 9]
+        self.implementation)
+    valid = local_attention.neighbor_superpixel_ids(
+        pixels.shape[1], pixels.shape[2], grid_height, grid_width) >= 0
+    logits = tf.where(valid[tf.newaxis], logits / math.sqrt(channels),
+                      local_attention.masked_logit(tf.float32))
     class_logits = tf.cast(superpixel_logits, tf.float32)
-    if self._upsample:
-      logits = tf.image.resize(logits, (height, width), method='bilinear')
-      valid = local_attention.neighbor_superpixel_ids(
-          height, width, grid_height, grid_width) >= 0  # [H, W, 9]
-      logits = tf.where(valid[tf.newaxis], logits,
-                        local_attention.masked_logit(tf.float32))
-      association = tf.nn.softmax(logits, axis=-1)  # [b, H, W, 9], eq. (5)
-      semantic = local_attention.combine_neighbors(
-          association, class_logits, implementation=self._implementation)
-    else:
-      association = tf.nn.softmax(logits, axis=-1)  # [b, Hs*h, Ws*w, 9]
-      semantic = local_attention.combine_neighbors(
-          association, class_logits, implementation=self._implementation)
-      semantic = tf.image.resize(semantic, (height, width), method='bilinear')
-      association = tf.image.resize(association, (height, width),
-                                    method='bilinear')
-    ids = local_attention.neighbor_superpixel_ids(
+    ids_table = local_attention.neighbor_superpixel_ids(
         height, width, grid_height, grid_width)  # [H, W, 9]
-    best_slot = tf.argmax(association, axis=-1, output_type=tf.int32)
-    batch = tf.shape(best_slot)[0]
-    superpixel_ids = tf.gather(
-        tf.tile(ids[tf.newaxis], [batch, 1, 1, 1]), best_slot[..., tf.newaxis],
-        batch_dims=3)[..., 0]  # [b, H, W], eq. (7)
-    return {'semantic_logits': semantic, 'association': association,
-            'superpixel_ids': superpixel_ids}
+
+    if self.upsample_logits_before_softmax:
+      smallest_valid = tf.reduce_min(
+          tf.where(valid[tf.newaxis], logits, tf.float32.max), axis=-1,
+          keepdims=True)
+      filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
+      # [B, H, W, 9], masked again with the full-resolution pixels' cells.
+      upsampled = tf.image.resize(filled, (height, width), method='bilinear')
+      upsampled = tf.where(ids_table[tf.newaxis] >= 0, upsampled,
+                           local_attention.masked_logit(tf.float32))
+      association = tf.nn.softmax(upsampled, axis=-1)
+      semantic_logits = local_attention.combine_neighbors(
+          association, class_logits, self.implementation)
+      hard_slots = tf.argmax(upsampled, axis=-1, output_type=tf.int32)
+    else:
+      association_low = tf.nn.softmax(logits, axis=-1)  # [B, Hh, Wh, 9]
+      semantic_low = local_attention.combine_neighbors(
+          association_low, class_logits, self.implementation)
+      semantic_logits = tf.image.resize(semantic_low, (height, width),
+                                        method='bilinear')
+      association = tf.image.resize(association_low, (height, width),
+                                    method='bilinear')
+      association = tf.where(ids_table[tf.newaxis] >= 0, association, 0.0)
+      association /= tf.reduce_sum(association, axis=-1, keepdims=True)
+      hard_slots = tf.argmax(association, axis=-1, output_type=tf.int32)
+
+    # Equation (7): the absolute id of each pixel's most associated slot.
+    superpixel_ids = tf.reduce_sum(
+        tf.one_hot(hard_slots, local_attention.NUM_NEIGHBORS,
+                   dtype=tf.int32) * ids_table[tf.newaxis], axis=-1)
+    return {
+        'semantic_logits': semantic_logits,
+        'association': association,
+        'superpixel_ids': superpixel_ids,
+    }
 
   def get_config(self):
     config = super().get_config()
-    config.update({'upsample_logits_before_softmax': self._upsample,
-                   'implementation': self._implementation})
+    config.update({
+        'upsample_logits_before_softmax': self.upsample_logits_before_softmax,
+        'implementation': self.implementation,
+    })
     return config

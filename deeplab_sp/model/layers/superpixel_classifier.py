@@ -1,79 +1,101 @@
 """Superpixel classification (arXiv 2309.16889, Sec. III-C).
 
-k post-norm transformer layers over all Hs*Ws superpixels (multi-head
-self-attention, residual, LayerNorm, FFN with GELU, residual, LayerNorm),
-then a linear classifier to per-superpixel class logits C_i.
+k multi-head self-attention layers over all Hs*Ws superpixels (paper: k = 4,
+4 heads, 256 channels) give every superpixel global context; a linear
+classifier then predicts class logits C_i per superpixel. Each layer is a
+pre-norm transformer block: x + MHSA(LN(x)), then x + FFN(LN(x)) (GELU
+feed-forward of ffn_channels; none if 0), with a final LayerNorm before the
+classifier.
 """
 
 import tensorflow as tf
 import tf_keras
 
+_LAYER_NORM_EPSILON = 1e-5
+_INIT_STDDEV = 0.02
+
 
 class SuperpixelClassifier(tf_keras.layers.Layer):
-  """Global self-attention over superpixels and a linear classifier.
+  """Self-attention over superpixels, then per-superpixel class logits.
+
+  Call args:
+    superpixels: [B, Hs, Ws, C_in].
+
+  Returns:
+    Class logits [B, Hs, Ws, num_classes].
 
   Args:
-    num_classes: K. num_layers: k (paper: 4). num_heads (paper: 4).
-    channels: attention channels (paper: 256); the input is projected to it
-      when it differs. ffn_channels: FFN hidden width (0 = none).
-    dropout_rate: dropout inside the layers.
-
-  Call: superpixels [b, Hs, Ws, c] -> (logits [b, Hs, Ws, K],
-    features [b, Hs, Ws, channels]).
+    num_classes: number of classes.
+    num_layers: self-attention layers k (paper: 4).
+    num_heads: heads (paper: 4).
+    channels: width of the self-attention layers (paper: 256).
+    ffn_channels: hidden width of the feed-forward blocks; 0 = none.
+    dropout_rate: dropout inside the blocks.
   """
 
   def __init__(self, num_classes, num_layers=4, num_heads=4, channels=256,
                ffn_channels=1024, dropout_rate=0.0, **kwargs):
     super().__init__(**kwargs)
-    if channels % num_heads:
-      raise ValueError(f'superpixel_classifier.num_heads ({num_heads}) must '
-                       f'divide channels ({channels}).')
-    self._config = dict(num_classes=num_classes, num_layers=num_layers,
-                        num_heads=num_heads, channels=channels,
-                        ffn_channels=ffn_channels, dropout_rate=dropout_rate)
+    self.num_classes = num_classes
+    self.num_layers = num_layers
+    self.num_heads = num_heads
+    self.channels = channels
+    self.ffn_channels = ffn_channels
+    self.dropout_rate = dropout_rate
+    initializer = lambda: tf_keras.initializers.TruncatedNormal(
+        stddev=_INIT_STDDEV)
+    norm = lambda name: tf_keras.layers.LayerNormalization(
+        epsilon=_LAYER_NORM_EPSILON, name=name)
     self.input_projection = None
-    self.attention_layers, self.norms, self.ffns, self.ffn_norms = [], [], [], []
-    for index in range(num_layers):
-      self.attention_layers.append(tf_keras.layers.MultiHeadAttention(
+    self.attention_norms, self.attentions = [], []
+    self.ffn_norms, self.ffns = [], []
+    for i in range(num_layers):
+      self.attention_norms.append(norm(f'attention_norm_{i}'))
+      self.attentions.append(tf_keras.layers.MultiHeadAttention(
           num_heads, channels // num_heads, dropout=dropout_rate,
-          name=f'self_attention_{index}'))
-      self.norms.append(tf_keras.layers.LayerNormalization(
-          name=f'attention_norm_{index}'))
-      self.ffns.append([
-          tf_keras.layers.Dense(ffn_channels, activation='gelu',
-                                name=f'ffn_hidden_{index}'),
-          tf_keras.layers.Dense(channels, name=f'ffn_out_{index}')]
-                       if ffn_channels else [])
-      self.ffn_norms.append(tf_keras.layers.LayerNormalization(
-          name=f'ffn_norm_{index}'))
-    self.classifier = tf_keras.layers.Dense(num_classes, name='classifier')
+          kernel_initializer=initializer(), name=f'self_attention_{i}'))
+      if ffn_channels:
+        self.ffn_norms.append(norm(f'ffn_norm_{i}'))
+        self.ffns.append(tf_keras.Sequential([
+            tf_keras.layers.Dense(ffn_channels, activation='gelu',
+                                  kernel_initializer=initializer()),
+            tf_keras.layers.Dropout(dropout_rate),
+            tf_keras.layers.Dense(channels, kernel_initializer=initializer()),
+        ], name=f'ffn_{i}'))
+    self.output_norm = norm('output_norm')
+    self.classifier = tf_keras.layers.Dense(
+        num_classes, kernel_initializer=initializer(), name='class_logits')
 
   def build(self, input_shape):
-    if input_shape[-1] != self._config['channels']:
-      self.input_projection = tf_keras.layers.Dense(
-          self._config['channels'], name='input_projection')
+    if input_shape[-1] != self.channels:
+      self.input_projection = tf_keras.layers.Dense(self.channels,
+                                                    name='input_projection')
     super().build(input_shape)
 
   def call(self, superpixels, training=None):
-    batch = tf.shape(superpixels)[0]
     grid_height, grid_width = superpixels.shape[1], superpixels.shape[2]
     if self.input_projection is not None:
       superpixels = self.input_projection(superpixels)
-    x = tf.reshape(superpixels, [batch, grid_height * grid_width,
-                                 self._config['channels']])  # [b, Hs*Ws, c]
-    for attention, norm, ffn, ffn_norm in zip(
-        self.attention_layers, self.norms, self.ffns, self.ffn_norms):
-      x = norm(x + attention(x, x, training=training))
-      if ffn:
-        update = x
-        for layer in ffn:
-          update = layer(update)
-        x = ffn_norm(x + update)
-    features = tf.reshape(x, [batch, grid_height, grid_width,
-                              self._config['channels']])
-    return self.classifier(features), features  # [b, Hs, Ws, K]
+    # [B, Hs*Ws, C]: every superpixel attends to all the others.
+    tokens = tf.reshape(superpixels,
+                        (-1, grid_height * grid_width, self.channels))
+    for i in range(self.num_layers):
+      normed = self.attention_norms[i](tokens)
+      tokens = tokens + self.attentions[i](normed, normed, training=training)
+      if self.ffn_channels:
+        tokens = tokens + self.ffns[i](self.ffn_norms[i](tokens),
+                                       training=training)
+    logits = self.classifier(self.output_norm(tokens))
+    return tf.reshape(logits, (-1, grid_height, grid_width, self.num_classes))
 
   def get_config(self):
     config = super().get_config()
-    config.update(self._config)
+    config.update({
+        'num_classes': self.num_classes,
+        'num_layers': self.num_layers,
+        'num_heads': self.num_heads,
+        'channels': self.channels,
+        'ffn_channels': self.ffn_channels,
+        'dropout_rate': self.dropout_rate,
+    })
     return config

@@ -1,199 +1,338 @@
-"""Superpixel tokenization (arXiv 2309.16889, Sec. III-B, equations 3, 4).
+"""Superpixel tokenization (arXiv 2309.16889, Sec. III-B, equations 3 and 4).
 
-Learned queries S0 (one per grid cell) and n local dual-path cross-attention
-layers. Each layer, MaX-DeepLab style:
-  1. q, k, v linear projections of both paths (from the layer t-1 features),
-     split into heads; relative position embeddings over the neighbourhood
-     (shared by all superpixels) are added to keys and values;
-  2. eq. (3): S += W_s . superpixel_update(q(S), k(I), v(I));
-     eq. (4): I += W_p . pixel_update(q(I), k(S), v(S))  (both read t-1);
-  3. LayerNorm per path, then (optional) FFN + residual + LayerNorm per path.
-Neighbours outside the grid are masked inside the ops of local_attention.py;
-`implementation` (NAIVE = the paper's 9x duplication / EFFICIENT) is passed
-through to them. Absolute position embeddings of both paths are stored at
-1/4 resolution, upsampled and added before the first layer.
+A regular Hs x Ws grid of superpixels, each covering an h x w cell of
+hypercolumn pixels, starts from learned queries S0 (one vector per cell,
+plus a learned position embedding stored at 1/4 of the grid resolution).
+Then n local dual-path cross-attention layers update superpixels and pixels
+together, both reading the features of layer t-1:
+
+  S_i^t = S_i^{t-1} + sum_{p in N(i)} softmax(q(S_i) . k(I_p)) v(I_p)   (3)
+  I_p^t = I_p^{t-1} + sum_{i in N(p)} softmax(q(I_p) . k(S_i)) v(S_i)   (4)
+
+N(i) is the 9*h*w pixels of the 3x3 cells around cell i, N(p) the 9
+superpixels of the 3x3 cells around the cell of pixel p; neighbours outside
+the grid are masked out of every softmax. The attention itself is computed
+by deeplab_sp.model.local_attention, in the paper's form (`NAIVE`, explicit
+9x duplication) or an equal, faster one (`EFFICIENT`).
+
+Implementation choices (the paper builds on MaX-DeepLab's dual-path
+transformer and leaves these to the implementer):
+  * pre-norm: q, k, v are linear projections of layer-normalised features
+    (an MLP of one layer), keys and values of the neighbourhood get additive
+    learned *relative* position embeddings, shared by all superpixels
+    ([9*h*w, C] for the superpixel path, [9, C] for the pixel path);
+  * each path has an output projection and a residual connection; the
+    superpixel path then has a pre-norm feed-forward block (ffn_channels),
+    the pixel path one only if pixel_ffn_channels > 0;
+  * both outputs get a final LayerNorm (they feed the association's dot
+    products and the classifier).
+  * If the layer is called at another geometry (other h, w) than it was
+    built for, the superpixel path's relative position table, seen as a
+    [3h, 3w] image, is bilinearly resized.
 """
 
 import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import local_attention
-from deeplab_sp.model.layers import hypercolumn as hypercolumn_lib
+from deeplab_sp.model.layers import position_embedding
 
 _INIT_STDDEV = 0.02
+_LAYER_NORM_EPSILON = 1e-5
 
 
-def _ffn(hidden, channels, prefix):
-  return [tf_keras.layers.Dense(hidden, activation='gelu',
-                                name=f'{prefix}_ffn_hidden'),
-          tf_keras.layers.Dense(channels, name=f'{prefix}_ffn_out')]
+def _initializer():
+  return tf_keras.initializers.TruncatedNormal(stddev=_INIT_STDDEV)
+
+
+def _dense(units, name):
+  return tf_keras.layers.Dense(units, name=name,
+                               kernel_initializer=_initializer())
+
+
+def _feed_forward(channels, hidden_channels, name):
+  return tf_keras.Sequential([
+      _dense(hidden_channels, f'{name}_hidden'),
+      tf_keras.layers.Activation('gelu', name=f'{name}_gelu'),
+      _dense(channels, f'{name}_output'),
+  ], name=name)
+
+
+def _resize_neighborhood_table(table, cell_height, cell_width,
+                               new_height, new_width):
+  """Resizes a [9*h*w, C] neighbourhood table to [9*h'*w', C].
+
+  Slots are cell-major over the 3x3 neighbour cells, then row-major over the
+  pixels of a cell; as an image the table is [3h, 3w, C].
+  """
+  channels = table.shape[-1]
+  image = tf.reshape(table, (3, 3, cell_height, cell_width, channels))
+  image = tf.reshape(tf.transpose(image, (0, 2, 1, 3, 4)),
+                     (3 * cell_height, 3 * cell_width, channels))
+  image = tf.image.resize(image[tf.newaxis],
+                          (3 * new_height, 3 * new_width))[0]
+  image = tf.reshape(image, (3, new_height, 3, new_width, channels))
+  image = tf.transpose(image, (0, 2, 1, 3, 4))
+  return tf.reshape(image, (9 * new_height * new_width, channels))
 
 
 class DualPathCrossAttention(tf_keras.layers.Layer):
-  """One local dual-path cross-attention layer (eq. 3 and 4).
+  """One local dual-path cross-attention layer (equations 3 and 4).
+
+  Call args:
+    inputs: (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
+
+  Returns:
+    (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
 
   Args:
-    channels: C of both paths; num_heads: N (C = N * D).
-    superpixel_height, superpixel_width: h, w pixels per cell.
-    ffn_channels / pixel_ffn_channels: FFN hidden width per path (0 = none).
-    implementation: 'NAIVE' / 'EFFICIENT' or the proto enum value.
+    channels: C (paper: 256).
+    num_heads: attention heads (paper: 2); must divide channels.
+    ffn_channels: hidden width of the superpixel path's feed-forward block;
+      0 = none.
+    pixel_ffn_channels: same for the pixel path; 0 = none.
+    implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
     dropout_rate: dropout on the attention outputs.
-
-  Call: superpixels [b, Hs, Ws, C], pixels [b, Hs*h, Ws*w, C] -> same shapes.
   """
 
-  def __init__(self, channels, num_heads, superpixel_height, superpixel_width,
-               ffn_channels=1024, pixel_ffn_channels=0, implementation='NAIVE',
+  def __init__(self, channels=256, num_heads=2, ffn_channels=1024,
+               pixel_ffn_channels=0, implementation=local_attention.NAIVE,
                dropout_rate=0.0, **kwargs):
     super().__init__(**kwargs)
     if channels % num_heads:
-      raise ValueError(f'superpixel_tokenization.num_heads ({num_heads}) must '
-                       f'divide channels ({channels}).')
-    self._config = dict(channels=channels, num_heads=num_heads,
-                        superpixel_height=superpixel_height,
-                        superpixel_width=superpixel_width,
-                        ffn_channels=ffn_channels,
-                        pixel_ffn_channels=pixel_ffn_channels,
-                        implementation=local_attention.normalize_implementation(
-                            implementation),
-                        dropout_rate=dropout_rate)
-    self._heads, self._head_channels = num_heads, channels // num_heads
-    dense = lambda name: tf_keras.layers.Dense(channels, name=name)
-    self.superpixel_qkv = tf_keras.layers.Dense(3 * channels, name='s_qkv')
-    self.pixel_qkv = tf_keras.layers.Dense(3 * channels, name='p_qkv')
-    self.superpixel_output = dense('s_out')
-    self.pixel_output = dense('p_out')
-    self.superpixel_norm = tf_keras.layers.LayerNormalization(name='s_norm')
-    self.pixel_norm = tf_keras.layers.LayerNormalization(name='p_norm')
+      raise ValueError(f'num_heads ({num_heads}) must divide channels '
+                       f'({channels}).')
+    self.channels = channels
+    self.num_heads = num_heads
+    self.ffn_channels = ffn_channels
+    self.pixel_ffn_channels = pixel_ffn_channels
+    self.implementation = local_attention.normalize_implementation(
+        implementation)
+    self.dropout_rate = dropout_rate
+    self._head_channels = channels // num_heads
+
+    norm = lambda name: tf_keras.layers.LayerNormalization(
+        epsilon=_LAYER_NORM_EPSILON, name=name)
+    self.superpixel_norm = norm('superpixel_norm')
+    self.pixel_norm = norm('pixel_norm')
+    # Superpixel path (eq. 3): queries from superpixels, keys/values from
+    # pixels. Pixel path (eq. 4): queries from pixels, keys/values from
+    # superpixels.
+    self.superpixel_query = _dense(channels, 'superpixel_query')
+    self.pixel_key = _dense(channels, 'pixel_key')
+    self.pixel_value = _dense(channels, 'pixel_value')
+    self.pixel_query = _dense(channels, 'pixel_query')
+    self.superpixel_key = _dense(channels, 'superpixel_key')
+    self.superpixel_value = _dense(channels, 'superpixel_value')
+    self.superpixel_output = _dense(channels, 'superpixel_output')
+    self.pixel_output = _dense(channels, 'pixel_output')
     self.dropout = tf_keras.layers.Dropout(dropout_rate)
-    self.superpixel_ffn = (_ffn(ffn_channels, channels, 's') if ffn_channels
-                           else [])
-    self.pixel_ffn = (_ffn(pixel_ffn_channels, channels, 'p')
-                      if pixel_ffn_channels else [])
-    self.superpixel_ffn_norm = tf_keras.layers.LayerNormalization(
-        name='s_ffn_norm')
-    self.pixel_ffn_norm = tf_keras.layers.LayerNormalization(name='p_ffn_norm')
-    init = tf_keras.initializers.TruncatedNormal(stddev=_INIT_STDDEV)
-    pixels_per_neighborhood = (local_attention.NUM_NEIGHBORS *
-                               superpixel_height * superpixel_width)
-    # Relative position embeddings, shared by all neighbourhoods.
-    shape_s = (pixels_per_neighborhood, num_heads, self._head_channels)
-    shape_p = (local_attention.NUM_NEIGHBORS, num_heads, self._head_channels)
-    self.pixel_key_position = self.add_weight('pixel_key_position', shape_s,
-                                              initializer=init)
-    self.pixel_value_position = self.add_weight('pixel_value_position',
-                                                shape_s, initializer=init)
+    self.superpixel_ffn = self.pixel_ffn = None
+    if ffn_channels:
+      self.superpixel_ffn_norm = norm('superpixel_ffn_norm')
+      self.superpixel_ffn = _feed_forward(channels, ffn_channels,
+                                          'superpixel_ffn')
+    if pixel_ffn_channels:
+      self.pixel_ffn_norm = norm('pixel_ffn_norm')
+      self.pixel_ffn = _feed_forward(channels, pixel_ffn_channels,
+                                     'pixel_ffn')
+
+  def build(self, input_shape):
+    superpixel_shape, pixel_shape = input_shape
+    self._cell_height = pixel_shape[1] // superpixel_shape[1]
+    self._cell_width = pixel_shape[2] // superpixel_shape[2]
+    slots = local_attention.NUM_NEIGHBORS * self._cell_height * (
+        self._cell_width)
+    # Relative position embeddings, shared by all superpixels (Sec. III-B):
+    # [9*h*w, C] over a superpixel's pixel neighbourhood, [9, C] over a
+    # pixel's superpixel neighbourhood.
+    self.pixel_key_position = self.add_weight(
+        'pixel_key_position', (slots, self.channels), initializer=_initializer())
+    self.pixel_value_position = self.add_weight(
+        'pixel_value_position', (slots, self.channels),
+        initializer=_initializer())
     self.superpixel_key_position = self.add_weight(
-        'superpixel_key_position', shape_p, initializer=init)
+        'superpixel_key_position', (local_attention.NUM_NEIGHBORS,
+                                    self.channels), initializer=_initializer())
     self.superpixel_value_position = self.add_weight(
-        'superpixel_value_position', shape_p, initializer=init)
+        'superpixel_value_position', (local_attention.NUM_NEIGHBORS,
+                                      self.channels), initializer=_initializer())
+    super().build(input_shape)
 
-  def _heads_split(self, x):
-    # [b, h, w, C] -> [b, h, w, N, D]
-    shape = tf.shape(x)
-    return tf.reshape(x, tf.concat(
-        [shape[:3], [self._heads, self._head_channels]], 0))
+  def _heads(self, tensor):
+    """[..., C] -> [..., N, D]."""
+    shape = tf.concat([tf.shape(tensor)[:-1],
+                       [self.num_heads, self._head_channels]], axis=0)
+    result = tf.reshape(tensor, shape)
+    result.set_shape(tensor.shape[:-1].concatenate(
+        [self.num_heads, self._head_channels]))
+    return result
 
-  def _heads_merge(self, x):
-    shape = tf.shape(x)
-    return tf.reshape(x, tf.concat([shape[:3], [-1]], 0))
+  def _merge_heads(self, tensor):
+    """[..., N, D] -> [..., C]."""
+    shape = tf.concat([tf.shape(tensor)[:-2], [self.channels]], axis=0)
+    result = tf.reshape(tensor, shape)
+    result.set_shape(tensor.shape[:-2].concatenate([self.channels]))
+    return result
 
-  def call(self, superpixels, pixels, training=None):
-    implementation = self._config['implementation']
-    dtype = superpixels.dtype
-    s_q, s_k, s_v = tf.split(self.superpixel_qkv(superpixels), 3, axis=-1)
-    p_q, p_k, p_v = tf.split(self.pixel_qkv(pixels), 3, axis=-1)
-    cast = lambda w: tf.cast(w, dtype)
-    # Eq. (3): [b, Hs, Ws, N, D] attending to the 9*h*w pixels of N(i).
+  def _pixel_positions(self, cell_height, cell_width):
+    """Relative tables of the superpixel path, at the current geometry."""
+    key, value = self.pixel_key_position, self.pixel_value_position
+    if (cell_height, cell_width) != (self._cell_height, self._cell_width):
+      key, value = (_resize_neighborhood_table(
+          t, self._cell_height, self._cell_width, cell_height, cell_width)
+                    for t in (key, value))
+    return key, value
+
+  def call(self, inputs, training=None):
+    superpixels, pixels = inputs
+    cell_height = pixels.shape[1] // superpixels.shape[1]
+    cell_width = pixels.shape[2] // superpixels.shape[2]
+    dtype = self.compute_dtype
+    normed_superpixels = self.superpixel_norm(superpixels)  # [B, Hs, Ws, C]
+    normed_pixels = self.pixel_norm(pixels)                 # [B, H, W, C]
+
+    # Equation (3): each superpixel attends to its 9*h*w neighbouring pixels.
+    key_position, value_position = self._pixel_positions(cell_height,
+                                                         cell_width)
     superpixel_update = local_attention.superpixel_update(
-        self._heads_split(s_q), self._heads_split(p_k), self._heads_split(p_v),
-        cast(self.pixel_key_position), cast(self.pixel_value_position),
-        implementation=implementation)
-    # Eq. (4): [b, H, W, N, D] attending to the 9 superpixels of N(p).
+        self._heads(self.superpixel_query(normed_superpixels)),
+        self._heads(self.pixel_key(normed_pixels)),
+        self._heads(self.pixel_value(normed_pixels)),
+        key_position=self._heads(tf.cast(key_position, dtype)),
+        value_position=self._heads(tf.cast(value_position, dtype)),
+        implementation=self.implementation)  # [B, Hs, Ws, N, D]
+
+    # Equation (4): each pixel attends to its 9 neighbouring superpixels.
     pixel_update = local_attention.pixel_update(
-        self._heads_split(p_q), self._heads_split(s_k), self._heads_split(s_v),
-        cast(self.superpixel_key_position),
-        cast(self.superpixel_value_position), implementation=implementation)
-    superpixels = self.superpixel_norm(superpixels + self.dropout(
-        self.superpixel_output(self._heads_merge(superpixel_update)),
-        training=training))
-    pixels = self.pixel_norm(pixels + self.dropout(
-        self.pixel_output(self._heads_merge(pixel_update)), training=training))
-    if self.superpixel_ffn:
-      update = superpixels
-      for layer in self.superpixel_ffn:
-        update = layer(update)
-      superpixels = self.superpixel_ffn_norm(superpixels + update)
-    if self.pixel_ffn:
-      update = pixels
-      for layer in self.pixel_ffn:
-        update = layer(update)
-      pixels = self.pixel_ffn_norm(pixels + update)
+        self._heads(self.pixel_query(normed_pixels)),
+        self._heads(self.superpixel_key(normed_superpixels)),
+        self._heads(self.superpixel_value(normed_superpixels)),
+        key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
+        value_position=self._heads(
+            tf.cast(self.superpixel_value_position, dtype)),
+        implementation=self.implementation)  # [B, H, W, N, D]
+
+    superpixels = superpixels + self.dropout(
+        self.superpixel_output(self._merge_heads(superpixel_update)),
+        training=training)
+    pixels = pixels + self.dropout(
+        self.pixel_output(self._merge_heads(pixel_update)), training=training)
+    if self.superpixel_ffn is not None:
+      superpixels = superpixels + self.superpixel_ffn(
+          self.superpixel_ffn_norm(superpixels))
+    if self.pixel_ffn is not None:
+      pixels = pixels + self.pixel_ffn(self.pixel_ffn_norm(pixels))
     return superpixels, pixels
 
   def get_config(self):
     config = super().get_config()
-    config.update(self._config)
+    config.update({
+        'channels': self.channels,
+        'num_heads': self.num_heads,
+        'ffn_channels': self.ffn_channels,
+        'pixel_ffn_channels': self.pixel_ffn_channels,
+        'implementation': self.implementation,
+        'dropout_rate': self.dropout_rate,
+    })
     return config
 
 
 class SuperpixelTokenization(tf_keras.layers.Layer):
-  """Learned superpixel queries refined by n dual-path cross-attention layers.
+  """Learned superpixel queries refined by local dual-path cross-attention.
+
+  Call args:
+    pixels: hypercolumn features [B, Hs*h, Ws*w, C_in].
+
+  Returns:
+    (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]): the outputs
+    S^n and I^n of the last layer, layer-normalised.
 
   Args:
-    grid_height, grid_width: superpixel grid Hs x Ws.
-    superpixel_height, superpixel_width: h x w hypercolumn pixels per cell.
-    num_layers: n (paper: 2). channels: C (paper: 256). num_heads (paper: 2).
+    grid_height, grid_width: the superpixel grid Hs x Ws (paper: 32x64 on
+      Cityscapes, 40x40 on ADE20K).
+    num_layers: n cross-attention layers (paper: 2).
+    channels: C (paper: 256).
+    num_heads: heads (paper: 2).
     ffn_channels, pixel_ffn_channels, implementation, dropout_rate: see
       DualPathCrossAttention.
-
-  Call: pixel_features [b, Hs*h, Ws*w, c_in] ->
-    (superpixels [b, Hs, Ws, C], pixels [b, Hs*h, Ws*w, C]).
   """
 
-  def __init__(self, grid_height=32, grid_width=64, superpixel_height=4,
-               superpixel_width=4, num_layers=2, channels=256, num_heads=2,
-               ffn_channels=1024, pixel_ffn_channels=0, implementation='NAIVE',
+  def __init__(self, grid_height=32, grid_width=64, num_layers=2,
+               channels=256, num_heads=2, ffn_channels=1024,
+               pixel_ffn_channels=0, implementation=local_attention.NAIVE,
                dropout_rate=0.0, **kwargs):
     super().__init__(**kwargs)
-    self._config = dict(
-        grid_height=grid_height, grid_width=grid_width,
-        superpixel_height=superpixel_height, superpixel_width=superpixel_width,
-        num_layers=num_layers, channels=channels, num_heads=num_heads,
-        ffn_channels=ffn_channels, pixel_ffn_channels=pixel_ffn_channels,
-        implementation=local_attention.normalize_implementation(
-            implementation),
-        dropout_rate=dropout_rate)
-    # S0: one learned query per grid cell, [Hs, Ws, C].
-    self.superpixel_queries = self.add_weight(
-        'superpixel_queries', (grid_height, grid_width, channels),
-        initializer=tf_keras.initializers.TruncatedNormal(stddev=1.0))
-    self.pixel_projection = tf_keras.layers.Dense(channels,
-                                                  name='pixel_projection')
-    self.superpixel_position = hypercolumn_lib.PositionEmbedding2D(
-        grid_height, grid_width, channels, name='superpixel_position')
-    self.pixel_position = hypercolumn_lib.PositionEmbedding2D(
-        grid_height * superpixel_height, grid_width * superpixel_width,
-        channels, name='pixel_position')
+    self.grid_height = grid_height
+    self.grid_width = grid_width
+    self.num_layers = num_layers
+    self.channels = channels
+    self.num_heads = num_heads
+    self.ffn_channels = ffn_channels
+    self.pixel_ffn_channels = pixel_ffn_channels
+    self.implementation = local_attention.normalize_implementation(
+        implementation)
+    self.dropout_rate = dropout_rate
+    self.superpixel_position_embedding = (
+        position_embedding.AddPositionEmbedding(
+            name='superpixel_position_embedding'))
     self.cross_attention_layers = [
-        DualPathCrossAttention(channels, num_heads, superpixel_height,
-                               superpixel_width, ffn_channels,
-                               pixel_ffn_channels,
-                               self._config['implementation'], dropout_rate,
-                               name=f'dual_path_{index}')
-        for index in range(num_layers)]
+        DualPathCrossAttention(channels, num_heads, ffn_channels,
+                               pixel_ffn_channels, self.implementation,
+                               dropout_rate, name=f'cross_attention_{i}')
+        for i in range(num_layers)]
+    self.superpixel_output_norm = tf_keras.layers.LayerNormalization(
+        epsilon=_LAYER_NORM_EPSILON, name='superpixel_output_norm')
+    self.pixel_output_norm = tf_keras.layers.LayerNormalization(
+        epsilon=_LAYER_NORM_EPSILON, name='pixel_output_norm')
+    self.pixel_input_projection = None
 
-  def call(self, pixel_features, training=None):
-    pixels = self.pixel_position(self.pixel_projection(pixel_features))
-    batch = tf.shape(pixel_features)[0]
-    queries = tf.cast(self.superpixel_queries, pixels.dtype)
-    superpixels = tf.tile(queries[tf.newaxis], [batch, 1, 1, 1])
-    superpixels = self.superpixel_position(superpixels)  # [b, Hs, Ws, C]
+  def build(self, input_shape):
+    height, width, in_channels = input_shape[1], input_shape[2], input_shape[3]
+    self._check_geometry(height, width)
+    # S0: one learned query per grid cell, randomly initialised (Sec. III-B).
+    self.queries = self.add_weight(
+        'queries', (self.grid_height, self.grid_width, self.channels),
+        initializer=tf_keras.initializers.TruncatedNormal(stddev=1.0))
+    if in_channels != self.channels:
+      self.pixel_input_projection = _dense(self.channels, 'pixel_input')
+    super().build(input_shape)
+
+  def _check_geometry(self, height, width):
+    if (height is None or width is None or height % self.grid_height or
+        width % self.grid_width):
+      raise ValueError(
+          f'Hypercolumn features of {height}x{width} cannot be split into the '
+          f'{self.grid_height}x{self.grid_width} superpixel grid: the size '
+          'must be a multiple of the grid. Change the input (crop) size, '
+          'hypercolumn.output_stride or superpixel_tokenization.grid_height/'
+          'grid_width.')
+
+  def call(self, pixels, training=None):
+    self._check_geometry(pixels.shape[1], pixels.shape[2])
+    if self.pixel_input_projection is not None:
+      pixels = self.pixel_input_projection(pixels)
+    batch = tf.shape(pixels)[0]
+    queries = tf.cast(self.queries, self.compute_dtype)[tf.newaxis]
+    superpixels = self.superpixel_position_embedding(queries)
+    superpixels = tf.tile(superpixels, [batch, 1, 1, 1])  # [B, Hs, Ws, C]
     for layer in self.cross_attention_layers:
-      superpixels, pixels = layer(superpixels, pixels, training=training)
-    return superpixels, pixels
+      superpixels, pixels = layer((superpixels, pixels), training=training)
+    return (self.superpixel_output_norm(superpixels),
+            self.pixel_output_norm(pixels))
 
   def get_config(self):
     config = super().get_config()
-    config.update(self._config)
+    config.update({
+        'grid_height': self.grid_height,
+        'grid_width': self.grid_width,
+        'num_layers': self.num_layers,
+        'channels': self.channels,
+        'num_heads': self.num_heads,
+        'ffn_channels': self.ffn_channels,
+        'pixel_ffn_channels': self.pixel_ffn_channels,
+        'implementation': self.implementation,
+        'dropout_rate': self.dropout_rate,
+    })
     return config
+
