@@ -333,6 +333,11 @@ def validate_experiment_options(options: config_pb2.ExperimentOptions,
     _validate_dataset(path, 'eval_dataset_options',
                       options.eval_dataset_options, options.model_options,
                       needs_files=mode in EVAL_MODES)
+    if mode in EVAL_MODES and options.eval_dataset_options.repeat:
+      raise ConfigError(
+          f'{path}: eval_dataset_options.repeat is true (its default), so '
+          'an evaluation would never end; add `repeat: false` to '
+          'eval_dataset_options.')
     datasets.append(options.eval_dataset_options.dataset)
   classes = {name: dataset_info.get_dataset_info(name).num_classes
              for name in datasets}

@@ -116,6 +116,7 @@ def test_unknown_field_names_field_and_line(tmp_path):
     ('num_heads: 2', 'num_heads: 3', 'must divide'),
     ('file_pattern: "work_dirs/data/synthetic/train-*.tfrecord"', '',
      'train_dataset_options.file_pattern is empty'),
+    ('repeat: false', 'repeat: true', 'add `repeat: false`'),
 ])
 def test_bad_values_get_a_clear_message(tmp_path, old, new, expected):
   text = _load_text()
