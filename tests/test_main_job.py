@@ -1,0 +1,70 @@
+"""The main job (tools/main_job.py), shortened: few steps, tiny images.
+
+The same path as the Quick start's first command: generated data, training
+and evaluation, SavedModel export, prediction PNGs, the colour-only floor;
+then a second run that reuses everything.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENT = 'synthetic_sp_transformer_tiny'
+
+
+def _run_main_job(work_dir):
+  result = subprocess.run(
+      [sys.executable, str(REPO_ROOT / 'tools/main_job.py'),
+       f'--work_dir={work_dir}', '--training_steps=3', '--num_predictions=2',
+       '--data_flags=--num_train=16,--num_val=5,--height=64,--width=96'],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
+      check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end_and_rerun(tmp_path):
+  work_dir = tmp_path / 'work'
+  output = _run_main_job(work_dir)
+
+  experiment_dir = work_dir / 'experiments' / EXPERIMENT
+  results = json.loads((experiment_dir / 'eval_results.json').read_text())
+  assert results['step'] == 3
+  assert results['num_images'] == 5
+  assert 0.0 <= results['miou'] <= 1.0
+  # The printed mIoU is the one in eval_results.json.
+  assert f'at step 3: {results["miou"]:.4f}' in output
+  baseline = json.loads((work_dir / 'color_baseline.json').read_text())
+  assert f'mIoU {baseline["miou"]:.4f}' in output
+
+  version_dir = work_dir / 'export' / EXPERIMENT / '1'
+  assert (version_dir / 'saved_model.pb').exists()
+
+  prediction_dir = work_dir / 'predictions' / EXPERIMENT
+  labels = sorted(prediction_dir.glob('*_labels.png'))
+  overlays = sorted(prediction_dir.glob('*_superpixels.png'))
+  assert len(labels) == 2 and len(overlays) == 2
+  for path in labels + overlays:
+    image = np.asarray(Image.open(path))
+    # At the validation image's own size.
+    assert image.shape[:2] == (64, 96), path
+  # The config the job ran reads the records of its own work_dir.
+  config_text = (work_dir / 'main_job_config.textproto').read_text()
+  assert str(work_dir / 'data' / 'synthetic' / 'train-*.tfrecord') in (
+      config_text)
+
+  # A second run reuses the data, the training, the export and the floor.
+  saved_model_time = (version_dir / 'saved_model.pb').stat().st_mtime
+  rerun = _run_main_job(work_dir)
+  assert 'reusing the records' in rerun
+  assert 'reusing the evaluation of step 3' in rerun
+  assert 'reusing the export' in rerun
+  assert 'reusing' in rerun.split('5/5')[1]
+  assert (version_dir / 'saved_model.pb').stat().st_mtime == saved_model_time

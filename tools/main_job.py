@@ -1,0 +1,203 @@
+r"""The main job: data, training, evaluation, export and predictions, end to end.
+
+Runs the default experiment (configs/synthetic/sp_transformer_tiny.textproto)
+on the generated dataset:
+
+  1. builds the generated dataset (tools/build_synthetic_data.py),
+  2. trains and evaluates (deeplab_sp/trainer/train.py --mode=train_and_eval),
+  3. exports a SavedModel for TF Serving (tools/export_model.py),
+  4. writes label-map and superpixel-overlay PNGs for a few validation images
+     (tools/predict.py),
+  5. measures the colour-only floor on the same data
+     (deeplab_sp.data.color_baseline),
+and prints where each result is. Every step reuses what an earlier run left
+(records, checkpoints, the export), so a second run only reports.
+
+Usage (from the repository root, after `bash tools/setup.sh`):
+  python tools/main_job.py [--config_file=F] [--work_dir=work_dirs]
+The Quick start's `bash tools/main_job.sh` does the setup and runs this.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file',
+    str(REPO_ROOT / 'configs/synthetic/sp_transformer_tiny.textproto'),
+    'Experiment config. Its dataset file patterns must point into '
+    '--work_dir/data/synthetic (the default config does).')
+_WORK_DIR = flags.DEFINE_string(
+    'work_dir', 'work_dirs',
+    'Where the data, the experiment, the export and the predictions go.')
+_NUM_PREDICTIONS = flags.DEFINE_integer(
+    'num_predictions', 4, 'Validation images to write predictions for.')
+_TRAINING_STEPS = flags.DEFINE_integer(
+    'training_steps', 0,
+    'Override trainer_options.training_number_of_steps (0: the config\'s). '
+    'For quick checks.')
+_DATA_FLAGS = flags.DEFINE_list(
+    'data_flags', [],
+    'Extra flags for tools/build_synthetic_data.py, e.g. '
+    '--data_flags=--num_train=16,--num_val=8 (for quick checks).')
+
+
+def _step(title):
+  print(f'\n== {title}', flush=True)
+
+
+def _run(args, **kwargs):
+  """Runs a command of this repository with the current interpreter."""
+  command = [sys.executable] + [str(a) for a in args]
+  print('$ ' + ' '.join(command[1:]), flush=True)
+  subprocess.run(command, check=True, cwd=REPO_ROOT, **kwargs)
+
+
+def _experiment_config(work_dir, data_dir):
+  """Returns (config path, options) of the experiment this job runs.
+
+  The config's dataset file patterns are pointed at `data_dir` (so any
+  --work_dir works) and --training_steps applied; the result is written to
+  `work_dir/main_job_config.textproto`, the config every step uses.
+  """
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  from deeplab_sp import config  # pylint: disable=g-import-not-at-top
+  options = config.load_experiment_options(_CONFIG_FILE.value)
+  for dataset, split in ((options.train_dataset_options, 'train'),
+                         (options.eval_dataset_options, 'val')):
+    del dataset.file_pattern[:]
+    dataset.file_pattern.append(str(data_dir / f'{split}-*.tfrecord'))
+  if _TRAINING_STEPS.value:
+    options.trainer_options.training_number_of_steps = _TRAINING_STEPS.value
+  path = work_dir / 'main_job_config.textproto'
+  text = (f'# Written by tools/main_job.py from {_CONFIG_FILE.value}.\n' +
+          text_format.MessageToString(options))
+  if not path.exists() or path.read_text() != text:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  return str(path), options
+
+
+def _build_data(data_dir):
+  _step('1/5 Generated dataset')
+  if list(data_dir.glob('train-*.tfrecord')) and list(
+      data_dir.glob('val-*.tfrecord')):
+    print(f'reusing the records in {data_dir}')
+    return
+  _run(['tools/build_synthetic_data.py', f'--output_dir={data_dir}'] +
+       _DATA_FLAGS.value)
+
+
+def _train_and_evaluate(config_path, model_dir, results_path, steps):
+  _step('2/5 Training and evaluation')
+  if results_path.exists():
+    results = json.loads(results_path.read_text())
+    if results.get('step', 0) >= steps:
+      print(f'reusing the evaluation of step {results["step"]} in '
+            f'{results_path}')
+      return
+  _run(['deeplab_sp/trainer/train.py', f'--config_file={config_path}',
+        '--mode=train_and_eval', f'--model_dir={model_dir}'])
+
+
+def _export(config_path, experiment_dir, export_dir):
+  _step('3/5 SavedModel export')
+  version_dir = export_dir / '1'
+  results_path = experiment_dir / 'eval_results.json'
+  if version_dir.exists() and (
+      version_dir.stat().st_mtime >= results_path.stat().st_mtime):
+    print(f'reusing the export in {version_dir}')
+    return version_dir
+  _run(['tools/export_model.py', f'--config_file={config_path}',
+        f'--checkpoint_path={experiment_dir}', f'--output_path={export_dir}',
+        '--version=1', '--overwrite'])
+  return version_dir
+
+
+def _validation_images(data_dir, image_dir, count):
+  """Writes the first `count` validation images as PNG files."""
+  existing = sorted(image_dir.glob('*.png'))
+  if len(existing) >= count:
+    return existing[:count]
+  from deeplab_sp.data import tfrecord_format  # pylint: disable=g-import-not-at-top
+  return tfrecord_format.write_images_from_records(
+      str(data_dir / 'val-*.tfrecord'), str(image_dir), count)
+
+
+def _predict(saved_model_dir, images, output_dir):
+  _step('4/5 Predictions')
+  _run(['tools/predict.py', f'--saved_model={saved_model_dir}',
+        '--images=' + ','.join(str(p) for p in images),
+        f'--output_dir={output_dir}'])
+  return sorted(output_dir.glob('*.png'))
+
+
+def _color_baseline(data_dir, result_path, dataset):
+  """The colour-only floor (deeplab_sp.data.color_baseline), cached."""
+  _step('5/5 Colour-only floor')
+  if result_path.exists():
+    print(f'reusing {result_path}')
+    return json.loads(result_path.read_text())
+  from deeplab_sp.data import color_baseline  # pylint: disable=g-import-not-at-top
+  print('per-pixel colour -> most frequent training class, on the same data')
+  result = color_baseline.evaluate_color_baseline(
+      str(data_dir / 'train-*.tfrecord'), str(data_dir / 'val-*.tfrecord'),
+      dataset, color_baseline.DEFAULT_BINS_PER_CHANNEL)
+  tmp = result_path.with_name(result_path.name + '.tmp')
+  tmp.write_text(json.dumps(result, indent=2))
+  os.replace(tmp, result_path)
+  return result
+
+
+def main(argv):
+  del argv  # Unused.
+  start = time.time()
+  work_dir = pathlib.Path(_WORK_DIR.value).resolve()
+  work_dir.mkdir(parents=True, exist_ok=True)
+  data_dir = work_dir / 'data' / 'synthetic'
+  config_path, options = _experiment_config(work_dir, data_dir)
+  model_dir = work_dir / 'experiments'
+  experiment_dir = model_dir / options.experiment_name
+  export_dir = work_dir / 'export' / options.experiment_name
+  prediction_dir = work_dir / 'predictions' / options.experiment_name
+
+  _build_data(data_dir)
+  results_path = experiment_dir / 'eval_results.json'
+  _train_and_evaluate(config_path, model_dir, results_path,
+                      options.trainer_options.training_number_of_steps)
+  saved_model_dir = _export(config_path, experiment_dir, export_dir)
+  images = _validation_images(data_dir, data_dir / 'val_images',
+                              _NUM_PREDICTIONS.value)
+  pngs = _predict(saved_model_dir, images, prediction_dir)
+  baseline = _color_baseline(data_dir, work_dir / 'color_baseline.json',
+                             options.eval_dataset_options.dataset)
+
+  results = json.loads(results_path.read_text())
+  print('\n== Results')
+  print(f'mIoU of {options.experiment_name} at step {results["step"]}: '
+        f'{results["miou"]:.4f} (pixel accuracy '
+        f'{results["pixel_accuracy"]:.4f})')
+  for name, iou in results['per_class_iou'].items():
+    print(f'  {name:>12s}: ' + ('absent' if iou is None else f'{iou:.4f}'))
+  print(f'colour-only floor (best per-pixel colour lookup): mIoU '
+        f'{baseline["miou"]:.4f}')
+  print(f'\ndata:         {data_dir}')
+  print(f'checkpoints:  {experiment_dir}  (tensorboard --logdir={model_dir})')
+  print(f'eval results: {experiment_dir / "eval_results.json"}')
+  print(f'SavedModel:   {saved_model_dir}')
+  print(f'predictions:  {prediction_dir}  ({len(pngs)} PNGs)')
+  print(f'done in {time.time() - start:.0f} s')
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)
