@@ -27,10 +27,10 @@ Size handling. The model is built for one input size (model_input_size:
 the crop_size of eval_dataset_options, else of train_dataset_options). Each
 image is resized, keeping its aspect ratio, to fit inside that size
 (bilinear; scale = min(H_model / h, W_model / w), up or down), padded
-bottom/right with zeros to the model size, and run through the model. The
-padding is cropped off the logits, which are resized back to the image's own
-size (bilinear) before the argmax (and softmax); the superpixel ids are
-cropped and resized with nearest neighbour.
+bottom/right with 127.5 (as the input pipeline pads) to the model size, and
+run through the model. The padding is cropped off the logits, which are
+resized back to the image's own size (bilinear) before the argmax (and
+softmax); the superpixel ids are cropped and resized with nearest neighbour.
 """
 
 import os
@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from deeplab_sp import config as config_lib
 from deeplab_sp.data import dataset_info
+from deeplab_sp.data import preprocessing
 from deeplab_sp.model import builder
 from deeplab_sp.protos import config_pb2
 
@@ -123,7 +124,12 @@ class ServingModule(tf.Module):
         tf.reduce_all(tf.equal(fitted, size)),
         lambda: image,
         lambda: tf.image.resize(image, fitted, method='bilinear'))
-    padded = tf.image.pad_to_bounding_box(resized, 0, 0, *self.input_size)
+    # Bottom/right padding with the value the input pipeline pads with, so
+    # the model sees what it saw in training and evaluation.
+    padding = tf.stack([[0, self.input_size[0] - fitted[0]],
+                        [0, self.input_size[1] - fitted[1]], [0, 0]])
+    padded = tf.pad(resized, padding,
+                    constant_values=preprocessing.PAD_PIXEL_VALUE)
     return tf.ensure_shape(padded, [*self.input_size, 3]), fitted
 
   def _decode(self, encoded: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor,
@@ -342,7 +348,7 @@ def export_from_config(config_file: str, checkpoint_path: str,
                        include_probabilities: bool = False,
                        include_superpixel_ids: bool = True) -> str:
   """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
-  options = config_lib.load_experiment_options(config_file)
+  options = config_lib.load_experiment_options(config_file, mode=None)
   module = build_serving_module(options, checkpoint_path,
                                 include_probabilities, include_superpixel_ids)
   return export_saved_model(module, output_path, version, overwrite)

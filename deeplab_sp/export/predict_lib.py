@@ -60,7 +60,7 @@ def load_checkpoint(config_file: str, checkpoint_path: str
                    ) -> Tuple[Predictor, np.ndarray]:
   """Returns (predict function, colormap [K, 3]) of a config + checkpoint."""
   from deeplab_sp import config as config_lib  # pylint: disable=g-import-not-at-top
-  options = config_lib.load_experiment_options(config_file)
+  options = config_lib.load_experiment_options(config_file, mode=None)
   module = export_lib.build_serving_module(options, checkpoint_path)
 
   def predict(encoded_images):

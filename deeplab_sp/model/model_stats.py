@@ -42,7 +42,7 @@ def count_flops(model: sp_transformer.SPTransformer) -> int:
 
 def model_stats(config_path: str, with_flops: bool = True) -> dict:
   """Returns {'total_params', 'components', 'flops', 'input_size'}."""
-  options = config_lib.load_experiment_options(config_path, mode='eval')
+  options = config_lib.load_experiment_options(config_path, mode=None)
   input_size = config_lib.model_input_size(options)
   model = builder.build_model(options.model_options,
                               config_lib.num_classes(options), input_size,

@@ -77,6 +77,8 @@ class Trainer(orbit.StandardTrainer):
       self.train_loss = tf_keras.metrics.Mean('loss', dtype=tf.float32)
     # Mean loss of the last training loop; None until a loop has run.
     self.last_loss: Optional[float] = None
+    # Step of the last progress line (trainer_options.log_steps).
+    self._last_logged_step: Optional[int] = None
     # trainer_options.use_xla compiles the forward and backward pass; the
     # cross-replica gradient sum and the optimizer step stay outside XLA.
     self._gradients_fn = (
@@ -133,8 +135,12 @@ class Trainer(orbit.StandardTrainer):
       raise NonFiniteLossError(
           f'The training loss is {loss} at step {step}. {NON_FINITE_HINT}')
     learning_rate = float(self.optimizer.learning_rate().numpy())
-    logging.info('step %d: loss %.4f, learning rate %.3g', step, loss,
-                 learning_rate)
+    log_every = max(self.options.log_steps, 1)
+    if (self._last_logged_step is None or
+        step // log_every > self._last_logged_step // log_every):
+      logging.info('step %d: loss %.4f, learning rate %.3g', step, loss,
+                   learning_rate)
+      self._last_logged_step = step
     self._maybe_write_images(step)
     scalars = {'loss': loss, 'learning_rate': learning_rate}
     if self.optimizer.loss_scale is not None:

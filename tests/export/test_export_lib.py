@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplab_sp.data import preprocessing
 from deeplab_sp.export import export_lib
 from deeplab_sp.export.testing_utils import png_bytes
 from deeplab_sp.export.testing_utils import random_image
@@ -86,7 +87,7 @@ def test_model_size_image_equals_keras_argmax(exported):
 
 def test_other_sizes_are_resized_padded_and_restored(exported):
   module, _, _, _ = exported
-  # 32x16 fits 64x64 by scaling 2x to 64x32, padded right.
+  # 32x16 fits 64x64 by scaling 2x to 64x32, padded right (with 127.5).
   small = random_image(32, 16, seed=1)
   wide = random_image(20, 40, seed=2)
   outputs = module.serve_encoded(tf.constant([png_bytes(small),
@@ -102,7 +103,9 @@ def test_other_sizes_are_resized_padded_and_restored(exported):
   assert semantic[0, :, :16].max() < NUM_CLASSES
   # The same computation by hand for the first image.
   resized = tf.image.resize(small.astype(np.float32), [64, 32])
-  padded = tf.image.pad_to_bounding_box(resized, 0, 0, SIZE, SIZE)
+  # Padded bottom/right with the input pipeline's padding value.
+  padded = tf.pad(resized, [[0, 0], [0, SIZE - 32], [0, 0]],
+                  constant_values=preprocessing.PAD_PIXEL_VALUE)
   logits = module.model(padded[tf.newaxis])['semantic_logits'][0, :, :32]
   logits = tf.image.resize(logits, [32, 16])
   np.testing.assert_array_equal(semantic[0, :, :16],
