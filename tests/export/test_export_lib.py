@@ -159,7 +159,8 @@ def test_plain_tensorflow_process_gives_keras_predictions(exported, tmp_path):
       check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'ERROR=InvalidArgument' in result.stdout
-  padded = np.zeros([SIZE, SIZE, 3], np.float32)
+  padded = np.full([SIZE, SIZE, 3], preprocessing.PAD_PIXEL_VALUE,
+                   np.float32)
   padded[:48] = image
   logits = module.model(padded[np.newaxis])['semantic_logits'][0, :48]
   np.testing.assert_array_equal(np.load(output)[0],
