@@ -260,3 +260,19 @@ def test_rerunning_a_finished_experiment_only_evaluates(tmp_path):
   assert second == first and second['step'] == 5
   assert os.path.getmtime(exp_dir / 'ckpt-5.index') == mtime
   assert sorted(p.name for p in exp_dir.glob('*.index')) == ['ckpt-5.index']
+
+
+def test_progress_line_every_log_steps(tmp_path, monkeypatch):
+  options = testing_utils.tiny_options(steps=20)
+  options.trainer_options.steps_per_loop = 5
+  options.trainer_options.log_steps = 10
+  logged_steps = []
+
+  def record(message, *args):
+    if message.startswith('step %d: loss'):
+      logged_steps.append(args[0])
+
+  monkeypatch.setattr(trainer_lib.logging, 'info', record)
+  _run(options, 'train', tmp_path)
+  # The first loop reports (the run has started), then each multiple of 10.
+  assert logged_steps == [5, 10, 20]
