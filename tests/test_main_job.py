@@ -68,3 +68,22 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
   assert 'reusing the export' in rerun
   assert 'reusing' in rerun.split('5/5')[1]
   assert (version_dir / 'saved_model.pb').stat().st_mtime == saved_model_time
+
+
+@pytest.mark.parametrize('config_file,expected', [
+    ('configs/cityscapes/sp_transformer_r50.textproto',
+     "dataset 'synthetic' only"),
+    ('configs/missing.textproto', 'does not exist'),
+])
+def test_bad_config_is_a_clear_error_before_any_work(tmp_path, config_file,
+                                                     expected):
+  work_dir = tmp_path / 'work'
+  result = subprocess.run(
+      [sys.executable, str(REPO_ROOT / 'tools/main_job.py'),
+       f'--work_dir={work_dir}', f'--config_file={config_file}'],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+      check=False)
+  assert result.returncode == 1
+  assert expected in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (work_dir / 'data').exists()

@@ -71,6 +71,14 @@ def _experiment_config(work_dir, data_dir):
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   from deeplab_sp import config  # pylint: disable=g-import-not-at-top
   options = config.load_experiment_options(_CONFIG_FILE.value)
+  for field in ('train_dataset_options', 'eval_dataset_options'):
+    name = getattr(options, field).dataset
+    if name != 'synthetic':
+      raise app.UsageError(
+          f'{_CONFIG_FILE.value}: {field}.dataset is {name!r}; the main job '
+          'builds and uses the generated dataset, so it runs configs on '
+          "dataset 'synthetic' only. Train other datasets with "
+          'deeplab_sp/trainer/train.py.')
   for dataset, split in ((options.train_dataset_options, 'train'),
                          (options.eval_dataset_options, 'val')):
     del dataset.file_pattern[:]
@@ -159,7 +167,22 @@ def _color_baseline(data_dir, result_path, dataset):
 
 
 def main(argv):
-  del argv  # Unused.
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from deeplab_sp import config  # pylint: disable=g-import-not-at-top
+  try:
+    return _main_job()
+  except config.ConfigError as e:
+    print(f'main_job: {e}', file=sys.stderr)
+  except subprocess.CalledProcessError as e:
+    print(f'main_job: `{" ".join(e.cmd[1:])}` failed with exit code '
+          f'{e.returncode}; its message is above. Fix it and rerun: the '
+          'finished steps are reused.', file=sys.stderr)
+  return 1
+
+
+def _main_job():
+  """Runs the five steps; returns 0."""
   start = time.time()
   work_dir = pathlib.Path(_WORK_DIR.value).resolve()
   work_dir.mkdir(parents=True, exist_ok=True)
