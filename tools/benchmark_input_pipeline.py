@@ -20,6 +20,7 @@ from absl import flags
 
 from deeplab_sp import config as config_lib
 from deeplab_sp.data import pipeline_benchmark
+from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment config (text proto), e.g. '
@@ -53,4 +54,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('benchmark_input_pipeline', main))

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from deeplab_sp.data import cityscapes
+from deeplab_sp.utils import cli
 
 _ROOT = flags.DEFINE_string(
     'cityscapes_root', None, 'The Cityscapes directory holding leftImg8bit/ '
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('build_cityscapes_data', main))

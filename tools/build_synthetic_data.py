@@ -18,6 +18,7 @@ from absl import logging
 
 from deeplab_sp.data import record_writer
 from deeplab_sp.data import synthetic
+from deeplab_sp.utils import cli
 
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Directory the TFRecord shards are written to '
@@ -50,4 +51,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('build_synthetic_data', main))

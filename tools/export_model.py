@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 
 from deeplab_sp.export import export_lib
+from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment .textproto the checkpoint was trained '
@@ -51,4 +52,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('export_model', main))

@@ -21,6 +21,8 @@ from absl import logging
 from deeplab_sp import config as config_lib
 from deeplab_sp.trainer import distribution
 from deeplab_sp.trainer import train_lib
+from deeplab_sp.trainer import trainer as trainer_lib
+from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Text ExperimentOptions (.textproto), local or '
@@ -63,7 +65,8 @@ def run():
     flags.FLAGS.register_key_flag_for_module(sys.argv[0],
                                              flags.FLAGS[flag.name])
   flags.mark_flags_as_required(['config_file', 'model_dir'])
-  app.run(main)
+  app.run(cli.main_with_clear_errors(
+      'train', main, extra_errors=(trainer_lib.NonFiniteLossError,)))
 
 
 if __name__ == '__main__':

@@ -213,3 +213,18 @@ def test_tools_print_summary(tmp_path, tool, root_flag, make_tree):
       [sys.executable, str(REPO_ROOT / 'tools' / tool), '--helpfull'],
       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT)).stdout
   assert f'--{root_flag}' in help_text
+
+
+@pytest.mark.parametrize('tool,root_flag', [
+    ('build_cityscapes_data.py', 'cityscapes_root'),
+    ('build_ade20k_data.py', 'ade20k_root')])
+def test_tools_report_a_missing_root_in_one_line(tmp_path, tool, root_flag):
+  result = subprocess.run(
+      [sys.executable, str(REPO_ROOT / 'tools' / tool),
+       f'--{root_flag}={tmp_path / "nothing"}',
+       f'--output_dir={tmp_path / "out"}'], capture_output=True, text=True,
+      timeout=120, cwd=str(REPO_ROOT))
+  assert result.returncode == 1
+  assert str(tmp_path / 'nothing') in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out').exists()

@@ -43,6 +43,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
   result = _run('-m', 'deeplab_sp.trainer.train',
                 f'--config_file={tmp_path}/nope.textproto',
                 f'--model_dir={tmp_path}')
-  assert result.returncode != 0
+  assert result.returncode == 1
   assert 'nope.textproto does not exist' in result.stderr
+  assert 'Traceback' not in result.stderr
   assert not list(tmp_path.iterdir())
