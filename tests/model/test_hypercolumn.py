@@ -8,32 +8,37 @@ import tf_keras
 from deeplab_sp.model.layers import hypercolumn
 
 
-def _mlp(channels=6):
-  """A nonlinear per-pixel MLP (as the hypercolumn's, with a hidden layer)."""
-  return tf_keras.Sequential([
-      tf_keras.layers.Dense(8),
-      tf_keras.layers.LayerNormalization(),
-      tf_keras.layers.Activation('gelu'),
-      tf_keras.layers.Dense(channels),
-  ])
+def _mlp(hidden_channels=8, input_channels=5):
+  """An endpoint MLP: nonlinear with a hidden layer, or linear (0).
+
+  Its biases are random (not Keras' zeros), so the affine output layer's
+  bias is part of what must commute with the resize.
+  """
+  projection = hypercolumn.EndpointProjection(6, hidden_channels)
+  projection(tf.zeros((1, 1, 1, input_channels)))
+  for variable in projection.trainable_variables:
+    if 'bias' in variable.name or 'beta' in variable.name:
+      variable.assign(tf.random.normal(variable.shape))
+  return projection
 
 
 def _reference(projection, features, size):
   return tf.image.resize(projection(features), size, method='bilinear')
 
 
+@pytest.mark.parametrize('hidden_channels', [8, 0])
 @pytest.mark.parametrize('in_size,out_size', [
     ((16, 32), (4, 8)),    # factor 4: the stride-2 endpoint at stride 8
     ((24, 16), (3, 2)),    # factor 8
-    ((8, 12), (4, 6)),     # factor 2: plain path
+    ((8, 12), (4, 6)),     # factor 2: hidden at full size, output after
+    ((12, 12), (4, 4)),    # odd factor 3: the same
     ((8, 8), (8, 8)),      # no resize
-    ((4, 8), (16, 32)),    # upsampling: plain path
-    ((12, 12), (4, 4)),    # odd factor 3: plain path
+    ((4, 8), (16, 32)),    # upsampling: output before the resize
 ])
-def test_equals_project_then_resize(in_size, out_size):
+def test_equals_project_then_resize(in_size, out_size, hidden_channels):
   tf.random.set_seed(3)
   features = tf.random.normal((2, *in_size, 5))
-  projection = _mlp()
+  projection = _mlp(hidden_channels)
   expected = _reference(projection, features, out_size)
   actual = hypercolumn.project_and_resize(projection, features, out_size)
   assert actual.shape == (2, *out_size, 6)

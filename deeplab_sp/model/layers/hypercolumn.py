@@ -31,27 +31,76 @@ def _even_downsampling_factor(features: tf.Tensor, size) -> int:
   return factor
 
 
-def project_and_resize(projection, features: tf.Tensor, size,
-                       training=None) -> tf.Tensor:
+class EndpointProjection(tf_keras.layers.Layer):
+  """The per-pixel MLP of one endpoint: `output(hidden(x))`.
+
+  hidden: Dense(hidden_channels) -> LayerNorm -> GELU, or the identity when
+  hidden_channels is 0. output: Dense(channels), affine (no activation), so
+  it commutes with bilinear resizing (whose weights sum to 1).
+
+  Call: [..., C_in] -> [..., channels].
+  """
+
+  def __init__(self, channels: int, hidden_channels: int, **kwargs):
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.hidden_channels = hidden_channels
+    self.hidden_layers = []
+    if hidden_channels:
+      self.hidden_layers = [
+          tf_keras.layers.Dense(hidden_channels, name='hidden'),
+          tf_keras.layers.LayerNormalization(name='norm'),
+          tf_keras.layers.Activation('gelu', name='gelu'),
+      ]
+    self.output_projection = tf_keras.layers.Dense(channels, name='output')
+
+  def hidden(self, features, training=None):
+    for layer in self.hidden_layers:
+      features = layer(features, training=training)
+    return features
+
+  def call(self, features, training=None):
+    return self.output_projection(self.hidden(features, training=training))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({'channels': self.channels,
+                   'hidden_channels': self.hidden_channels})
+    return config
+
+
+def _resize(features, size):
+  """Bilinear resize (half-pixel centres, no antialiasing), dtype kept."""
+  if tuple(features.shape[1:3]) == tuple(size):
+    return features
+  return tf.cast(tf.image.resize(features, size, method='bilinear'),
+                 features.dtype)
+
+
+def project_and_resize(projection: EndpointProjection, features: tf.Tensor,
+                       size, training=None) -> tf.Tensor:
   """resize(projection(features), size), bilinear, computed cheaply.
 
-  Bilinear downsampling by an even integer factor f (half-pixel centres, no
-  antialiasing: tf.image.resize's default) samples each output pixel half
-  way between input rows f*i + f/2 - 1 and f*i + f/2 (and the same columns),
-  so it reads only 4 of every f*f input pixels, each with weight 1/4. The
-  per-pixel projection is therefore evaluated on those pixels only and
-  averaged: the same values to float round-off, with f*f/4 times less work
-  (4x for the stride-2 endpoint of a stride-8 hypercolumn). Other sizes take
-  the plain path.
+  Two exact rewrites (equal to float round-off):
+  - The output layer is affine and bilinear weights sum to 1, so it is
+    applied at the smaller of the two resolutions: after the resize when
+    downsampling, before it when upsampling.
+  - Bilinear downsampling by an even integer factor f (tf.image.resize's
+    default half-pixel centres, no antialiasing) places each output pixel
+    half way between input rows f*i + f/2 - 1 and f*i + f/2 (and the same
+    columns): it reads only 4 of every f*f input pixels, each with weight
+    1/4. The hidden layer then runs on those pixels only, and is averaged.
+  For the stride-2 endpoint of a stride-8 hypercolumn this is 4x less work
+  in the hidden layer and 16x less in the output layer.
 
   Args:
-    projection: per-pixel layer (acts on the channel axis only).
+    projection: the endpoint's EndpointProjection.
     features: [B, H, W, C] endpoint.
     size: (height, width) of the result.
     training: passed to `projection`.
 
   Returns:
-    [B, size[0], size[1], channels] in the projection's dtype.
+    [B, size[0], size[1], channels].
   """
   height, width = size
   factor = _even_downsampling_factor(features, size)
@@ -63,21 +112,20 @@ def project_and_resize(projection, features: tf.Tensor, size,
     cells = tf.reshape(features, (-1, height, factor, width, factor,
                                   channels))
     sampled = cells[:, :, first:first + 2, :, first:first + 2, :]
-    # Projected as an image [B, 2 * height, 2 * width, C] (rank 4, as on the
-    # plain path), then the mean of each cell's 4 samples:
-    # [B, height, width, channels].
-    projected = projection(
+    # The hidden layer on them as an image [B, 2 * height, 2 * width, C],
+    # then the mean of each cell's 4 samples: [B, height, width, C_hidden].
+    hidden = projection.hidden(
         tf.reshape(sampled, (-1, 2 * height, 2 * width, channels)),
         training=training)
-    projected = tf.reshape(projected,
-                           (-1, height, 2, width, 2, projected.shape[-1]))
-    return tf.reduce_mean(projected, axis=(2, 4))
-  projected = projection(features, training=training)
-  if projected.shape[1] != height or projected.shape[2] != width:
-    dtype = projected.dtype
-    projected = tf.cast(tf.image.resize(projected, (height, width),
-                                        method='bilinear'), dtype)
-  return projected
+    hidden = tf.reduce_mean(
+        tf.reshape(hidden, (-1, height, 2, width, 2, hidden.shape[-1])),
+        axis=(2, 4))
+    return projection.output_projection(hidden)
+  if features.shape[1] is not None and features.shape[1] > height:
+    # Downsampling: resize the hidden features, project the fewer pixels.
+    hidden = projection.hidden(features, training=training)
+    return projection.output_projection(_resize(hidden, (height, width)))
+  return _resize(projection(features, training=training), (height, width))
 
 
 class Hypercolumn(tf_keras.layers.Layer):
@@ -106,20 +154,10 @@ class Hypercolumn(tf_keras.layers.Layer):
     self.output_stride = output_stride
     self.mlp_hidden_channels = mlp_hidden_channels
     # One MLP per endpoint, in the order of endpoint_strides.
-    self._projections = []
-    for stride in self.endpoint_strides:
-      layers = []
-      if mlp_hidden_channels:
-        layers += [
-            tf_keras.layers.Dense(mlp_hidden_channels,
-                                  name=f'stride{stride}_hidden'),
-            tf_keras.layers.LayerNormalization(name=f'stride{stride}_norm'),
-            tf_keras.layers.Activation('gelu', name=f'stride{stride}_gelu'),
-        ]
-      layers.append(tf_keras.layers.Dense(channels,
-                                          name=f'stride{stride}_output'))
-      self._projections.append(tf_keras.Sequential(
-          layers, name=f'stride{stride}_mlp'))
+    self._projections = [
+        EndpointProjection(channels, mlp_hidden_channels,
+                           name=f'stride{stride}_mlp')
+        for stride in self.endpoint_strides]
     self.position_embedding = position_embedding.AddPositionEmbedding(
         name='pixel_position_embedding')
 
