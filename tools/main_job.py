@@ -28,6 +28,8 @@ import time
 from absl import app
 from absl import flags
 
+from deeplab_sp.utils import cli
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 _CONFIG_FILE = flags.DEFINE_string(
@@ -54,11 +56,20 @@ def _step(title):
   print(f'\n== {title}', flush=True)
 
 
+class StepFailedError(RuntimeError):
+  """A step's command failed; it printed its own message."""
+
+
 def _run(args, **kwargs):
   """Runs a command of this repository with the current interpreter."""
   command = [sys.executable] + [str(a) for a in args]
   print('$ ' + ' '.join(command[1:]), flush=True)
-  subprocess.run(command, check=True, cwd=REPO_ROOT, **kwargs)
+  status = subprocess.run(command, check=False, cwd=REPO_ROOT,
+                          **kwargs).returncode
+  if status:
+    raise StepFailedError(
+        f'`{" ".join(command[1:])}` failed with exit code {status}; its '
+        'message is above. Fix it and rerun: the finished steps are reused.')
 
 
 def _experiment_config(work_dir, data_dir):
@@ -74,7 +85,7 @@ def _experiment_config(work_dir, data_dir):
   for field in ('train_dataset_options', 'eval_dataset_options'):
     name = getattr(options, field).dataset
     if name != 'synthetic':
-      raise app.UsageError(
+      raise config.ConfigError(
           f'{_CONFIG_FILE.value}: {field}.dataset is {name!r}; the main job '
           'builds and uses the generated dataset, so it runs configs on '
           "dataset 'synthetic' only. Train other datasets with "
@@ -169,20 +180,6 @@ def _color_baseline(data_dir, result_path, dataset):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from deeplab_sp import config  # pylint: disable=g-import-not-at-top
-  try:
-    return _main_job()
-  except config.ConfigError as e:
-    print(f'main_job: {e}', file=sys.stderr)
-  except subprocess.CalledProcessError as e:
-    print(f'main_job: `{" ".join(e.cmd[1:])}` failed with exit code '
-          f'{e.returncode}; its message is above. Fix it and rerun: the '
-          'finished steps are reused.', file=sys.stderr)
-  return 1
-
-
-def _main_job():
-  """Runs the five steps; returns 0."""
   start = time.time()
   work_dir = pathlib.Path(_WORK_DIR.value).resolve()
   work_dir.mkdir(parents=True, exist_ok=True)
@@ -223,4 +220,5 @@ def _main_job():
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors(
+      'main_job', main, extra_errors=(StepFailedError,)))

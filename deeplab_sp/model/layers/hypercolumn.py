@@ -120,12 +120,14 @@ def project_and_resize(projection: EndpointProjection, features: tf.Tensor,
     hidden = tf.reduce_mean(
         tf.reshape(hidden, (-1, height, 2, width, 2, hidden.shape[-1])),
         axis=(2, 4))
-    return projection.output_projection(hidden)
-  if features.shape[1] is not None and features.shape[1] > height:
-    # Downsampling: resize the hidden features, project the fewer pixels.
-    hidden = projection.hidden(features, training=training)
-    return projection.output_projection(_resize(hidden, (height, width)))
-  return _resize(projection(features, training=training), (height, width))
+  elif features.shape[1] is not None and features.shape[1] > height:
+    # Other downsampling: resize the hidden features.
+    hidden = _resize(projection.hidden(features, training=training),
+                     (height, width))
+  else:
+    return _resize(projection(features, training=training), (height, width))
+  # The output layer on the fewer (output-size) pixels.
+  return projection.output_projection(hidden)
 
 
 class Hypercolumn(tf_keras.layers.Layer):
