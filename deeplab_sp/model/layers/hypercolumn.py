@@ -13,6 +13,8 @@ from typing import Dict, Sequence
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model.layers import activations
+from deeplab_sp.model.layers import layer_norm
 from deeplab_sp.model.layers import position_embedding
 
 # Paper, Sec. IV-A: every endpoint is projected to 256 channels.
@@ -49,24 +51,44 @@ class EndpointProjection(tf_keras.layers.Layer):
     if hidden_channels:
       self.hidden_layers = [
           tf_keras.layers.Dense(hidden_channels, name='hidden'),
-          tf_keras.layers.LayerNormalization(name='norm'),
-          tf_keras.layers.Activation('gelu', name='gelu'),
+          layer_norm.LayerNormalization(name='norm'),
+          tf_keras.layers.Activation(activations.gelu, name='gelu'),
       ]
     self.output_projection = tf_keras.layers.Dense(channels, name='output')
 
   def hidden(self, features, training=None):
-    for layer in self.hidden_layers:
-      features = layer(features, training=training)
-    return features
+    def layers(pixels):
+      for layer in self.hidden_layers:
+        pixels = layer(pixels, training=training)
+      return pixels
+    return _on_pixel_rows(layers, features)
+
+  def output(self, features):
+    return _on_pixel_rows(self.output_projection, features)
 
   def call(self, features, training=None):
-    return self.output_projection(self.hidden(features, training=training))
+    return self.output(self.hidden(features, training=training))
 
   def get_config(self):
     config = super().get_config()
     config.update({'channels': self.channels,
                    'hidden_channels': self.hidden_channels})
     return config
+
+
+def _on_pixel_rows(function, features):
+  """`function` of [..., C] features seen as a [pixels, C] matrix.
+
+  On a matrix a Dense layer is one MatMul that grappler fuses with its
+  BiasAdd; on an image it is a tensordot with a separate BiasAdd pass.
+  """
+  if not features.shape or features.shape.rank == 2:
+    return function(features)
+  result = function(tf.reshape(features, [-1, features.shape[-1]]))
+  shape = tf.concat([tf.shape(features)[:-1], tf.shape(result)[-1:]], axis=0)
+  reshaped = tf.reshape(result, shape)
+  reshaped.set_shape(features.shape[:-1].concatenate(result.shape[-1:]))
+  return reshaped
 
 
 def _resize(features, size):
@@ -107,19 +129,19 @@ def project_and_resize(projection: EndpointProjection, features: tf.Tensor,
   if factor:
     channels = features.shape[-1]
     first = factor // 2 - 1
-    # [B, height, f, width, f, C] -> the 2x2 sampled pixels of each cell:
-    # [B, height, 2, width, 2, C].
+    # [B, height, f, width, f, C]: the f x f input pixels of each cell.
     cells = tf.reshape(features, (-1, height, factor, width, factor,
                                   channels))
-    sampled = cells[:, :, first:first + 2, :, first:first + 2, :]
-    # The hidden layer on them as an image [B, 2 * height, 2 * width, C],
-    # then the mean of each cell's 4 samples: [B, height, width, C_hidden].
-    hidden = projection.hidden(
-        tf.reshape(sampled, (-1, 2 * height, 2 * width, channels)),
-        training=training)
-    hidden = tf.reduce_mean(
-        tf.reshape(hidden, (-1, height, 2, width, 2, hidden.shape[-1])),
-        axis=(2, 4))
+    # The 4 sampled pixels of every cell, as 4 images stacked on the batch
+    # axis: [4 * B, height, width, C].
+    sampled = tf.concat([cells[:, :, first + dy, :, first + dx, :]
+                         for dy in (0, 1) for dx in (0, 1)], axis=0)
+    hidden = projection.hidden(sampled, training=training)
+    # Their mean, [B, height, width, C_hidden]: a sum over the leading axis
+    # (a strided mean over the 2x2 samples of one image is ~7x slower on
+    # CPU).
+    hidden = 0.25 * tf.reduce_sum(
+        tf.reshape(hidden, (4, -1, height, width, hidden.shape[-1])), axis=0)
   elif features.shape[1] is not None and features.shape[1] > height:
     # Other downsampling: resize the hidden features.
     hidden = _resize(projection.hidden(features, training=training),
@@ -127,7 +149,7 @@ def project_and_resize(projection: EndpointProjection, features: tf.Tensor,
   else:
     return _resize(projection(features, training=training), (height, width))
   # The output layer on the fewer (output-size) pixels.
-  return projection.output_projection(hidden)
+  return projection.output(hidden)
 
 
 class Hypercolumn(tf_keras.layers.Layer):

