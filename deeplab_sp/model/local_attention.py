@@ -172,7 +172,8 @@ def gather_neighbors(superpixel_values, height, width, implementation=NAIVE):
   return tf.reshape(shifted, [-1, height, width, NUM_NEIGHBORS, channels])
 
 
-def combine_neighbors(weights, superpixel_values, implementation=NAIVE):
+def combine_neighbors(weights, superpixel_values, implementation=NAIVE,
+                      weights_are_masked=False):
   """Equation (6): Y_p = sum_{i in N(p)} Q_pi * C_i.
 
   Args:
@@ -182,6 +183,9 @@ def combine_neighbors(weights, superpixel_values, implementation=NAIVE):
       ignored (treated as exactly 0).
     superpixel_values: [batch, Hs, Ws, channels], e.g. class logits C_i.
     implementation: NAIVE or EFFICIENT.
+    weights_are_masked: the caller guarantees that the weights at
+      out-of-grid slots are exactly 0 (e.g. a masked softmax); EFFICIENT then
+      skips masking them.
 
   Returns:
     [batch, H, W, channels].
@@ -204,12 +208,15 @@ def combine_neighbors(weights, superpixel_values, implementation=NAIVE):
   # [batch, Hs, h, Ws, w, 9]
   weights = tf.reshape(weights, [
       -1, grid_height, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
-  valid = _neighbor_valid_mask_np(grid_height, grid_width)
-  valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
-  weights = tf.where(valid, weights, tf.zeros_like(weights))
-  # [batch, Hs, Ws, 9, channels]
-  shifted = _neighbor_grids(superpixel_values)
-  combined = tf.einsum('byhxws,byxsc->byhxwc', weights, shifted)
+  if not weights_are_masked:
+    valid = _neighbor_valid_mask_np(grid_height, grid_width)
+    valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
+    weights = tf.where(valid, weights, tf.zeros_like(weights))
+  # [batch, Hs, 1, Ws, 9, channels]
+  shifted = _neighbor_grids(superpixel_values)[:, :, tf.newaxis]
+  # One [w, 9] x [9, channels] product per cell row of pixels, broadcast
+  # over the h rows of a cell: the result is already in image order.
+  combined = tf.matmul(weights, shifted)
   return tf.reshape(combined, [-1, height, width, channels])
 
 
@@ -353,6 +360,219 @@ def pixel_update(pixel_query, superpixel_key, superpixel_value,
                                  cell_height, cell_width)
 
 
+def projected_superpixel_update(superpixel_query, pixel_features, key_kernel,
+                                key_bias, value_kernel, value_bias,
+                                key_position=None, value_position=None,
+                                implementation=NAIVE):
+  """`superpixel_update` with the pixel keys and values as affine maps.
+
+  The keys are k_p = x_p K + b_k and the values v_p = x_p V + b_v (the
+  Dense layers of the dual-path layer), split into N heads of D channels.
+
+  NAIVE projects all pixels, then runs `superpixel_update` (NAIVE).
+  EFFICIENT never projects the pixels: per head, q . (x_p K + b_k) =
+  (K q) . x_p + q . b_k and sum_p a_p (x_p V + b_v) = (sum_p a_p x_p) V + b_v
+  (the softmax weights a_p sum to 1), so the projections move to the Hs*Ws
+  superpixels; the h*w pixel features of each block meet the 9 seeing
+  superpixels' C-channel queries directly (`_superpixel_update_efficient`'s
+  block softmax). Same function, float32 round-off apart.
+
+  Args:
+    superpixel_query: [batch, Hs, Ws, N, D] (unscaled; scaled by 1/sqrt(D)).
+    pixel_features: [batch, Hs*h, Ws*w, C].
+    key_kernel, value_kernel: [C, N*D].
+    key_bias, value_bias: [N*D].
+    key_position, value_position: optional [9*h*w, N, D], see
+      `superpixel_update`.
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, Hs, Ws, N, D], as `superpixel_update`.
+  """
+  implementation = normalize_implementation(implementation)
+  superpixel_query, pixel_features = _to_tensors(superpixel_query,
+                                                 pixel_features)
+  grid_height, grid_width, num_heads, head_dim = _static_dims(
+      superpixel_query, 1, 2, 3, 4)
+  height, width, channels = _static_dims(pixel_features, 1, 2, 3)
+  dtype = superpixel_query.dtype
+  key_kernel, value_kernel = (
+      _head_kernel(k, channels, num_heads, head_dim, dtype, name)
+      for k, name in ((key_kernel, 'key_kernel'),
+                      (value_kernel, 'value_kernel')))
+  key_bias, value_bias = (
+      _head_bias(b, num_heads, head_dim, dtype, name)
+      for b, name in ((key_bias, 'key_bias'), (value_bias, 'value_bias')))
+  if implementation == NAIVE:
+    project = lambda kernel, bias: tf.einsum(
+        'byxc,cnd->byxnd', pixel_features, kernel) + bias
+    return superpixel_update(
+        superpixel_query, project(key_kernel, key_bias),
+        project(value_kernel, value_bias), key_position, value_position,
+        NAIVE)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  for name, position in (('key_position', key_position),
+                         ('value_position', value_position)):
+    if position is not None:
+      _check_shape(name, position, [NUM_NEIGHBORS * cell_height * cell_width,
+                                    num_heads, head_dim], has_batch=False)
+  query = superpixel_query * tf.cast(1.0 / np.sqrt(head_dim), dtype)
+  # [B, Hs, Ws, h*w, C]
+  pixel_blocks = _to_blocks(pixel_features, cell_height, cell_width)
+  # Slot s of block j holds superpixel j - o_s. [B, Hs, Ws, 9, N, D]
+  seeing_queries = _neighbor_grids(query, sign=-1)
+  # The queries brought to the pixel features: K q [B, Hs, Ws, 9*N, C],
+  # and q . b_k [B, Hs, Ws, 9, N].
+  seeing_key_queries = tf.reshape(
+      _neighbor_grids(tf.einsum('byxnd,cnd->byxnc', query, key_kernel),
+                      sign=-1),
+      [-1, grid_height, grid_width, NUM_NEIGHBORS * num_heads, channels])
+  seeing_bias_logits = _neighbor_grids(
+      tf.einsum('byxnd,nd->byxn', query, key_bias), sign=-1)
+  # [B, Hs, Ws, h*w, 9, N]: one [h*w, C] x [C, 9*N] product per block.
+  logits = tf.reshape(
+      tf.matmul(pixel_blocks, seeing_key_queries, transpose_b=True),
+      [-1, grid_height, grid_width, cell_height * cell_width, NUM_NEIGHBORS,
+       num_heads])
+  logits += seeing_bias_logits[:, :, :, tf.newaxis]
+  logits += _position_logits(seeing_queries, key_position)
+  exp_logits, sums = _superpixel_softmax_terms(logits)
+  # sum_p exp * x_p per superpixel, [B, Hs, Ws, N, C], then V per head.
+  block_features = tf.matmul(
+      tf.reshape(exp_logits, [-1, grid_height, grid_width,
+                              cell_height * cell_width,
+                              NUM_NEIGHBORS * num_heads]),
+      pixel_blocks, transpose_a=True)  # [B, Hs, Ws, 9*N, C]
+  weighted_features = _sum_over_seeing_blocks(tf.reshape(
+      block_features,
+      [-1, grid_height, grid_width, NUM_NEIGHBORS, num_heads, channels]))
+  outputs = tf.einsum('byxnc,cnd->byxnd', weighted_features, value_kernel)
+  outputs += _position_values(exp_logits, value_position)
+  return outputs / sums[..., tf.newaxis] + value_bias
+
+
+def projected_pixel_update(pixel_features, query_kernel, query_bias,
+                           superpixel_key, superpixel_value, output_kernel,
+                           output_bias, key_position=None, value_position=None,
+                           implementation=NAIVE):
+  """`pixel_update` with affine pixel queries and output projection.
+
+  The queries are q_p = x_p Q + b_q (split into N heads of D channels); the
+  result is the heads' updates, concatenated, times the output kernel O plus
+  its bias: the pixel path of a dual-path layer up to the residual.
+
+  NAIVE projects all pixels, runs `pixel_update` (NAIVE) and projects the
+  result. EFFICIENT never projects the pixels: per head and neighbour slot,
+  (x_p Q + b_q) . k = x_p . (Q k) + b_q . k and (sum_s a_s v_s) O =
+  sum_s a_s (v_s O), so Q and O are applied to the Hs*Ws superpixel keys and
+  values (and the 9 position embeddings) instead, and each block's h*w
+  pixel features meet the 9 neighbouring C-channel keys and values
+  directly. Same function, float32 round-off apart.
+
+  Args:
+    pixel_features: [batch, Hs*h, Ws*w, C].
+    query_kernel: [C, N*D]; query_bias: [N*D].
+    superpixel_key, superpixel_value: [batch, Hs, Ws, N, D].
+    output_kernel: [N*D, C_out]; output_bias: [C_out].
+    key_position, value_position: optional [9, N, D], see `pixel_update`.
+    implementation: NAIVE or EFFICIENT.
+
+  Returns:
+    [batch, Hs*h, Ws*w, C_out].
+  """
+  implementation = normalize_implementation(implementation)
+  pixel_features, superpixel_key, superpixel_value = _to_tensors(
+      pixel_features, superpixel_key, superpixel_value)
+  height, width, channels = _static_dims(pixel_features, 1, 2, 3)
+  grid_height, grid_width, num_heads, head_dim = _static_dims(
+      superpixel_key, 1, 2, 3, 4)
+  dtype = pixel_features.dtype
+  query_kernel = _head_kernel(query_kernel, channels, num_heads, head_dim,
+                              dtype, 'query_kernel')
+  query_bias = _head_bias(query_bias, num_heads, head_dim, dtype, 'query_bias')
+  output_kernel = tf.cast(output_kernel, dtype)
+  if output_kernel.shape[0] != num_heads * head_dim:
+    raise ValueError(f'output_kernel has shape {output_kernel.shape}; '
+                     f'expected [{num_heads * head_dim}, C_out].')
+  out_channels = output_kernel.shape[1]
+  # [N, D, C_out]
+  output_kernel = tf.reshape(output_kernel, [num_heads, head_dim,
+                                             out_channels])
+  output_bias = tf.cast(output_bias, dtype)
+  if implementation == NAIVE:
+    query = tf.einsum('byxc,cnd->byxnd', pixel_features,
+                      query_kernel) + query_bias
+    update = pixel_update(query, superpixel_key, superpixel_value,
+                          key_position, value_position, NAIVE)
+    return tf.einsum('byxnd,ndc->byxc', update, output_kernel) + output_bias
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  _check_shape('superpixel_value', superpixel_value,
+               [grid_height, grid_width, num_heads, head_dim])
+  scale = tf.cast(1.0 / np.sqrt(head_dim), dtype)
+  # Keys plus their slot's position embedding, brought to the pixel
+  # features, per head and slot (slot s of cell j is superpixel j + o_s):
+  # Q k / sqrt(D) [B, Hs, Ws, N, 9, C] and b_q . k / sqrt(D)
+  # [B, Hs, Ws, N, 9]; the values times O, [B, Hs, Ws, N, 9, C_out].
+  key_features = _neighbor_grids(
+      tf.einsum('byxnd,cnd->byxnc', superpixel_key * scale, query_kernel),
+      axis=4)
+  key_biases = _neighbor_grids(
+      tf.einsum('byxnd,nd->byxn', superpixel_key * scale, query_bias), axis=4)
+  value_features = _neighbor_grids(
+      tf.einsum('byxnd,ndc->byxnc', superpixel_value, output_kernel), axis=4)
+  if key_position is not None:
+    _check_shape('key_position', key_position,
+                 [NUM_NEIGHBORS, num_heads, head_dim], has_batch=False)
+    key_position = tf.cast(key_position, dtype) * scale
+    key_features += tf.einsum('snd,cnd->nsc', key_position, query_kernel)
+    key_biases += tf.einsum('snd,nd->ns', key_position, query_bias)
+  if value_position is not None:
+    _check_shape('value_position', value_position,
+                 [NUM_NEIGHBORS, num_heads, head_dim], has_batch=False)
+    value_features += tf.einsum('snd,ndc->nsc',
+                                tf.cast(value_position, dtype), output_kernel)
+  block_shape = [-1, grid_height, grid_width]
+  # [B, Hs, Ws, h*w, C]
+  pixel_blocks = _to_blocks(pixel_features, cell_height, cell_width)
+  # [B, Hs, Ws, h*w, N, 9]: one [h*w, C] x [C, N*9] product per block.
+  logits = tf.matmul(
+      pixel_blocks,
+      tf.reshape(key_features, block_shape + [num_heads * NUM_NEIGHBORS,
+                                              channels]),
+      transpose_b=True)
+  logits = tf.reshape(logits, block_shape + [
+      cell_height * cell_width, num_heads, NUM_NEIGHBORS])
+  logits += key_biases[:, :, :, tf.newaxis]
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, np.newaxis, :])
+  weights = _masked_softmax(logits, valid)
+  # [B, Hs, Ws, h*w, C_out]: one [h*w, N*9] x [N*9, C_out] product per block.
+  outputs = tf.matmul(
+      tf.reshape(weights, block_shape + [cell_height * cell_width,
+                                         num_heads * NUM_NEIGHBORS]),
+      tf.reshape(value_features, block_shape + [num_heads * NUM_NEIGHBORS,
+                                                out_channels]))
+  return _from_blocks(outputs, cell_height, cell_width) + output_bias
+
+
+def _head_kernel(kernel, channels, num_heads, head_dim, dtype, name):
+  """A Dense kernel [C, N*D] as [C, N, D] in `dtype`."""
+  kernel = tf.cast(kernel, dtype)
+  if kernel.shape.as_list() != [channels, num_heads * head_dim]:
+    raise ValueError(f'{name} has shape {kernel.shape}; expected '
+                     f'[{channels}, {num_heads * head_dim}].')
+  return tf.reshape(kernel, [channels, num_heads, head_dim])
+
+
+def _head_bias(bias, num_heads, head_dim, dtype, name):
+  """A Dense bias [N*D] as [N, D] in `dtype`."""
+  bias = tf.cast(bias, dtype)
+  if bias.shape.as_list() != [num_heads * head_dim]:
+    raise ValueError(f'{name} has shape {bias.shape}; expected '
+                     f'[{num_heads * head_dim}].')
+  return tf.reshape(bias, [num_heads, head_dim])
+
+
 # NAIVE: the paper's 9x duplication.
 
 
@@ -450,23 +670,62 @@ def _superpixel_update_efficient(query, key, value, key_position,
   through slot s. Logits L[j, s, p] pair block j's pixel p with that
   superpixel. The softmax of superpixel i runs over L[i + o_s, s, :] for the
   9 slots s; it is computed from per-block maxima, sums of exponentials and
-  weighted sums of values, each shifted from block i + o_s back to cell i.
+  weighted sums of values, each shifted from block i + o_s back to cell i
+  (`_superpixel_softmax_terms`).
   """
-  grid_height, grid_width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
-  cell_pixels = cell_height * cell_width
-  dtype = query.dtype
   # [B, Hs, Ws, h*w, N, D]
   key_blocks = _to_blocks(key, cell_height, cell_width)
   value_blocks = _to_blocks(value, cell_height, cell_width)
   # [B, Hs, Ws, 9, N, D]: slot s of block j holds superpixel j - o_s.
   seeing_queries = _neighbor_grids(query, sign=-1)
-  # [B, Hs, Ws, N, h*w, 9]
-  logits = tf.einsum('byxsnd,byxpnd->byxnps', seeing_queries, key_blocks)
-  if key_position is not None:
-    # [9, h*w, N, D]
-    key_position = tf.reshape(tf.cast(key_position, dtype), [
-        NUM_NEIGHBORS, cell_pixels, num_heads, head_dim])
-    logits += tf.einsum('byxsnd,spnd->byxnps', seeing_queries, key_position)
+  # [B, Hs, Ws, h*w, 9, N]
+  logits = tf.einsum('byxsnd,byxpnd->byxpsn', seeing_queries, key_blocks)
+  logits += _position_logits(seeing_queries, key_position)
+  exp_logits, sums = _superpixel_softmax_terms(logits)
+  # [B, Hs, Ws, N, D]
+  outputs = _sum_over_seeing_blocks(
+      tf.einsum('byxpsn,byxpnd->byxsnd', exp_logits, value_blocks))
+  outputs += _position_values(exp_logits, value_position)
+  return outputs / sums[..., tf.newaxis]
+
+
+def _position_logits(seeing_queries, key_position):
+  """q_{j - o_s} . key_position[s, p]: [B, Hs, Ws, h*w, 9, N], or 0."""
+  if key_position is None:
+    return 0.0
+  num_heads, head_dim = _static_dims(seeing_queries, 4, 5)
+  # [9, h*w, N, D]
+  key_position = tf.reshape(tf.cast(key_position, seeing_queries.dtype),
+                            [NUM_NEIGHBORS, -1, num_heads, head_dim])
+  return tf.einsum('byxsnd,spnd->byxpsn', seeing_queries, key_position)
+
+
+def _position_values(exp_logits, value_position):
+  """sum_p exp_logits * value_position, per superpixel: [B, Hs, Ws, N, D]."""
+  if value_position is None:
+    return 0.0
+  num_heads, head_dim = _static_dims(value_position, 1, 2)
+  value_position = tf.reshape(tf.cast(value_position, exp_logits.dtype),
+                              [NUM_NEIGHBORS, -1, num_heads, head_dim])
+  return _sum_over_seeing_blocks(
+      tf.einsum('byxpsn,spnd->byxsnd', exp_logits, value_position))
+
+
+def _superpixel_softmax_terms(logits):
+  """The unnormalised softmax of equation (3), from per-block logits.
+
+  Args:
+    logits: [B, Hs, Ws, h*w, 9, N]; slot s of block j pairs the block's
+      pixels with superpixel j - o_s.
+
+  Returns:
+    (exp_logits [B, Hs, Ws, h*w, 9, N]: exp(logit - the maximum of the
+    superpixel the slot points at), exactly 0 at slots pointing outside the
+    grid; sums [B, Hs, Ws, N]: each superpixel's sum of them over its 9*h*w
+    pixels).
+  """
+  grid_height, grid_width = _static_dims(logits, 1, 2)
+  dtype = logits.dtype
   valid = _neighbor_valid_mask_np(grid_height, grid_width)
   # [Hs, Ws, 9]: block j, slot s points at a superpixel inside the grid.
   seen_by_valid = tf.constant(valid[:, :, ::-1].copy())
@@ -474,41 +733,33 @@ def _superpixel_update_efficient(query, key, value, key_position,
   masked = tf.cast(masked_logit(dtype), dtype)
 
   # Softmax maximum of superpixel i: max over its 9 neighbouring blocks.
-  # [B, Hs, Ws, N, 9]
-  block_max = tf.stop_gradient(tf.reduce_max(logits, axis=-2))
-  # [B, Hs, Ws, 9, N]: slot s of cell i holds block i + o_s's maximum.
-  neighbor_max = _shift_slots(tf.transpose(block_max, [0, 1, 2, 4, 3]))
+  # [B, Hs, Ws, 9, N]
+  block_max = tf.stop_gradient(tf.reduce_max(logits, axis=3))
+  # Slot s of cell i holds block i + o_s's maximum.
   neighbor_max = tf.where(valid[tf.newaxis, :, :, :, tf.newaxis],
-                          neighbor_max, masked)
+                          _shift_slots(block_max), masked)
   # [B, Hs, Ws, N]
   superpixel_max = tf.reduce_max(neighbor_max, axis=3)
-  # [B, Hs, Ws, N, 1, 9]: back to the blocks, the maximum of the superpixel
+  # [B, Hs, Ws, 1, 9, N]: back to the blocks, the maximum of the superpixel
   # each slot points at.
-  max_at_blocks = tf.transpose(
-      _neighbor_grids(superpixel_max, sign=-1), [0, 1, 2, 4, 3])
-  max_at_blocks = max_at_blocks[:, :, :, :, tf.newaxis, :]
+  max_at_blocks = _neighbor_grids(superpixel_max, sign=-1)[:, :, :,
+                                                            tf.newaxis]
   shifted_logits = tf.where(
-      seen_by_valid[tf.newaxis, :, :, tf.newaxis, tf.newaxis, :],
+      seen_by_valid[tf.newaxis, :, :, tf.newaxis, :, tf.newaxis],
       logits - max_at_blocks, masked)
-  # [B, Hs, Ws, N, h*w, 9]; exactly 0 where the superpixel is outside.
   exp_logits = tf.exp(shifted_logits)
+  # Per-block partial sums [B, Hs, Ws, 9, N], shifted to their superpixels.
+  return exp_logits, _sum_over_seeing_blocks(
+      tf.reduce_sum(exp_logits, axis=3))
 
-  # Per-block partial sums. [B, Hs, Ws, 9, N]
-  block_sums = tf.transpose(tf.reduce_sum(exp_logits, axis=-2),
-                            [0, 1, 2, 4, 3])
-  # [B, Hs, Ws, 9, N, D]
-  block_outputs = tf.einsum('byxnps,byxpnd->byxsnd', exp_logits, value_blocks)
-  if value_position is not None:
-    value_position = tf.reshape(tf.cast(value_position, dtype), [
-        NUM_NEIGHBORS, cell_pixels, num_heads, head_dim])
-    block_outputs += tf.einsum('byxnps,spnd->byxsnd', exp_logits,
-                               value_position)
-  # Shift block i + o_s's slot-s sums to cell i and add the 9 slots.
-  # [B, Hs, Ws, N]
-  sums = tf.reduce_sum(_shift_slots(block_sums), axis=3)
-  # [B, Hs, Ws, N, D]
-  outputs = tf.reduce_sum(_shift_slots(block_outputs), axis=3)
-  return outputs / sums[..., tf.newaxis]
+
+def _sum_over_seeing_blocks(block_terms):
+  """[B, Hs, Ws, 9, ...] per-block terms -> [B, Hs, Ws, ...] per superpixel.
+
+  Slot s of block j belongs to superpixel j - o_s; superpixel i adds slot s
+  of block i + o_s over the 9 slots.
+  """
+  return tf.reduce_sum(_shift_slots(block_terms), axis=3)
 
 
 def _pixel_update_efficient(query, key, value, key_position, value_position,
@@ -539,39 +790,41 @@ def _pixel_update_efficient(query, key, value, key_position, value_position,
 
 
 def _to_blocks(pixels, cell_height, cell_width):
-  """[B, Hs*h, Ws*w, N, D] -> [B, Hs, Ws, h*w, N, D] (one copy, not 9)."""
-  height, width, num_heads, head_dim = _static_dims(pixels, 1, 2, 3, 4)
+  """[B, Hs*h, Ws*w, ...] -> [B, Hs, Ws, h*w, ...] (one copy, not 9)."""
+  height, width = _static_dims(pixels, 1, 2)
+  rest = pixels.shape[3:].as_list()
   grid_height, grid_width = height // cell_height, width // cell_width
   blocks = tf.reshape(pixels, [-1, grid_height, cell_height, grid_width,
-                               cell_width, num_heads, head_dim])
-  blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
+                               cell_width] + rest)
+  blocks = tf.transpose(blocks, [0, 1, 3, 2, 4] + list(range(5, 5 + len(rest))))
   return tf.reshape(blocks, [-1, grid_height, grid_width,
-                             cell_height * cell_width, num_heads, head_dim])
+                             cell_height * cell_width] + rest)
 
 
 def _from_blocks(blocks, cell_height, cell_width):
-  """[B, Hs, Ws, h*w, N, D] -> [B, Hs*h, Ws*w, N, D]."""
-  grid_height, grid_width, _, num_heads, head_dim = _static_dims(
-      blocks, 1, 2, 3, 4, 5)
+  """[B, Hs, Ws, h*w, ...] -> [B, Hs*h, Ws*w, ...]."""
+  grid_height, grid_width = _static_dims(blocks, 1, 2)
+  rest = blocks.shape[4:].as_list()
   pixels = tf.reshape(blocks, [-1, grid_height, grid_width, cell_height,
-                               cell_width, num_heads, head_dim])
-  pixels = tf.transpose(pixels, [0, 1, 3, 2, 4, 5, 6])
+                               cell_width] + rest)
+  pixels = tf.transpose(pixels, [0, 1, 3, 2, 4] + list(range(5, 5 + len(rest))))
   return tf.reshape(pixels, [-1, grid_height * cell_height,
-                             grid_width * cell_width, num_heads, head_dim])
+                             grid_width * cell_width] + rest)
 
 
 # Shared helpers.
 
 
-def _neighbor_grids(grid, sign=1):
+def _neighbor_grids(grid, sign=1, axis=3):
   """The 9 shifted copies of a grid, zero-padded at the border.
 
   Args:
     grid: [B, Hs, Ws, ...].
     sign: +1: slot s of cell i holds grid[i + o_s]; -1: grid[i - o_s].
+    axis: where the slot axis goes in the result.
 
   Returns:
-    [B, Hs, Ws, 9, ...].
+    [B, Hs, Ws, 9, ...] (for axis=3).
   """
   grid_height, grid_width = _static_dims(grid, 1, 2)
   rank = len(grid.shape)
@@ -580,7 +833,7 @@ def _neighbor_grids(grid, sign=1):
   for dy, dx in NEIGHBOR_OFFSETS:
     top, left = 1 + sign * dy, 1 + sign * dx
     shifted.append(padded[:, top:top + grid_height, left:left + grid_width])
-  return tf.stack(shifted, axis=3)
+  return tf.stack(shifted, axis=axis)
 
 
 def _shift_slots(slotted):

@@ -199,6 +199,12 @@ def test_combine_neighbors_matches_reference(implementation):
           expected[:, y, x] += (weights[:, y, x, slot, None] *
                                 flat[:, ids[y, x, slot]])
   np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+  # Weights already 0 outside the grid may skip the masking.
+  weights[:, ids < 0] = 0.0
+  np.testing.assert_allclose(
+      local_attention.combine_neighbors(weights, values, implementation,
+                                        weights_are_masked=True),
+      expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)

@@ -35,6 +35,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.layers import layer_norm
 from deeplab_sp.model.layers import position_embedding
 
 _INIT_STDDEV = 0.02
@@ -111,7 +112,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     self.dropout_rate = dropout_rate
     self._head_channels = channels // num_heads
 
-    norm = lambda name: tf_keras.layers.LayerNormalization(
+    norm = lambda name: layer_norm.LayerNormalization(
         epsilon=_LAYER_NORM_EPSILON, name=name)
     self.superpixel_norm = norm('superpixel_norm')
     self.pixel_norm = norm('pixel_norm')
@@ -157,6 +158,13 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     self.superpixel_value_position = self.add_weight(
         'superpixel_value_position', (local_attention.NUM_NEIGHBORS,
                                       self.channels), initializer=_initializer())
+    # The pixel-side projections are not called as layers: their kernels
+    # and biases go to local_attention's projected_* functions, which
+    # EFFICIENT folds into the superpixel side. Build them here.
+    for dense in (self.pixel_key, self.pixel_value, self.pixel_query,
+                  self.pixel_output):
+      with tf.name_scope(dense.name):
+        dense.build(pixel_shape[:-1] + (self.channels,))
     super().build(input_shape)
 
   def _heads(self, tensor):
@@ -193,31 +201,34 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     normed_pixels = self.pixel_norm(pixels)                 # [B, H, W, C]
 
     # Equation (3): each superpixel attends to its 9*h*w neighbouring pixels.
+    # The pixel keys and values are the pixel_key / pixel_value projections
+    # of the normalised pixels (computed per pixel by NAIVE only).
     key_position, value_position = self._pixel_positions(cell_height,
                                                          cell_width)
-    superpixel_update = local_attention.superpixel_update(
+    superpixel_update = local_attention.projected_superpixel_update(
         self._heads(self.superpixel_query(normed_superpixels)),
-        self._heads(self.pixel_key(normed_pixels)),
-        self._heads(self.pixel_value(normed_pixels)),
+        normed_pixels, self.pixel_key.kernel, self.pixel_key.bias,
+        self.pixel_value.kernel, self.pixel_value.bias,
         key_position=self._heads(tf.cast(key_position, dtype)),
         value_position=self._heads(tf.cast(value_position, dtype)),
         implementation=self.implementation)  # [B, Hs, Ws, N, D]
 
-    # Equation (4): each pixel attends to its 9 neighbouring superpixels.
-    pixel_update = local_attention.pixel_update(
-        self._heads(self.pixel_query(normed_pixels)),
+    # Equation (4): each pixel attends to its 9 neighbouring superpixels,
+    # with pixel_query queries; pixel_output projects the heads' result.
+    pixel_update = local_attention.projected_pixel_update(
+        normed_pixels, self.pixel_query.kernel, self.pixel_query.bias,
         self._heads(self.superpixel_key(normed_superpixels)),
         self._heads(self.superpixel_value(normed_superpixels)),
+        self.pixel_output.kernel, self.pixel_output.bias,
         key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
         value_position=self._heads(
             tf.cast(self.superpixel_value_position, dtype)),
-        implementation=self.implementation)  # [B, H, W, N, D]
+        implementation=self.implementation)  # [B, H, W, C]
 
     superpixels = superpixels + self.dropout(
         self.superpixel_output(self._merge_heads(superpixel_update)),
         training=training)
-    pixels = pixels + self.dropout(
-        self.pixel_output(self._merge_heads(pixel_update)), training=training)
+    pixels = pixels + self.dropout(pixel_update, training=training)
     if self.superpixel_ffn is not None:
       superpixels = superpixels + self.superpixel_ffn(
           self.superpixel_ffn_norm(superpixels))
@@ -281,9 +292,9 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
                                pixel_ffn_channels, self.implementation,
                                dropout_rate, name=f'cross_attention_{i}')
         for i in range(num_layers)]
-    self.superpixel_output_norm = tf_keras.layers.LayerNormalization(
+    self.superpixel_output_norm = layer_norm.LayerNormalization(
         epsilon=_LAYER_NORM_EPSILON, name='superpixel_output_norm')
-    self.pixel_output_norm = tf_keras.layers.LayerNormalization(
+    self.pixel_output_norm = layer_norm.LayerNormalization(
         epsilon=_LAYER_NORM_EPSILON, name='pixel_output_norm')
     self.pixel_input_projection = None
 
