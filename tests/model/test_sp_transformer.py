@@ -83,6 +83,11 @@ def test_association_is_a_distribution_over_valid_neighbors(small_model):
   assert hard.min() >= 0 and hard.max() < 16
   for batch in range(2):
     assert np.all((ids == hard[batch][..., None]).any(-1))
+  # ... of the most associated slot (eq. 7).
+  strongest = association.argmax(-1)[..., np.newaxis]
+  np.testing.assert_array_equal(
+      hard, np.take_along_axis(np.broadcast_to(ids, association.shape),
+                               strongest, axis=-1)[..., 0])
 
 
 def test_dense_logits_are_association_weighted_superpixel_logits(small_model):
@@ -252,3 +257,28 @@ def test_encoder_checkpoint_round_trip(tmp_path):
   for stride, value in source(images, training=False).items():
     np.testing.assert_array_equal(target(images, training=False)[stride],
                                   value)
+
+
+def test_matmul_self_attention_equals_tf_keras():
+  """The classifier's attention core (matmuls) equals tf_keras' (einsums)."""
+  tokens = tf.constant(np.random.default_rng(0).normal(
+      size=(2, 12, 16)).astype(np.float32))
+  ours = superpixel_classifier.MultiHeadSelfAttention(4, 4)
+  theirs = tf_keras.layers.MultiHeadAttention(4, 4)
+  ours(tokens, tokens)
+  theirs(tokens, tokens)
+  rng = np.random.default_rng(1)
+  for mine, reference in zip(ours.weights, theirs.weights):
+    value = rng.normal(size=reference.shape).astype(np.float32)
+    mine.assign(value)
+    reference.assign(value)
+  results = []
+  for layer in (ours, theirs):
+    with tf.GradientTape() as tape:
+      tape.watch(tokens)
+      output, scores = layer(tokens, tokens, return_attention_scores=True)
+      loss = tf.reduce_sum(output * tf.range(16, dtype=tf.float32))
+    results.append([output, scores, tape.gradient(loss, tokens)])
+  for mine, reference in zip(*results):
+    np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-5,
+                               atol=1e-5)

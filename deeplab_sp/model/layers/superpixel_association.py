@@ -34,6 +34,52 @@ import tf_keras
 from deeplab_sp.model import local_attention
 
 
+def _where_inside_grid(values, grid_height, grid_width, fill):
+  """`values` [B, H, W, 9] with `fill` at slots outside the grid.
+
+  The slots outside the grid depend only on the pixel's cell, so the mask
+  is broadcast over the h x w pixels of each cell ([Hs, 1, Ws, 1, 9]), not
+  stored per pixel.
+  """
+  height, width = values.shape[1], values.shape[2]
+  slots = local_attention.NUM_NEIGHBORS
+  cells = tf.reshape(values, [-1, grid_height, height // grid_height,
+                              grid_width, width // grid_width, slots])
+  valid = tf.reshape(
+      local_attention.neighbor_valid_mask(grid_height, grid_width),
+      [1, grid_height, 1, grid_width, 1, slots])
+  cells = tf.where(valid, cells, tf.cast(fill, values.dtype))
+  return tf.reshape(cells, [-1, height, width, slots])
+
+
+def _argmax_slot(values):
+  """argmax over the 9 slots of [B, H, W, 9] -> [B, H, W] int32.
+
+  Taken over the rows of a [B*H*W, 9] matrix, which the CPU kernel does
+  about 1.4x faster than over the last axis of the 4-D tensor.
+  """
+  slots = tf.argmax(tf.reshape(values, [-1, local_attention.NUM_NEIGHBORS]),
+                    axis=-1, output_type=tf.int32)
+  return tf.reshape(slots, [-1, values.shape[1], values.shape[2]])
+
+
+def _slot_superpixel_ids(slots, grid_height, grid_width):
+  """Absolute superpixel ids (row * Ws + col) of neighbour `slots` [B, H, W].
+
+  The id of slot s of a pixel in cell (r, c) is (r + dy_s) * Ws + c + dx_s;
+  the slots must be inside the grid.
+  """
+  height, width = slots.shape[1], slots.shape[2]
+  cell_rows = tf.range(height) // (height // grid_height)
+  cell_cols = tf.range(width) // (width // grid_width)
+  # [H, W]: the id of each pixel's own cell.
+  own_ids = cell_rows[:, tf.newaxis] * grid_width + cell_cols[tf.newaxis, :]
+  offsets = tf.constant([dy * grid_width + dx
+                         for dy, dx in local_attention.NEIGHBOR_OFFSETS],
+                        tf.int32)
+  return own_ids[tf.newaxis] + tf.gather(offsets, slots)
+
+
 class SuperpixelAssociation(tf_keras.layers.Layer):
   """Projects superpixel class logits back to pixels (equations 5-7).
 
@@ -80,8 +126,6 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     logits = tf.where(valid[tf.newaxis], logits / math.sqrt(channels),
                       local_attention.masked_logit(tf.float32))
     class_logits = tf.cast(superpixel_logits, tf.float32)
-    ids_table = local_attention.neighbor_superpixel_ids(
-        height, width, grid_height, grid_width)  # [H, W, 9]
 
     if self.upsample_logits_before_softmax:
       smallest_valid = tf.reduce_min(
@@ -90,12 +134,14 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       upsampled = tf.image.resize(filled, (height, width), method='bilinear')
-      upsampled = tf.where(ids_table[tf.newaxis] >= 0, upsampled,
-                           local_attention.masked_logit(tf.float32))
-      association = tf.nn.softmax(upsampled, axis=-1)
+      upsampled = _where_inside_grid(
+          upsampled, grid_height, grid_width,
+          local_attention.masked_logit(tf.float32))
+      association = tf.nn.softmax(upsampled, axis=-1)  # 0 outside the grid.
       semantic_logits = local_attention.combine_neighbors(
-          association, class_logits, self.implementation)
-      hard_slots = tf.argmax(upsampled, axis=-1, output_type=tf.int32)
+          association, class_logits, self.implementation,
+          weights_are_masked=True)
+      hard_slots = _argmax_slot(upsampled)
     else:
       association_low = tf.nn.softmax(logits, axis=-1)  # [B, Hh, Wh, 9]
       semantic_low = local_attention.combine_neighbors(
@@ -104,14 +150,14 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
                                         method='bilinear')
       association = tf.image.resize(association_low, (height, width),
                                     method='bilinear')
-      association = tf.where(ids_table[tf.newaxis] >= 0, association, 0.0)
+      association = _where_inside_grid(association, grid_height, grid_width,
+                                       0.0)
       association /= tf.reduce_sum(association, axis=-1, keepdims=True)
-      hard_slots = tf.argmax(association, axis=-1, output_type=tf.int32)
+      hard_slots = _argmax_slot(association)
 
     # Equation (7): the absolute id of each pixel's most associated slot.
-    superpixel_ids = tf.reduce_sum(
-        tf.one_hot(hard_slots, local_attention.NUM_NEIGHBORS,
-                   dtype=tf.int32) * ids_table[tf.newaxis], axis=-1)
+    superpixel_ids = _slot_superpixel_ids(hard_slots, grid_height,
+                                          grid_width)
     return {
         'semantic_logits': semantic_logits,
         'association': association,
