@@ -6,7 +6,9 @@ superpixel_association `implementation`), calls it on random images, and
 times each component on its real inputs: encoder, hypercolumn, tokenization,
 self_attention (the superpixel classifier), association, and the whole model
 (total). Each figure is the median of --num_runs calls after --num_warmup
-calls, inside tf.function, without and with XLA. It also measures the peak
+calls, inside tf.function, without and with XLA; the components are timed
+round-robin (each round calls every component once), and total/encoder is
+the median of the rounds' ratios. It also measures the peak
 memory of one tokenization call (resident-set growth of a subprocess on CPU,
 allocator peak on GPU) and prints the NAIVE/EFFICIENT ratios.
 

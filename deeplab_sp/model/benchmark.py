@@ -10,10 +10,13 @@ memory of the tokenization.
 Timing. Each component is called on its real inputs: one eager forward pass
 of the model records the arguments every component receives; each component
 is then wrapped alone in a `tf.function` (optionally with XLA,
-`jit_compile=True`), warmed up (tracing, compilation) and timed; the figure
-is the median wall time of `num_runs` calls, in milliseconds, with a device
-synchronisation after each call. 'total' is the whole model's call, timed the
-same way (not the sum of the parts).
+`jit_compile=True`) and warmed up (tracing, compilation); then `num_runs`
+rounds each call every component once (round-robin, so that all of them are
+timed over the same stretch of time on a machine whose speed drifts). A
+figure is the median wall time over the rounds, in milliseconds, with a
+device synchronisation after each call. 'total' is the whole model's call,
+timed the same way (not the sum of the parts); 'total_over_encoder' is the
+median over rounds of that round's total / encoder.
 
 Peak memory. `tf.config.experimental.get_memory_info` reports nothing on CPU
 (TF 2.20 returns zeros), so the tokenization's peak is measured as the
@@ -248,19 +251,12 @@ def _synchronize():
   tf.test.experimental.sync_devices()
 
 
-def time_call(function: Callable[[], object], num_warmup: int,
-              num_runs: int) -> float:
-  """Median wall time of `function()` in milliseconds, after warm-up."""
-  for _ in range(num_warmup):
-    function()
-    _synchronize()
-  times = []
-  for _ in range(num_runs):
-    start = time.perf_counter()
-    function()
-    _synchronize()
-    times.append(time.perf_counter() - start)
-  return 1000.0 * statistics.median(times)
+def time_once(function: Callable[[], object]) -> float:
+  """Wall time of one `function()` call in milliseconds, synchronised."""
+  start = time.perf_counter()
+  function()
+  _synchronize()
+  return 1000.0 * (time.perf_counter() - start)
 
 
 def compiled_call(layer, args, kwargs, jit_compile: bool):
@@ -272,8 +268,15 @@ def compiled_call(layer, args, kwargs, jit_compile: bool):
 
 
 def time_components(model, images, settings: BenchmarkSettings,
-                    progress=logging.info) -> Dict[str, Dict[str, float]]:
-  """{execution mode: {component: median ms}} for one model."""
+                    progress=logging.info) -> Dict[str, Dict[str, list]]:
+  """{execution mode: {component: [ms of each timed round]}} for one model.
+
+  Every component is compiled and warmed up first; then each of the
+  `num_runs` timed rounds calls every component once. All components are
+  thus timed over the same stretch of time, so a machine whose speed drifts
+  (shared CPUs) slows them alike, and per-round ratios such as total /
+  encoder stay meaningful.
+  """
   calls = record_component_inputs(model, images, settings.components)
   missing = [c for c in settings.components if c not in calls]
   if missing:
@@ -281,13 +284,20 @@ def time_components(model, images, settings: BenchmarkSettings,
                      'drop them from --components.')
   results = {}
   for mode in settings.execution_modes:
-    results[mode] = {}
+    functions = {}
     for name in settings.components:
       layer, args, kwargs = calls[name]
-      function = compiled_call(layer, args, kwargs, jit_compile=(mode == XLA))
-      results[mode][name] = time_call(function, max(settings.num_warmup, 1),
-                                      settings.num_runs)
-      progress(f'  {mode:<11s} {name:<15s} {results[mode][name]:10.1f} ms')
+      functions[name] = compiled_call(layer, args, kwargs,
+                                      jit_compile=(mode == XLA))
+      for _ in range(max(settings.num_warmup, 1)):
+        time_once(functions[name])
+    results[mode] = {name: [] for name in settings.components}
+    for _ in range(settings.num_runs):
+      for name, function in functions.items():
+        results[mode][name].append(time_once(function))
+    for name, times in results[mode].items():
+      progress(f'  {mode:<11s} {name:<15s} {statistics.median(times):10.1f} '
+               'ms')
   return results
 
 
@@ -411,12 +421,19 @@ def run_benchmark(options: config_pb2.ExperimentOptions, config_text: str,
     progress(f'{implementation}: building the model at {size[0]}x{size[1]}, '
              f'batch {settings.batch}')
     model = build_model(options, implementation, size, settings.ops_only)
-    entry = {'ms': time_components(model, images, settings, progress)}
+    rounds = time_components(model, images, settings, progress)
     del model
     gc.collect()
+    entry = {'ms': {mode: {name: statistics.median(times)
+                           for name, times in times_by_name.items()}
+                    for mode, times_by_name in rounds.items()}}
     if 'encoder' in settings.components and 'total' in settings.components:
+      # The median over rounds of total / encoder within a round.
       entry['total_over_encoder'] = {
-          mode: ms['total'] / ms['encoder'] for mode, ms in entry['ms'].items()}
+          mode: statistics.median(
+              total / encoder for total, encoder in zip(
+                  times_by_name['total'], times_by_name['encoder']))
+          for mode, times_by_name in rounds.items()}
     if settings.measure_memory and 'tokenization' in settings.components:
       progress(f'{implementation}: measuring the tokenization peak memory')
       entry['tokenization_peak_bytes'] = tokenization_peak_bytes(

@@ -179,3 +179,4 @@ def test_record_component_inputs_with_a_functional_encoder():
       execution_modes=('tf_function',), num_warmup=1, num_runs=1)
   times = benchmark.time_components(model, images, settings, lambda _: None)
   assert set(times['tf_function']) == {'encoder', 'hypercolumn', 'total'}
+  assert all(len(t) == 1 and t[0] > 0 for t in times['tf_function'].values())
