@@ -5,18 +5,43 @@ TensorFlow's graph profiler on the frozen inference graph at the config's
 evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
 paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
 about 170G multiply-adds), so `multiply_adds` (= flops / 2) is the number to
-compare with Table I. Ops the profiler has no FLOP statistics for are not
-counted.
+compare with Table I. TensorFlow has no FLOP statistics for Einsum (the
+attention of both local-attention implementations and of tf_keras'
+projections uses it); this module registers them (one multiply-add per
+combination of the equation's indices), so every matmul-like op is counted.
+Other ops without statistics (e.g. resizes, exp) are not counted.
 """
 
+import math
 from typing import Dict
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.framework import graph_util  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp import config as config_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
+
+
+def _einsum_flops(graph, node):
+  """FLOPs of a static-shape Einsum: 2 x the product of all index sizes."""
+  equation = node.attr['equation'].s.decode().replace(' ', '')
+  operands = equation.split('->')[0].split(',')
+  sizes = {}
+  for spec, name in zip(operands, node.input):
+    shape = graph_util.tensor_shape_from_node_def_name(graph, name)
+    if '.' in spec or not shape.is_fully_defined():
+      return ops.OpStats('flops', None)
+    sizes.update(zip(spec, shape.as_list()))
+  return ops.OpStats('flops', 2 * math.prod(sizes.values()))
+
+
+try:
+  ops.RegisterStatistics('Einsum', 'flops')(_einsum_flops)
+except KeyError:  # Already registered (by TensorFlow or a re-import).
+  pass
 
 
 def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
@@ -32,10 +57,15 @@ def count_flops(model: sp_transformer.SPTransformer) -> int:
   concrete = function.get_concrete_function(
       tf.TensorSpec((1, height, width, 3), tf.float32))
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+  return count_graph_flops(frozen.graph)
+
+
+def count_graph_flops(graph: tf.Graph) -> int:
+  """FLOPs of the ops of `graph` that have statistics (static shapes)."""
   options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
   options['output'] = 'none'
   profile = tf.compat.v1.profiler.profile(
-      graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd='op',
+      graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd='op',
       options=options)
   return int(profile.total_float_ops)
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from deeplab_sp.model import model_stats
 
@@ -66,3 +67,13 @@ def test_parameter_counts_within_ten_percent_of_the_paper(config,
                                   with_flops=False)
   millions = stats['total_params'] / 1e6
   assert abs(millions - paper_millions) <= 0.1 * paper_millions, millions
+
+
+def test_einsum_flops_are_counted():
+  graph = tf.Graph()
+  with graph.as_default():
+    a = tf.compat.v1.placeholder(tf.float32, (3, 4))
+    b = tf.compat.v1.placeholder(tf.float32, (2, 4, 5))
+    tf.einsum('ij,bjk->bik', a, b)
+  # One multiply-add per (b, i, j, k): 2 * 2 * 3 * 4 * 5 FLOPs.
+  assert model_stats.count_graph_flops(graph) == 2 * 2 * 3 * 4 * 5
