@@ -7,6 +7,10 @@ Transformers for Efficient Semantic Segmentation", arXiv 2309.16889):
     attending to the 9*h*w pixels of the 3x3 block of cells around it;
   * `pixel_update`: the attention term of equation (4), each pixel attending
     to the 9 superpixels of the 3x3 block of cells around its own cell;
+  * `projected_superpixel_update`, `projected_pixel_update`: the same terms
+    with the dual-path layer's pixel-side affine projections (keys, values;
+    queries and output) passed as kernels, so that EFFICIENT can move them
+    to the superpixel side instead of applying them to every pixel;
   * `association_logits`: the dot products I_p . S_i of equation (5);
   * `combine_neighbors`: the weighted sum of equation (6);
   * helpers that describe the neighbourhoods (`neighbor_valid_mask`,
@@ -42,7 +46,8 @@ round-off, forward and backward):
     numbers, written to be read.
   * `EFFICIENT`: pixel-centric. The pixel tensor is reshaped into cell blocks
     [B, Hs, Ws, h*w, N, D] and meets the 9 shifted superpixel grids
-    [B, Hs, Ws, 9, N, D] (small) once; logits are [B, Hs, Ws, N, h*w, 9].
+    [B, Hs, Ws, 9, N, D] (small) once; logits are [B, Hs, Ws, N, h*w, 9]
+    (pixel path; [B, Hs, Ws, h*w, 9, N] for the superpixel path).
     The pixel path's softmax runs over the last axis. For the superpixel
     path, the softmax of superpixel i runs over the entries of its 9
     neighbouring blocks that point back at i: per-block maxima, sums and
@@ -693,22 +698,24 @@ def _position_logits(seeing_queries, key_position):
   """q_{j - o_s} . key_position[s, p]: [B, Hs, Ws, h*w, 9, N], or 0."""
   if key_position is None:
     return 0.0
-  num_heads, head_dim = _static_dims(seeing_queries, 4, 5)
-  # [9, h*w, N, D]
-  key_position = tf.reshape(tf.cast(key_position, seeing_queries.dtype),
-                            [NUM_NEIGHBORS, -1, num_heads, head_dim])
-  return tf.einsum('byxsnd,spnd->byxpsn', seeing_queries, key_position)
+  return tf.einsum('byxsnd,spnd->byxpsn', seeing_queries,
+                   _per_slot(key_position, seeing_queries.dtype))
 
 
 def _position_values(exp_logits, value_position):
   """sum_p exp_logits * value_position, per superpixel: [B, Hs, Ws, N, D]."""
   if value_position is None:
     return 0.0
-  num_heads, head_dim = _static_dims(value_position, 1, 2)
-  value_position = tf.reshape(tf.cast(value_position, exp_logits.dtype),
-                              [NUM_NEIGHBORS, -1, num_heads, head_dim])
   return _sum_over_seeing_blocks(
-      tf.einsum('byxpsn,spnd->byxsnd', exp_logits, value_position))
+      tf.einsum('byxpsn,spnd->byxsnd', exp_logits,
+                _per_slot(value_position, exp_logits.dtype)))
+
+
+def _per_slot(position, dtype):
+  """A [9*h*w, N, D] neighbourhood table as [9, h*w, N, D] in `dtype`."""
+  num_heads, head_dim = _static_dims(position, 1, 2)
+  return tf.reshape(tf.cast(position, dtype),
+                    [NUM_NEIGHBORS, -1, num_heads, head_dim])
 
 
 def _superpixel_softmax_terms(logits):
