@@ -234,7 +234,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
                     backbone_optimizer=optimizer.backbone)
   if optimizer.loss_scale is not None:
     trackables['loss_scale'] = optimizer.loss_scale
-  checkpoint = tf.train.Checkpoint(**trackables)
+  checkpoint = trainer_lib.ExperimentCheckpoint(**trackables)
   # Non-chief workers of a multi-worker job write to a scratch directory.
   ckpt_dir = exp_dir
   if not strategy.extended.should_checkpoint:

@@ -161,6 +161,22 @@ class Trainer(orbit.StandardTrainer):
     self._image_writer.flush()
 
 
+class ExperimentCheckpoint(tf.train.Checkpoint):
+  """The experiment's checkpoint, whose restore() expects unused values.
+
+  orbit resumes through CheckpointManager.restore_or_initialize(), which
+  drops the restore status. The optimizer state in the file is only used
+  once training creates the optimizer's slots; when it never does (a
+  finished experiment run again, which only evaluates), TF logs one warning
+  per unused value when the status is collected: hundreds of lines.
+  expect_partial() only silences them; values still restore into variables
+  created later, and restore errors (a shape mismatch) still raise.
+  """
+
+  def restore(self, save_path, options=None):
+    return super().restore(save_path, options=options).expect_partial()
+
+
 class FiniteCheckpointManager(tf.train.CheckpointManager):
   """A CheckpointManager that refuses to save non-finite weights or loss."""
 
