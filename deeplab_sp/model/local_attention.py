@@ -14,7 +14,7 @@ Transformers for Efficient Semantic Segmentation", arXiv 2309.16889):
   * `association_logits`: the dot products I_p . S_i of equation (5);
   * `combine_neighbors`: the weighted sum of equation (6);
   * helpers that describe the neighbourhoods (`neighbor_valid_mask`,
-    `neighbor_superpixel_ids`, `gather_neighbors`).
+    `neighbor_superpixel_ids`, `where_inside_grid`, `gather_neighbors`).
 
 Everything here is a pure function of tensors with static spatial shapes, so
 it runs eagerly, under `tf.function` and under XLA (`jit_compile=True`), for
@@ -141,6 +141,23 @@ def neighbor_superpixel_ids(height, width, grid_height, grid_width):
       _neighbor_superpixel_ids_np(height, width, grid_height, grid_width))
 
 
+def where_inside_grid(values, grid_height, grid_width, fill):
+  """`values` [batch, H, W, 9] with `fill` at slots outside the grid.
+
+  The slots outside the grid depend only on the pixel's cell, so the mask is
+  broadcast over the h x w pixels of each cell ([Hs, 1, Ws, 1, 9]) instead
+  of being stored per pixel.
+  """
+  height, width = _static_dims(values, 1, 2)
+  cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
+  cells = tf.reshape(values, [-1, grid_height, cell_height, grid_width,
+                              cell_width, NUM_NEIGHBORS])
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
+  cells = tf.where(valid, cells, tf.cast(fill, values.dtype))
+  return tf.reshape(cells, [-1, height, width, NUM_NEIGHBORS])
+
+
 def gather_neighbors(superpixel_values, height, width, implementation=NAIVE):
   """Copies to every pixel the values of its 9 neighbouring superpixels.
 
@@ -210,13 +227,11 @@ def combine_neighbors(weights, superpixel_values, implementation=NAIVE,
     # [batch, H, W, 9, channels]
     neighbors = gather_neighbors(superpixel_values, height, width, NAIVE)
     return tf.einsum('byxs,byxsc->byxc', weights, neighbors)
+  if not weights_are_masked:
+    weights = where_inside_grid(weights, grid_height, grid_width, 0.0)
   # [batch, Hs, h, Ws, w, 9]
   weights = tf.reshape(weights, [
       -1, grid_height, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
-  if not weights_are_masked:
-    valid = _neighbor_valid_mask_np(grid_height, grid_width)
-    valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
-    weights = tf.where(valid, weights, tf.zeros_like(weights))
   # [batch, Hs, 1, Ws, 9, channels]
   shifted = _neighbor_grids(superpixel_values)[:, :, tf.newaxis]
   # One [w, 9] x [9, channels] product per cell row of pixels, broadcast
@@ -261,10 +276,9 @@ def association_logits(pixel_features, superpixel_features,
   shifted = _neighbor_grids(superpixel_features)
   # [batch, Hs, h, Ws, w, 9]
   logits = tf.einsum('byhxwc,byxsc->byhxws', blocks, shifted)
-  valid = _neighbor_valid_mask_np(grid_height, grid_width)
-  valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
-  logits = tf.where(valid, logits, tf.cast(masked_logit(dtype), dtype))
-  return tf.reshape(logits, [-1, height, width, NUM_NEIGHBORS])
+  return where_inside_grid(
+      tf.reshape(logits, [-1, height, width, NUM_NEIGHBORS]), grid_height,
+      grid_width, masked_logit(dtype))
 
 
 def superpixel_update(superpixel_query, pixel_key, pixel_value,
@@ -302,12 +316,9 @@ def superpixel_update(superpixel_query, pixel_key, pixel_value,
   cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
   _check_shape('pixel_key', pixel_key, [height, width, num_heads, head_dim])
   _check_shape('pixel_value', pixel_value, [height, width, num_heads, head_dim])
-  neighborhood = NUM_NEIGHBORS * cell_height * cell_width
-  for name, position in (('key_position', key_position),
-                         ('value_position', value_position)):
-    if position is not None:
-      _check_shape(name, position, [neighborhood, num_heads, head_dim],
-                   has_batch=False)
+  _check_positions(key_position, value_position,
+                   NUM_NEIGHBORS * cell_height * cell_width, num_heads,
+                   head_dim)
   query = superpixel_query * tf.cast(
       1.0 / np.sqrt(head_dim), superpixel_query.dtype)
   if implementation == NAIVE:
@@ -351,11 +362,8 @@ def pixel_update(pixel_query, superpixel_key, superpixel_value,
                [grid_height, grid_width, num_heads, head_dim])
   _check_shape('superpixel_value', superpixel_value,
                [grid_height, grid_width, num_heads, head_dim])
-  for name, position in (('key_position', key_position),
-                         ('value_position', value_position)):
-    if position is not None:
-      _check_shape(name, position, [NUM_NEIGHBORS, num_heads, head_dim],
-                   has_batch=False)
+  _check_positions(key_position, value_position, NUM_NEIGHBORS, num_heads,
+                   head_dim)
   query = pixel_query * tf.cast(1.0 / np.sqrt(head_dim), pixel_query.dtype)
   if implementation == NAIVE:
     return _pixel_update_naive(query, superpixel_key, superpixel_value,
@@ -416,11 +424,9 @@ def projected_superpixel_update(superpixel_query, pixel_features, key_kernel,
         project(value_kernel, value_bias), key_position, value_position,
         NAIVE)
   cell_height, cell_width = _cell_size(height, width, grid_height, grid_width)
-  for name, position in (('key_position', key_position),
-                         ('value_position', value_position)):
-    if position is not None:
-      _check_shape(name, position, [NUM_NEIGHBORS * cell_height * cell_width,
-                                    num_heads, head_dim], has_batch=False)
+  _check_positions(key_position, value_position,
+                   NUM_NEIGHBORS * cell_height * cell_width, num_heads,
+                   head_dim)
   query = superpixel_query * tf.cast(1.0 / np.sqrt(head_dim), dtype)
   # [B, Hs, Ws, h*w, C]
   pixel_blocks = _to_blocks(pixel_features, cell_height, cell_width)
@@ -525,15 +531,13 @@ def projected_pixel_update(pixel_features, query_kernel, query_bias,
       tf.einsum('byxnd,nd->byxn', superpixel_key * scale, query_bias), axis=4)
   value_features = _neighbor_grids(
       tf.einsum('byxnd,ndc->byxnc', superpixel_value, output_kernel), axis=4)
+  _check_positions(key_position, value_position, NUM_NEIGHBORS, num_heads,
+                   head_dim)
   if key_position is not None:
-    _check_shape('key_position', key_position,
-                 [NUM_NEIGHBORS, num_heads, head_dim], has_batch=False)
     key_position = tf.cast(key_position, dtype) * scale
     key_features += tf.einsum('snd,cnd->nsc', key_position, query_kernel)
     key_biases += tf.einsum('snd,nd->ns', key_position, query_bias)
   if value_position is not None:
-    _check_shape('value_position', value_position,
-                 [NUM_NEIGHBORS, num_heads, head_dim], has_batch=False)
     value_features += tf.einsum('snd,ndc->nsc',
                                 tf.cast(value_position, dtype), output_kernel)
   block_shape = [-1, grid_height, grid_width]
@@ -548,9 +552,7 @@ def projected_pixel_update(pixel_features, query_kernel, query_bias,
   logits = tf.reshape(logits, block_shape + [
       cell_height * cell_width, num_heads, NUM_NEIGHBORS])
   logits += key_biases[:, :, :, tf.newaxis]
-  valid = _neighbor_valid_mask_np(grid_height, grid_width)
-  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, np.newaxis, :])
-  weights = _masked_softmax(logits, valid)
+  weights = _neighbor_slot_softmax(logits)
   # [B, Hs, Ws, h*w, C_out]: one [h*w, N*9] x [N*9, C_out] product per block.
   outputs = tf.matmul(
       tf.reshape(weights, block_shape + [cell_height * cell_width,
@@ -645,6 +647,18 @@ def _pixel_update_naive(query, key, value, key_position, value_position):
   weights = _masked_softmax(logits, valid)
   # [batch, H, W, N, D]
   return tf.einsum('byxns,byxsnd->byxnd', weights, neighbor_values)
+
+
+def _neighbor_slot_softmax(logits):
+  """Softmax over the 9 neighbour slots of block logits [B, Hs, Ws, ..., 9].
+
+  Slot s of cell j is superpixel j + o_s; slots outside the grid get
+  exactly 0. The logits have rank 6 (two axes between the grid and slots).
+  """
+  grid_height, grid_width = _static_dims(logits, 1, 2)
+  valid = _neighbor_valid_mask_np(grid_height, grid_width)
+  return _masked_softmax(logits, tf.constant(
+      valid[np.newaxis, :, :, np.newaxis, np.newaxis, :]))
 
 
 def _masked_softmax(logits, valid):
@@ -772,8 +786,6 @@ def _sum_over_seeing_blocks(block_terms):
 def _pixel_update_efficient(query, key, value, key_position, value_position,
                             cell_height, cell_width):
   """Eq. (4) on pixel blocks against the 9 shifted superpixel grids."""
-  height, width, num_heads, head_dim = _static_dims(query, 1, 2, 3, 4)
-  grid_height, grid_width = _static_dims(key, 1, 2)
   dtype = query.dtype
   # [B, Hs, Ws, h*w, N, D]
   query_blocks = _to_blocks(query, cell_height, cell_width)
@@ -785,9 +797,7 @@ def _pixel_update_efficient(query, key, value, key_position, value_position,
   if key_position is not None:
     logits += tf.einsum('byxpnd,snd->byxnps', query_blocks,
                         tf.cast(key_position, dtype))
-  valid = _neighbor_valid_mask_np(grid_height, grid_width)
-  valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, np.newaxis, :])
-  weights = _masked_softmax(logits, valid)
+  weights = _neighbor_slot_softmax(logits)
   # [B, Hs, Ws, h*w, N, D]
   outputs = tf.einsum('byxnps,byxsnd->byxpnd', weights, neighbor_values)
   if value_position is not None:
@@ -921,6 +931,16 @@ def _static_dims(tensor, *axes):
         f'Axis {axis} of {tensor.shape} must have a static size.')
     dims.append(int(size))
   return dims
+
+
+def _check_positions(key_position, value_position, slots, num_heads,
+                     head_dim):
+  """Checks optional relative position tables: [slots, N, D] each."""
+  for name, position in (('key_position', key_position),
+                         ('value_position', value_position)):
+    if position is not None:
+      _check_shape(name, position, [slots, num_heads, head_dim],
+                   has_batch=False)
 
 
 def _check_shape(name, tensor, expected, has_batch=True):

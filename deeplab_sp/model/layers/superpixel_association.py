@@ -34,24 +34,6 @@ import tf_keras
 from deeplab_sp.model import local_attention
 
 
-def _where_inside_grid(values, grid_height, grid_width, fill):
-  """`values` [B, H, W, 9] with `fill` at slots outside the grid.
-
-  The slots outside the grid depend only on the pixel's cell, so the mask
-  is broadcast over the h x w pixels of each cell ([Hs, 1, Ws, 1, 9]), not
-  stored per pixel.
-  """
-  height, width = values.shape[1], values.shape[2]
-  slots = local_attention.NUM_NEIGHBORS
-  cells = tf.reshape(values, [-1, grid_height, height // grid_height,
-                              grid_width, width // grid_width, slots])
-  valid = tf.reshape(
-      local_attention.neighbor_valid_mask(grid_height, grid_width),
-      [1, grid_height, 1, grid_width, 1, slots])
-  cells = tf.where(valid, cells, tf.cast(fill, values.dtype))
-  return tf.reshape(cells, [-1, height, width, slots])
-
-
 def _argmax_slot(values):
   """argmax over the 9 slots of [B, H, W, 9] -> [B, H, W] int32.
 
@@ -134,7 +116,7 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       upsampled = tf.image.resize(filled, (height, width), method='bilinear')
-      upsampled = _where_inside_grid(
+      upsampled = local_attention.where_inside_grid(
           upsampled, grid_height, grid_width,
           local_attention.masked_logit(tf.float32))
       association = tf.nn.softmax(upsampled, axis=-1)  # 0 outside the grid.
@@ -150,8 +132,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
                                         method='bilinear')
       association = tf.image.resize(association_low, (height, width),
                                     method='bilinear')
-      association = _where_inside_grid(association, grid_height, grid_width,
-                                       0.0)
+      association = local_attention.where_inside_grid(
+          association, grid_height, grid_width, 0.0)
       association /= tf.reduce_sum(association, axis=-1, keepdims=True)
       hard_slots = _argmax_slot(association)
 
