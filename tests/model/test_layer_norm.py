@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp.model.layers import layer_norm
 
@@ -22,25 +23,65 @@ def _pair(shape, epsilon):
   return ours, theirs
 
 
+@pytest.mark.parametrize('in_graph', (False, True))
+@pytest.mark.parametrize('shape', ((2, 5, 7, 16), (3, 10, 16), (40, 16)))
 @pytest.mark.parametrize('epsilon', (1e-3, 1e-5))
-def test_matches_tf_keras_values_and_gradients(epsilon):
-  shape = (2, 5, 7, 16)
+def test_matches_tf_keras_values_and_gradients(epsilon, shape, in_graph):
   ours, theirs = _pair(shape, epsilon)
   # An offset mean and a spread of scales, as residual streams have.
   x = tf.constant(np.random.default_rng(1).normal(
       3.0, 2.0, size=shape).astype(np.float32))
   cotangent = tf.constant(np.random.default_rng(2).normal(
       size=shape).astype(np.float32))
-  results = []
-  for layer in (ours, theirs):
+
+  def values_and_gradients(layer):
     with tf.GradientTape() as tape:
       tape.watch(x)
       y = layer(x)
       loss = tf.reduce_sum(y * cotangent)
-    results.append([y] + tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    return [y] + tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+  results = []
+  for layer in (ours, theirs):
+    # In a tf.function grappler rewrites the graph (see the next test).
+    call = tf.function(values_and_gradients) if in_graph else (
+        values_and_gradients)
+    results.append(call(layer))
   for a, b in zip(*results):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
   assert [v.name for v in ours.weights] == [v.name for v in theirs.weights]
+
+
+def _optimized_op_types(layer, shape):
+  """The op types of the graph TensorFlow runs for layer(x), x of `shape`."""
+  with tf.Graph().as_default():
+    x = tf.compat.v1.placeholder(tf.float32, shape)
+    y = layer(x)
+    with tf.compat.v1.Session() as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      metadata = tf.compat.v1.RunMetadata()
+      session.run(y, {x: np.ones(shape, np.float32)},
+                  options=tf.compat.v1.RunOptions(
+                      output_partition_graphs=True),
+                  run_metadata=metadata)
+  return {node.op for graph in metadata.partition_graphs
+          for node in graph.node}
+
+
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(),
+                    reason='oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0 or not '
+                    'an x86 build): no fused layer norm kernel')
+@pytest.mark.parametrize('shape', ((2, 4, 6, 16), (2, 24, 16), (48, 16)))
+def test_static_shapes_run_as_one_fused_kernel_on_cpu(shape):
+  # The point of the layer: with static shapes tf_keras' layer runs as
+  # separate ops, ours as oneDNN's single layer norm kernel.
+  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  op_types = _optimized_op_types(ours, shape)
+  assert '_MklLayerNorm' in op_types
+  assert not op_types & {'FusedBatchNormV3', '_MklNativeFusedBatchNormV3',
+                         'Mean', 'Rsqrt'}
+  theirs = tf_keras.layers.LayerNormalization(epsilon=1e-3)
+  assert '_MklLayerNorm' not in _optimized_op_types(theirs, shape)
 
 
 def test_mixed_precision_matches_tf_keras():
