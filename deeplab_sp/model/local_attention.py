@@ -844,13 +844,18 @@ def _neighbor_grids(grid, sign=1, axis=3):
     [B, Hs, Ws, 9, ...] (for axis=3).
   """
   grid_height, grid_width = _static_dims(grid, 1, 2)
-  rank = len(grid.shape)
-  padded = tf.pad(grid, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
-  shifted = []
-  for dy, dx in NEIGHBOR_OFFSETS:
-    top, left = 1 + sign * dy, 1 + sign * dx
-    shifted.append(padded[:, top:top + grid_height, left:left + grid_width])
-  return tf.stack(shifted, axis=axis)
+  rest = grid.shape[3:].as_list()
+  before, after = rest[:axis - 3], rest[axis - 3:]
+  # [Hs, Ws, 9]: the padded-grid cell each slot of each cell reads.
+  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
+  # Rows of the padded grid seen as [B, cells * prod(before), prod(after)].
+  repeats = int(np.prod(before))
+  rows = (cells[:, :, np.newaxis, :] * repeats +
+          np.arange(repeats)[:, np.newaxis])
+  shifted = _gather_padded_rows(grid, rows.reshape(-1), repeats)
+  return tf.reshape(shifted,
+                    [-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
+                    after)
 
 
 def _shift_slots(slotted):
@@ -864,14 +869,35 @@ def _shift_slots(slotted):
     the input (zeros where i + o_s is outside the grid).
   """
   grid_height, grid_width = _static_dims(slotted, 1, 2)
-  rank = len(slotted.shape)
-  padded = tf.pad(slotted, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
-  shifted = []
-  for slot, (dy, dx) in enumerate(NEIGHBOR_OFFSETS):
-    top, left = 1 + dy, 1 + dx
-    shifted.append(
-        padded[:, top:top + grid_height, left:left + grid_width, slot])
-  return tf.stack(shifted, axis=3)
+  cells = _padded_neighbor_cells(grid_height, grid_width, 1)
+  rows = cells * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
+  shifted = _gather_padded_rows(slotted, rows.reshape(-1), NUM_NEIGHBORS)
+  return tf.reshape(shifted, [-1, grid_height, grid_width] +
+                    slotted.shape[3:].as_list())
+
+
+def _padded_neighbor_cells(grid_height, grid_width, sign):
+  """numpy [Hs, Ws, 9]: flat index, in the grid padded by one cell on each
+  side, of cell i + sign * o_s for every cell i and slot s."""
+  offsets = np.array(NEIGHBOR_OFFSETS)
+  rows = np.arange(grid_height)[:, np.newaxis, np.newaxis] + 1 + (
+      sign * offsets[:, 0])
+  cols = np.arange(grid_width)[np.newaxis, :, np.newaxis] + 1 + (
+      sign * offsets[:, 1])
+  return rows * (grid_width + 2) + cols
+
+
+def _gather_padded_rows(grid, rows, repeats):
+  """Rows of `grid` zero-padded by one cell, seen as [B, cells*repeats, R].
+
+  One gather writes the shifted copies directly (on CPU about twice as fast
+  as 9 slices and a stack, which copy twice).
+  """
+  rank = len(grid.shape)
+  padded = tf.pad(grid, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
+  row_length = int(np.prod(grid.shape[3:].as_list())) // repeats
+  return tf.gather(tf.reshape(padded, [tf.shape(grid)[0], -1, row_length]),
+                   tf.constant(rows, tf.int32), axis=1)
 
 
 def _neighbor_valid_mask_np(grid_height, grid_width):

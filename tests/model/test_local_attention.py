@@ -270,6 +270,56 @@ def test_locality(implementation):
   assert np.all(px_after[0, :4, :4] != px_before[0, :4, :4])
 
 
+def _reference_shift(grid, sign, slot_of=None):
+  """numpy: out[b, i, s] = grid[b, i + sign * o_s] (or its slot s when
+  `slot_of` is 3, as _shift_slots), 0 outside the grid; slots on axis 3."""
+  batch, gh, gw = grid.shape[:3]
+  rest = grid.shape[4:] if slot_of is not None else grid.shape[3:]
+  out = np.zeros((batch, gh, gw, local_attention.NUM_NEIGHBORS) + rest,
+                 grid.dtype)
+  for i in range(gh):
+    for j in range(gw):
+      for slot, (dy, dx) in enumerate(local_attention.NEIGHBOR_OFFSETS):
+        r, c = i + sign * dy, j + sign * dx
+        if 0 <= r < gh and 0 <= c < gw:
+          out[:, i, j, slot] = (grid[:, r, c] if slot_of is None else
+                                grid[:, r, c, slot])
+  return out
+
+
+@pytest.mark.parametrize('shape', ((2, 3, 4), (2, 1, 1, 3), (1, 3, 2, 2, 5)))
+@pytest.mark.parametrize('sign', (1, -1))
+def test_shifted_grids_values_and_gradients(shape, sign):
+  # The EFFICIENT forms rest on these two gathers; the gradient is the
+  # adjoint: the cotangents of the shifted copies summed back to the cells.
+  rng = np.random.default_rng(5)
+  grid = tf.constant(rng.normal(size=shape).astype(np.float32))
+  slotted_shape = shape[:3] + (local_attention.NUM_NEIGHBORS,) + shape[3:]
+  slotted = tf.constant(rng.normal(size=slotted_shape).astype(np.float32))
+  cotangent = rng.normal(size=slotted_shape).astype(np.float32)
+  for axis in range(3, len(shape) + 1):
+    with tf.GradientTape() as tape:
+      tape.watch(grid)
+      shifted = local_attention._neighbor_grids(grid, sign, axis)
+      moved = tf.constant(np.moveaxis(cotangent, 3, axis))
+      loss = tf.reduce_sum(shifted * moved)
+    expected = np.moveaxis(_reference_shift(grid.numpy(), sign), 3, axis)
+    np.testing.assert_array_equal(shifted.numpy(), expected)
+    # d loss / d grid[i] = sum over slots s of cotangent[i - sign * o_s, s].
+    adjoint = _reference_shift(cotangent, -sign, slot_of=3).sum(axis=3)
+    np.testing.assert_allclose(tape.gradient(loss, grid).numpy(), adjoint,
+                               rtol=1e-6, atol=1e-6)
+  with tf.GradientTape() as tape:
+    tape.watch(slotted)
+    shifted = local_attention._shift_slots(slotted)
+    loss = tf.reduce_sum(shifted * cotangent)
+  np.testing.assert_array_equal(
+      shifted.numpy(), _reference_shift(slotted.numpy(), 1, slot_of=3))
+  np.testing.assert_allclose(
+      tape.gradient(loss, slotted).numpy(),
+      _reference_shift(cotangent, -1, slot_of=3), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 def test_gradients_are_finite(implementation):
   x = _random_inputs(6, 2, 2, 3, 2, 2)
