@@ -430,10 +430,8 @@ def projected_superpixel_update(superpixel_query, pixel_features, key_kernel,
   query = superpixel_query * tf.cast(1.0 / np.sqrt(head_dim), dtype)
   # [B, Hs, Ws, h*w, C]
   pixel_blocks = _to_blocks(pixel_features, cell_height, cell_width)
-  # Slot s of block j holds superpixel j - o_s. [B, Hs, Ws, 9, N, D]
-  seeing_queries = _neighbor_grids(query, sign=-1)
-  # The queries brought to the pixel features: K q [B, Hs, Ws, 9*N, C],
-  # and q . b_k [B, Hs, Ws, 9, N].
+  # Slot s of block j holds superpixel j - o_s. The queries brought to the
+  # pixel features: K q [B, Hs, Ws, 9*N, C], and q . b_k [B, Hs, Ws, 9, N].
   seeing_key_queries = tf.reshape(
       _neighbor_grids(tf.einsum('byxnd,cnd->byxnc', query, key_kernel),
                       sign=-1),
@@ -446,7 +444,7 @@ def projected_superpixel_update(superpixel_query, pixel_features, key_kernel,
       [-1, grid_height, grid_width, cell_height * cell_width, NUM_NEIGHBORS,
        num_heads])
   logits += seeing_bias_logits[:, :, :, tf.newaxis]
-  logits += _position_logits(seeing_queries, key_position)
+  logits += _position_logits(query, key_position)
   exp_logits, sums = _superpixel_softmax_terms(logits)
   # sum_p exp * x_p per superpixel, [B, Hs, Ws, N, C], then V per head.
   block_features = tf.matmul(
@@ -699,7 +697,7 @@ def _superpixel_update_efficient(query, key, value, key_position,
   seeing_queries = _neighbor_grids(query, sign=-1)
   # [B, Hs, Ws, h*w, 9, N]
   logits = tf.einsum('byxsnd,byxpnd->byxpsn', seeing_queries, key_blocks)
-  logits += _position_logits(seeing_queries, key_position)
+  logits += _position_logits(query, key_position)
   exp_logits, sums = _superpixel_softmax_terms(logits)
   # [B, Hs, Ws, N, D]
   outputs = _sum_over_seeing_blocks(
@@ -708,21 +706,35 @@ def _superpixel_update_efficient(query, key, value, key_position,
   return outputs / sums[..., tf.newaxis]
 
 
-def _position_logits(seeing_queries, key_position):
-  """q_{j - o_s} . key_position[s, p]: [B, Hs, Ws, h*w, 9, N], or 0."""
+def _position_logits(query, key_position):
+  """q_{j - o_s} . key_position[s, p] per block j: [B, Hs, Ws, h*w, 9, N].
+
+  0 if key_position is None. Formed on the unshifted query grid
+  [B, Hs, Ws, N, D] (every superpixel against its 9*h*w table entries),
+  then slot s of block j takes superpixel j - o_s's (0 outside the grid):
+  the 9x copies of the queries are never needed.
+  """
   if key_position is None:
     return 0.0
-  return tf.einsum('byxsnd,spnd->byxpsn', seeing_queries,
-                   _per_slot(key_position, seeing_queries.dtype))
+  # [B, Hs, Ws, 9, h*w, N]: superpixel i, slot s, pixel p.
+  logits = tf.einsum('byxnd,spnd->byxspn', query,
+                     _per_slot(key_position, query.dtype))
+  return tf.transpose(_shift_slots(logits, sign=-1), [0, 1, 2, 4, 3, 5])
 
 
 def _position_values(exp_logits, value_position):
-  """sum_p exp_logits * value_position, per superpixel: [B, Hs, Ws, N, D]."""
+  """sum_p exp_logits * value_position, per superpixel: [B, Hs, Ws, N, D].
+
+  0 if value_position is None. The small [B, Hs, Ws, h*w, 9, N] weights
+  are brought from the blocks to the superpixels they belong to first, so
+  the product is one [9*h*w] contraction per superpixel and head.
+  """
   if value_position is None:
     return 0.0
-  return _sum_over_seeing_blocks(
-      tf.einsum('byxpsn,spnd->byxsnd', exp_logits,
-                _per_slot(value_position, exp_logits.dtype)))
+  # [B, Hs, Ws, 9, h*w, N]: slot s of superpixel i is block i + o_s's.
+  weights = _shift_slots(tf.transpose(exp_logits, [0, 1, 2, 4, 3, 5]))
+  return tf.einsum('byxspn,spnd->byxnd', weights,
+                   _per_slot(value_position, exp_logits.dtype))
 
 
 def _per_slot(position, dtype):
@@ -858,18 +870,19 @@ def _neighbor_grids(grid, sign=1, axis=3):
                     after)
 
 
-def _shift_slots(slotted):
-  """Brings slot s of cell i + o_s to cell i, slot by slot.
+def _shift_slots(slotted, sign=1):
+  """Brings slot s of cell i + sign * o_s to cell i, slot by slot.
 
   Args:
     slotted: [B, Hs, Ws, 9, ...].
+    sign: +1 or -1.
 
   Returns:
-    [B, Hs, Ws, 9, ...] where slot s of cell i is slot s of cell i + o_s of
-    the input (zeros where i + o_s is outside the grid).
+    [B, Hs, Ws, 9, ...] where slot s of cell i is slot s of cell
+    i + sign * o_s of the input (zeros where that is outside the grid).
   """
   grid_height, grid_width = _static_dims(slotted, 1, 2)
-  cells = _padded_neighbor_cells(grid_height, grid_width, 1)
+  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
   rows = cells * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
   shifted = _gather_padded_rows(slotted, rows.reshape(-1), NUM_NEIGHBORS)
   return tf.reshape(shifted, [-1, grid_height, grid_width] +

@@ -23,6 +23,7 @@ from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorfl
 from deeplab_sp import config as config_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
+from deeplab_sp.model.layers import xla_fusion
 
 
 def _einsum_flops(graph, node):
@@ -54,8 +55,10 @@ def count_flops(model: sp_transformer.SPTransformer) -> int:
   """FLOPs of one forward pass at model.input_size, batch 1."""
   height, width = model.input_size
   function = tf.function(lambda images: model(images, training=False))
-  concrete = function.get_concrete_function(
-      tf.TensorSpec((1, height, width, 3), tf.float32))
+  # Every op in the one graph the profiler reads (no XLA function calls).
+  with xla_fusion.disabled():
+    concrete = function.get_concrete_function(
+        tf.TensorSpec((1, height, width, 3), tf.float32))
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
   return count_graph_flops(frozen.graph)
 

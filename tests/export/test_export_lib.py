@@ -15,8 +15,10 @@ from deeplab_sp.export.testing_utils import png_bytes
 from deeplab_sp.export.testing_utils import random_image
 from deeplab_sp.export.testing_utils import SIZE
 from deeplab_sp.export.testing_utils import tiny_options
+from deeplab_sp.model.layers import xla_fusion
 
 from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-direct-tensorflow-import
 
 NUM_CLASSES = 19  # cityscapes
 
@@ -44,6 +46,22 @@ def test_versioned_layout_and_no_temp_left(exported):
   assert os.path.basename(export_dir) == '1'
   assert sorted(os.listdir(base)) == ['1']
   assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))
+
+
+def test_saved_model_has_no_xla_clusters(exported):
+  # TF Serving does not JIT-compile XLA on CPU by default, so the export
+  # traces the model without the decoder's XLA-fused tails, which a graph
+  # of this model has otherwise.
+  module, export_dir, _, _ = exported
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
+    saved_model.ParseFromString(f.read())
+  graph_def = saved_model.meta_graphs[0].graph_def
+  assert len(graph_def.library.function) > 10
+  assert not xla_fusion.compiled_functions(graph_def)
+  traced = tf.function(lambda images: module.model(images, training=False))
+  assert xla_fusion.compiled_functions(traced.get_concrete_function(
+      tf.TensorSpec([1, SIZE, SIZE, 3])).graph.as_graph_def())
 
 
 def test_existing_version_is_an_error_unless_overwrite(exported, tmp_path):

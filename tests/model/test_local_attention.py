@@ -311,13 +311,13 @@ def test_shifted_grids_values_and_gradients(shape, sign):
                                rtol=1e-6, atol=1e-6)
   with tf.GradientTape() as tape:
     tape.watch(slotted)
-    shifted = local_attention._shift_slots(slotted)
+    shifted = local_attention._shift_slots(slotted, sign)
     loss = tf.reduce_sum(shifted * cotangent)
   np.testing.assert_array_equal(
-      shifted.numpy(), _reference_shift(slotted.numpy(), 1, slot_of=3))
+      shifted.numpy(), _reference_shift(slotted.numpy(), sign, slot_of=3))
   np.testing.assert_allclose(
       tape.gradient(loss, slotted).numpy(),
-      _reference_shift(cotangent, -1, slot_of=3), rtol=1e-6, atol=1e-6)
+      _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)

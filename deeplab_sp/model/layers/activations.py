@@ -1,10 +1,12 @@
 """Activations evaluated in the form that is fastest on CPU."""
 
 import tensorflow as tf
+from deeplab_sp.model.layers import xla_fusion
 
 _INVERSE_SQRT_2 = 0.7071067811865476
 
 
+@xla_fusion.fused
 def gelu(features):
   """The exact GELU, x * Phi(x) = x * (1 + erf(x / sqrt(2))) / 2.
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.layers import xla_fusion
 
 
 def _argmax_slot(values):
@@ -43,6 +44,24 @@ def _argmax_slot(values):
   slots = tf.argmax(tf.reshape(values, [-1, local_attention.NUM_NEIGHBORS]),
                     axis=-1, output_type=tf.int32)
   return tf.reshape(slots, [-1, values.shape[1], values.shape[2]])
+
+
+@xla_fusion.fused
+def _mask_softmax_argmax(upsampled, grid_height, grid_width):
+  """Equations (5) and (7) at full resolution, one XLA fusion in graphs.
+
+  Args:
+    upsampled: [B, H, W, 9] upsampled association logits.
+    grid_height, grid_width: the superpixel grid.
+
+  Returns:
+    (association [B, H, W, 9], exactly 0 at slots outside the grid of each
+    pixel's cell; hard slots [B, H, W] int32, their argmax).
+  """
+  upsampled = local_attention.where_inside_grid(
+      upsampled, grid_height, grid_width,
+      local_attention.masked_logit(tf.float32))
+  return tf.nn.softmax(upsampled, axis=-1), _argmax_slot(upsampled)
 
 
 def _slot_superpixel_ids(slots, grid_height, grid_width):
@@ -116,14 +135,11 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       upsampled = tf.image.resize(filled, (height, width), method='bilinear')
-      upsampled = local_attention.where_inside_grid(
-          upsampled, grid_height, grid_width,
-          local_attention.masked_logit(tf.float32))
-      association = tf.nn.softmax(upsampled, axis=-1)  # 0 outside the grid.
+      association, hard_slots = _mask_softmax_argmax(upsampled, grid_height,
+                                                     grid_width)
       semantic_logits = local_attention.combine_neighbors(
           association, class_logits, self.implementation,
           weights_are_masked=True)
-      hard_slots = _argmax_slot(upsampled)
     else:
       association_low = tf.nn.softmax(logits, axis=-1)  # [B, Hh, Wh, 9]
       semantic_low = local_attention.combine_neighbors(

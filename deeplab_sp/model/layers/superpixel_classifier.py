@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model.layers import layer_norm
+from deeplab_sp.model.layers import rows
 
 _LAYER_NORM_EPSILON = 1e-5
 _INIT_STDDEV = 0.02
@@ -114,9 +115,10 @@ class SuperpixelClassifier(tf_keras.layers.Layer):
       normed = self.attention_norms[i](tokens)
       tokens = tokens + self.attentions[i](normed, normed, training=training)
       if self.ffn_channels:
-        tokens = tokens + self.ffns[i](self.ffn_norms[i](tokens),
-                                       training=training)
-    logits = self.classifier(self.output_norm(tokens))
+        tokens = tokens + rows.on_rows(
+            lambda x, i=i: self.ffns[i](x, training=training),
+            self.ffn_norms[i](tokens))
+    logits = rows.on_rows(self.classifier, self.output_norm(tokens))
     return tf.reshape(logits, (-1, grid_height, grid_width, self.num_classes))
 
   def get_config(self):

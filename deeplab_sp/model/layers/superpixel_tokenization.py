@@ -37,6 +37,7 @@ import tf_keras
 from deeplab_sp.model import local_attention
 from deeplab_sp.model.layers import layer_norm
 from deeplab_sp.model.layers import position_embedding
+from deeplab_sp.model.layers import rows
 
 _INIT_STDDEV = 0.02
 _LAYER_NORM_EPSILON = 1e-5
@@ -206,7 +207,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     key_position, value_position = self._pixel_positions(cell_height,
                                                          cell_width)
     superpixel_update = local_attention.projected_superpixel_update(
-        self._heads(self.superpixel_query(normed_superpixels)),
+        self._heads(rows.on_rows(self.superpixel_query, normed_superpixels)),
         normed_pixels, self.pixel_key.kernel, self.pixel_key.bias,
         self.pixel_value.kernel, self.pixel_value.bias,
         key_position=self._heads(tf.cast(key_position, dtype)),
@@ -217,8 +218,8 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     # with pixel_query queries; pixel_output projects the heads' result.
     pixel_update = local_attention.projected_pixel_update(
         normed_pixels, self.pixel_query.kernel, self.pixel_query.bias,
-        self._heads(self.superpixel_key(normed_superpixels)),
-        self._heads(self.superpixel_value(normed_superpixels)),
+        self._heads(rows.on_rows(self.superpixel_key, normed_superpixels)),
+        self._heads(rows.on_rows(self.superpixel_value, normed_superpixels)),
         self.pixel_output.kernel, self.pixel_output.bias,
         key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
         value_position=self._heads(
@@ -226,14 +227,16 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
         implementation=self.implementation)  # [B, H, W, C]
 
     superpixels = superpixels + self.dropout(
-        self.superpixel_output(self._merge_heads(superpixel_update)),
+        rows.on_rows(self.superpixel_output,
+                     self._merge_heads(superpixel_update)),
         training=training)
     pixels = pixels + self.dropout(pixel_update, training=training)
     if self.superpixel_ffn is not None:
-      superpixels = superpixels + self.superpixel_ffn(
-          self.superpixel_ffn_norm(superpixels))
+      superpixels = superpixels + rows.on_rows(
+          self.superpixel_ffn, self.superpixel_ffn_norm(superpixels))
     if self.pixel_ffn is not None:
-      pixels = pixels + self.pixel_ffn(self.pixel_ffn_norm(pixels))
+      pixels = pixels + rows.on_rows(self.pixel_ffn,
+                                     self.pixel_ffn_norm(pixels))
     return superpixels, pixels
 
   def get_config(self):

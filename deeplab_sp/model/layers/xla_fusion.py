@@ -1,0 +1,68 @@
+"""Memory-bound tails compiled by XLA inside an otherwise plain graph.
+
+On CPU, TensorFlow runs each elementwise op or reduction as its own pass
+over memory. A few of the decoder's chains run over the largest tensors of
+the model (the hypercolumn's 131k x 256 GELU, the association's
+full-resolution 9-slot softmax and argmax), where XLA's fusion into one or
+two loops is 2-3x faster than the separate kernels. `fused` compiles such a
+function with XLA when it is traced into a graph (tf.function, the trainer's
+steps); everything else in the graph stays with TensorFlow's kernels (XLA's
+CPU matmuls and convolutions are slower than oneDNN's here). Results equal
+the plain function's to float32 round-off.
+
+Eagerly (no graph) the plain function runs, so eager callers pay no
+compilation. `disabled()` turns the fusion off while a graph is traced: the
+SavedModel export does so, because TF Serving does not JIT-compile XLA on
+CPU by default (its --xla_cpu_compilation_enabled is off) and would refuse
+such a graph.
+"""
+
+import contextlib
+import functools
+import threading
+
+import tensorflow as tf
+
+_STATE = threading.local()
+
+
+def enabled() -> bool:
+  """Whether functions traced now are compiled with XLA."""
+  return getattr(_STATE, 'enabled', True)
+
+
+@contextlib.contextmanager
+def disabled():
+  """Traces the plain functions (no XLA clusters) within the block."""
+  previous = enabled()
+  _STATE.enabled = False
+  try:
+    yield
+  finally:
+    _STATE.enabled = previous
+
+
+def fused(function):
+  """Decorator: `function` compiled with XLA when traced into a graph.
+
+  Each call in a graph compiles its own function (traced once, at its
+  static shapes), so one decorated function used at many shapes does not
+  retrace a shared tf.function. The arguments must be tensors or Python
+  values fixed at trace time (shapes, sizes).
+  """
+
+  @functools.wraps(function)
+  def wrapper(*args, **kwargs):
+    if tf.executing_eagerly() or not enabled():
+      return function(*args, **kwargs)
+    compiled = tf.function(functools.partial(function, **kwargs),
+                           jit_compile=True, autograph=False)
+    return compiled(*args)
+
+  return wrapper
+
+
+def compiled_functions(graph_def) -> list:
+  """Names of the functions of a GraphDef that XLA must compile."""
+  return [function.signature.name for function in graph_def.library.function
+          if function.attr['_XlaMustCompile'].b]
