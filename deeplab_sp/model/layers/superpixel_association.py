@@ -46,24 +46,6 @@ def _argmax_slot(values):
   return tf.reshape(slots, [-1, values.shape[1], values.shape[2]])
 
 
-@xla_fusion.fused
-def _mask_softmax_argmax(upsampled, grid_height, grid_width):
-  """Equations (5) and (7) at full resolution, one XLA fusion in graphs.
-
-  Args:
-    upsampled: [B, H, W, 9] upsampled association logits.
-    grid_height, grid_width: the superpixel grid.
-
-  Returns:
-    (association [B, H, W, 9], exactly 0 at slots outside the grid of each
-    pixel's cell; hard slots [B, H, W] int32, their argmax).
-  """
-  upsampled = local_attention.where_inside_grid(
-      upsampled, grid_height, grid_width,
-      local_attention.masked_logit(tf.float32))
-  return tf.nn.softmax(upsampled, axis=-1), _argmax_slot(upsampled)
-
-
 def _slot_superpixel_ids(slots, grid_height, grid_width):
   """Absolute superpixel ids (row * Ws + col) of neighbour `slots` [B, H, W].
 
@@ -79,6 +61,27 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
                          for dy, dx in local_attention.NEIGHBOR_OFFSETS],
                         tf.int32)
   return own_ids[tf.newaxis] + tf.gather(offsets, slots)
+
+
+@xla_fusion.fused
+def _masked_association(upsampled, grid_height, grid_width):
+  """Equations (5) and (7) at full resolution, one XLA fusion in graphs.
+
+  Args:
+    upsampled: [B, H, W, 9] upsampled association logits.
+    grid_height, grid_width: the superpixel grid.
+
+  Returns:
+    (association [B, H, W, 9], exactly 0 at slots outside the grid of each
+    pixel's cell; superpixel_ids [B, H, W] int32, the absolute id of each
+    pixel's argmax slot).
+  """
+  upsampled = local_attention.where_inside_grid(
+      upsampled, grid_height, grid_width,
+      local_attention.masked_logit(tf.float32))
+  return (tf.nn.softmax(upsampled, axis=-1),
+          _slot_superpixel_ids(_argmax_slot(upsampled), grid_height,
+                               grid_width))
 
 
 class SuperpixelAssociation(tf_keras.layers.Layer):
@@ -135,8 +138,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       upsampled = tf.image.resize(filled, (height, width), method='bilinear')
-      association, hard_slots = _mask_softmax_argmax(upsampled, grid_height,
-                                                     grid_width)
+      association, superpixel_ids = _masked_association(
+          upsampled, grid_height, grid_width)
       semantic_logits = local_attention.combine_neighbors(
           association, class_logits, self.implementation,
           weights_are_masked=True)
@@ -151,11 +154,9 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       association = local_attention.where_inside_grid(
           association, grid_height, grid_width, 0.0)
       association /= tf.reduce_sum(association, axis=-1, keepdims=True)
-      hard_slots = _argmax_slot(association)
-
-    # Equation (7): the absolute id of each pixel's most associated slot.
-    superpixel_ids = _slot_superpixel_ids(hard_slots, grid_height,
-                                          grid_width)
+      # Equation (7): the absolute id of each pixel's most associated slot.
+      superpixel_ids = _slot_superpixel_ids(_argmax_slot(association),
+                                            grid_height, grid_width)
     return {
         'semantic_logits': semantic_logits,
         'association': association,

@@ -21,30 +21,70 @@ _INIT_STDDEV = 0.02
 
 
 class MultiHeadSelfAttention(tf_keras.layers.MultiHeadAttention):
-  """tf_keras' MultiHeadAttention with the attention core as matmuls.
+  """tf_keras' MultiHeadAttention with matmuls for self-attention.
 
-  tf_keras contracts [B, T, N, H] queries and keys with einsums, which on
-  CPU transpose inside and make the [B, N, T, S] logits about 4x slower
-  than one batched matmul over heads-first tensors. Here the projected
-  queries, keys and values are transposed once to [B, N, T, H] and the
-  logits and the weighted sum are tf.matmul calls. Same variables, same
-  results (float32 round-off); masks and other ranks go to tf_keras' code.
+  tf_keras projects with einsums (then a separate bias pass) and contracts
+  [B, T, N, H] queries and keys with einsums, which on CPU transpose inside
+  and make the [B, N, T, S] logits about 4x slower than one batched matmul
+  over heads-first tensors. For self-attention (query = value = key, no
+  mask, float32) this layer instead projects the [B*T, C] token matrix once
+  with the three kernels side by side (one MatMul with its BiasAdd fused),
+  moves the heads first with one transpose, and forms the logits, the
+  weighted sum and the output projection as matmuls. Same variables, same
+  results (float32 round-off); other calls go to tf_keras' code.
   """
 
-  def _compute_attention(self, query, key, value, attention_mask=None,
-                         training=None):
-    if attention_mask is not None or len(query.shape) != 4:
-      return super()._compute_attention(query, key, value, attention_mask,
-                                        training)
-    heads_first = lambda t: tf.transpose(t, [0, 2, 1, 3])  # [B, N, T, H]
-    query = tf.multiply(query, 1.0 / math.sqrt(float(self._key_dim)))
+  def call(self, query, value, key=None, attention_mask=None,
+           return_attention_scores=False, training=None,
+           use_causal_mask=False):
+    projections = (self._query_dense, self._key_dense, self._value_dense,
+                   self._output_dense) if self._built_from_signature else ()
+    # The first call (tf_keras' code) builds the projections.
+    if (not projections or not all(p.built for p in projections) or
+        value is not query or (key is not None and key is not query) or
+        attention_mask is not None or use_causal_mask or
+        isinstance(query, tf.RaggedTensor) or query.shape.rank != 3 or
+        self.compute_dtype != 'float32' or not self._use_bias):
+      return super().call(query, value, key=key,
+                          attention_mask=attention_mask,
+                          return_attention_scores=return_attention_scores,
+                          training=training, use_causal_mask=use_causal_mask)
+    tokens, channels = query.shape[1], query.shape[2]
+    num_heads, key_dim = self._num_heads, self._key_dim
+    value_dim = self._value_dim
+    kernel = tf.concat([tf.reshape(p.kernel, [channels, -1])
+                        for p in projections[:3]], axis=1)
+    bias = tf.concat([tf.reshape(p.bias, [-1]) for p in projections[:3]],
+                     axis=0)
+    # [B*T, N*(2*key_dim + value_dim)]
+    projected = tf.nn.bias_add(
+        tf.matmul(tf.reshape(query, [-1, channels]), kernel), bias)
+    sizes = [num_heads * key_dim, num_heads * key_dim, num_heads * value_dim]
+    heads = []
+    for part, dim in zip(tf.split(projected, sizes, axis=1),
+                         (key_dim, key_dim, value_dim)):
+      # [B, N, T, dim]
+      heads.append(tf.transpose(
+          tf.reshape(part, [-1, tokens, num_heads, dim]), [0, 2, 1, 3]))
+    query_heads, key_heads, value_heads = heads
+    query_heads *= 1.0 / math.sqrt(float(key_dim))
     # [B, N, T, S]
-    scores = tf.matmul(heads_first(query), heads_first(key), transpose_b=True)
-    scores = self._masked_softmax(scores, None)
+    scores = self._masked_softmax(
+        tf.matmul(query_heads, key_heads, transpose_b=True), None)
     weights = self._dropout_layer(scores, training=training)
-    # [B, T, N, H]
-    output = heads_first(tf.matmul(weights, heads_first(value)))
-    return output, scores
+    # [B*T, N*value_dim] in (head, channel) order, as the output kernel.
+    attended = tf.reshape(
+        tf.transpose(tf.matmul(weights, value_heads), [0, 2, 1, 3]),
+        [-1, num_heads * value_dim])
+    output_kernel = self._output_dense.kernel
+    output = tf.nn.bias_add(
+        tf.matmul(attended, tf.reshape(output_kernel,
+                                       [num_heads * value_dim, -1])),
+        self._output_dense.bias)
+    output = tf.reshape(output, [-1, tokens, output_kernel.shape[-1]])
+    if return_attention_scores:
+      return output, scores
+    return output
 
 
 class SuperpixelClassifier(tf_keras.layers.Layer):
