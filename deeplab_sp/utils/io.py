@@ -1,0 +1,85 @@
+"""Atomic file output: nothing half-written is ever left under a final name.
+
+Every file the project writes for a user (records, checkpoint side files,
+JSON results, PNGs, text reports) goes through this module: the content is
+written to a temporary name in the same directory, then renamed over the
+final name, so a reader sees the old file or the whole new one, and a killed
+writer leaves only a temporary that `remove_stale_temporaries` recognises.
+
+Temporary names are `<name>.incomplete-<pid>-<random>`: the pid says whether
+the writer is still alive, the marker says the file is ours to delete.
+"""
+
+import contextlib
+import errno
+import os
+import re
+import uuid
+from typing import Iterator, Union
+
+import tensorflow as tf
+
+TEMPORARY_MARKER = '.incomplete-'
+_TEMPORARY_PATTERN = re.compile(
+    r'^(?P<name>.+)\.incomplete-(?P<pid>\d+)-[0-9a-f]{8}$')
+
+
+def temporary_name(path: str) -> str:
+  """A fresh temporary name beside `path` (same directory, same device)."""
+  return f'{path}{TEMPORARY_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}'
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+  """Yields a temporary path; renames it to `path` if the block succeeds.
+
+  On an exception the temporary file is removed and `path` is untouched.
+  Works on local paths and on gs:// (through tf.io.gfile).
+  """
+  temporary = temporary_name(path)
+  try:
+    yield temporary
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.remove(temporary)
+    raise
+
+
+def write_atomically(path: str, content: Union[str, bytes]) -> None:
+  """Writes `content` (text or bytes) to `path` atomically."""
+  mode = 'wb' if isinstance(content, bytes) else 'w'
+  with atomic_output(path) as temporary:
+    with tf.io.gfile.GFile(temporary, mode) as f:
+      f.write(content)
+
+
+def _process_is_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except OSError as e:
+    return e.errno == errno.EPERM  # Alive, owned by another user.
+  return True
+
+
+def is_stale_temporary(filename: str) -> bool:
+  """True for a temporary of ours whose (local) writer process is gone."""
+  match = _TEMPORARY_PATTERN.match(os.path.basename(filename))
+  return bool(match) and not _process_is_alive(int(match.group('pid')))
+
+
+def remove_stale_temporaries(directory: str) -> list:
+  """Removes temporaries left in `directory` by killed writers.
+
+  Only names made by `temporary_name` whose writer pid is not running on
+  this machine are removed; nothing else is touched. Returns their paths.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  removed = []
+  for name in sorted(tf.io.gfile.listdir(directory)):
+    path = os.path.join(directory, name)
+    if is_stale_temporary(name) and not tf.io.gfile.isdir(path):
+      tf.io.gfile.remove(path)
+      removed.append(path)
+  return removed
