@@ -1,6 +1,7 @@
 """Parameter counts per component and FLOPs of the SP-Transformer.
 
-Compared with the paper's Table I/III (SPEC section 3). FLOPs are counted by
+Compared with Tables I and III of the SP-Transformer paper (arXiv
+2309.16889). FLOPs are counted by
 TensorFlow's graph profiler on the frozen inference graph at the config's
 evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
 paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
@@ -23,7 +24,7 @@ from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorfl
 from deeplab_sp import config as config_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model.kernels import xla_islands
 
 
 def _einsum_flops(graph, node):
@@ -56,7 +57,7 @@ def count_flops(model: sp_transformer.SPTransformer) -> int:
   height, width = model.input_size
   function = tf.function(lambda images: model(images, training=False))
   # Every op in the one graph the profiler reads (no XLA function calls).
-  with xla_fusion.disabled():
+  with xla_islands.disabled():
     concrete = function.get_concrete_function(
         tf.TensorSpec((1, height, width, 3), tf.float32))
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
@@ -93,6 +94,7 @@ def model_stats(config_path: str, with_flops: bool = True) -> dict:
 
 
 def format_text(stats: dict) -> str:
+  """The text report of `model_stats`'s result."""
   lines = [f'{stats["config"]} at {stats["input_size"][0]}x'
            f'{stats["input_size"][1]}:']
   for name, params in stats['components'].items():
