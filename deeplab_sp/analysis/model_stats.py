@@ -54,14 +54,21 @@ def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
 
 def count_flops(model: sp_transformer.SPTransformer) -> int:
   """FLOPs of one forward pass at model.input_size, batch 1."""
-  height, width = model.input_size
-  function = tf.function(lambda images: model(images, training=False))
   # Every op in the one graph the profiler reads (no XLA function calls).
   with xla_islands.disabled():
-    concrete = function.get_concrete_function(
-        tf.TensorSpec((1, height, width, 3), tf.float32))
+    concrete = _inference_function(model).get_concrete_function(
+        _input_spec(model))
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
   return count_graph_flops(frozen.graph)
+
+
+def _inference_function(model):
+  return tf.function(lambda images: model(images, training=False))
+
+
+def _input_spec(model):
+  """One image of the model's input size."""
+  return tf.TensorSpec((1, *model.input_size, 3), tf.float32)
 
 
 def count_graph_flops(graph: tf.Graph) -> int:
@@ -78,9 +85,10 @@ def model_stats(config_path: str, with_flops: bool = True) -> dict:
   """Returns {'total_params', 'components', 'flops', 'input_size'}."""
   options = config_lib.load_experiment_options(config_path, mode=None)
   input_size = config_lib.model_input_size(options)
-  model = builder.build_model(options.model_options,
-                              config_lib.num_classes(options), input_size,
-                              load_pretrained_weights=False)
+  model = builder.create_model(options.model_options,
+                               config_lib.num_classes(options), input_size)
+  # Tracing one call creates the variables without computing anything.
+  _inference_function(model).get_concrete_function(_input_spec(model))
   components = component_params(model)
   flops = count_flops(model) if with_flops else None
   return {

@@ -86,6 +86,38 @@ def build_association(options: model_pb2.SuperpixelAssociationOptions
       name='superpixel_association')
 
 
+def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
+                 input_size: Sequence[int]) -> sp_transformer.SPTransformer:
+  """The SPTransformer of `model_options` for `input_size`, not yet built.
+
+  Its variables are created by its first call (or trace) at input_size.
+
+  Raises:
+    geometry.GeometryError (a ValueError): if input_size does not fit the
+      hypercolumn stride and the superpixel grid.
+    ValueError: for unknown names.
+  """
+  geometry = geometry_lib.compute_geometry(
+      input_size, model_options.hypercolumn.output_stride,
+      model_options.superpixel_tokenization.grid_height,
+      model_options.superpixel_tokenization.grid_width)
+  encoder_options = model_options.encoder
+  encoder = encoders.build_encoder(
+      encoder_options.name,
+      drop_path_keep_prob=encoder_options.drop_path_keep_prob,
+      tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
+  return sp_transformer.SPTransformer(
+      encoder=encoder,
+      hypercolumn=build_hypercolumn(model_options.hypercolumn,
+                                    encoder.endpoint_strides),
+      tokenization=build_tokenization(model_options.superpixel_tokenization),
+      classifier=build_classifier(model_options.superpixel_classifier,
+                                  num_classes),
+      association=build_association(model_options.superpixel_association),
+      input_size=geometry.input_size,
+      name='sp_transformer')
+
+
 def build_model(model_options: model_pb2.ModelOptions, num_classes: int,
                 input_size: Sequence[int],
                 load_pretrained_weights: bool = True
@@ -102,26 +134,9 @@ def build_model(model_options: model_pb2.ModelOptions, num_classes: int,
       hypercolumn stride and the superpixel grid.
     ValueError / FileNotFoundError: for unknown names or bad weight files.
   """
-  geometry = geometry_lib.compute_geometry(
-      input_size, model_options.hypercolumn.output_stride,
-      model_options.superpixel_tokenization.grid_height,
-      model_options.superpixel_tokenization.grid_width)
-  encoder_options = model_options.encoder
-  encoder = encoders.build_encoder(
-      encoder_options.name,
-      drop_path_keep_prob=encoder_options.drop_path_keep_prob,
-      tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
-  model = sp_transformer.SPTransformer(
-      encoder=encoder,
-      hypercolumn=build_hypercolumn(model_options.hypercolumn,
-                                    encoder.endpoint_strides),
-      tokenization=build_tokenization(model_options.superpixel_tokenization),
-      classifier=build_classifier(model_options.superpixel_classifier,
-                                  num_classes),
-      association=build_association(model_options.superpixel_association),
-      input_size=geometry.input_size,
-      name='sp_transformer')
-  model(tf.zeros((1, *geometry.input_size, 3)), training=False)
-  if encoder_options.pretrained_weights and load_pretrained_weights:
-    encoder.load_pretrained_weights(encoder_options.pretrained_weights)
+  model = create_model(model_options, num_classes, input_size)
+  model(tf.zeros((1, *model.input_size, 3)), training=False)
+  weights = model_options.encoder.pretrained_weights
+  if weights and load_pretrained_weights:
+    model.encoder.load_pretrained_weights(weights)
   return model
