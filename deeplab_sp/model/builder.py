@@ -1,4 +1,6 @@
-"""Builds the SP-Transformer from `ModelOptions` (protos/model.proto).
+"""Builds the SP-Transformer (arXiv 2309.16889) from `ModelOptions`.
+
+The options are those of protos/model.proto.
 
 This is the one place that reads the model protos: enum values become plain
 Python values here (`local_attention_implementation`), so the layers and
