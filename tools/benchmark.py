@@ -21,8 +21,9 @@ Quick look at the default experiment, as JSON:
       --config_file=configs/synthetic/sp_transformer_tiny.textproto \
       --format=json
 
-Only the local attention ops (no model build; tokenization and association
-on random features at the config's geometry):
+Only the stages built on the local attention (the real tokenization and
+association layers on random features at the config's geometry; no
+encoder, hypercolumn or classifier):
   .venv/bin/python tools/benchmark.py --config_file=... --ops_only \
       --components=tokenization,association
 
@@ -36,7 +37,10 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from deeplab_sp.model import benchmark
+
+from deeplab_sp import config
+from deeplab_sp.analysis import benchmark
+from deeplab_sp.utils import io
 
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Path of a text ExperimentOptions (.textproto) whose '
@@ -65,8 +69,9 @@ _MEASURE_MEMORY = flags.DEFINE_bool(
     'measure_memory', True, 'Measure the peak memory of one tokenization '
     'call (in the first execution mode).')
 _OPS_ONLY = flags.DEFINE_bool(
-    'ops_only', False, 'Benchmark only the local attention ops on a stand-in '
-    'at the config geometry instead of building the real model.')
+    'ops_only', False, 'Time only the tokenization and association layers, '
+    'on random features at the config geometry, without building the rest '
+    'of the model.')
 _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
                             'Output format.')
 _OUTPUT_FILE = flags.DEFINE_string(
@@ -77,7 +82,7 @@ _OUTPUT_FILE = flags.DEFINE_string(
 def main(argv):
   del argv  # Unused.
   try:
-    config_text, options = benchmark.read_config(_CONFIG_FILE.value)
+    options = config.load_experiment_options(_CONFIG_FILE.value, mode=None)
     settings = benchmark.BenchmarkSettings(
         height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
         components=_COMPONENTS.value, implementations=_IMPLEMENTATIONS.value,
@@ -85,7 +90,7 @@ def main(argv):
         num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
         ops_only=_OPS_ONLY.value)
     results = benchmark.run_benchmark(
-        options, config_text, settings,
+        options, settings,
         progress=lambda line: print(line, file=sys.stderr, flush=True))
   except ValueError as e:  # Includes config.ConfigError.
     print(f'ERROR {e}', file=sys.stderr)
@@ -96,7 +101,7 @@ def main(argv):
     text = benchmark.format_table(results)
   print(text)
   if _OUTPUT_FILE.value:
-    benchmark.write_text_atomically(_OUTPUT_FILE.value, text + '\n')
+    io.write_atomically(_OUTPUT_FILE.value, text + '\n')
     logging.info('Wrote %s', _OUTPUT_FILE.value)
   return 0
 

@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 from deeplab_sp import config
-from deeplab_sp.model import model_stats
+from deeplab_sp.analysis import model_stats
 
 _CONFIG_FILE = flags.DEFINE_string('config_file', None,
                                    'Experiment config (.textproto).',

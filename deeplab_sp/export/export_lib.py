@@ -44,7 +44,7 @@ from deeplab_sp import config as config_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
 from deeplab_sp.model import builder
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.protos import config_pb2
 
 IGNORE_LABEL = dataset_info.IGNORE_LABEL
@@ -155,7 +155,7 @@ class ServingModule(tf.Module):
       # One image at a time with a static batch of 1: the model's layers may
       # need a static batch size (the serving batch size is unknown).
       # No XLA clusters: TF Serving does not JIT-compile them on CPU.
-      with xla_fusion.disabled():
+      with xla_islands.disabled():
         outputs = self.model(image[tf.newaxis], training=False)
       return (tf.cast(outputs['semantic_logits'][0], tf.float32),
               tf.cast(outputs['superpixel_ids'][0], tf.int32))

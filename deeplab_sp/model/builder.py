@@ -1,17 +1,123 @@
-"""Builds the SP-Transformer from `ModelOptions` (protos/model.proto)."""
+"""Builds the SP-Transformer (arXiv 2309.16889) from `ModelOptions`.
+
+The options are those of protos/model.proto.
+
+This is the one place that reads the model protos: enum values become plain
+Python values here (`local_attention_implementation`), so the layers and
+local_attention know nothing of protos.
+"""
 
 from typing import Sequence
 
 import tensorflow as tf
 
-from deeplab_sp import config as config_lib
+from deeplab_sp.model import association
+from deeplab_sp.model import classifier
 from deeplab_sp.model import encoders
+from deeplab_sp.model import geometry as geometry_lib
+from deeplab_sp.model import hypercolumn
+from deeplab_sp.model import local_attention
 from deeplab_sp.model import sp_transformer
-from deeplab_sp.model.layers import hypercolumn
-from deeplab_sp.model.layers import superpixel_association
-from deeplab_sp.model.layers import superpixel_classifier
-from deeplab_sp.model.layers import superpixel_tokenization
+from deeplab_sp.model import tokenization
 from deeplab_sp.protos import model_pb2
+
+
+def local_attention_implementation(value) -> str:
+  """local_attention.NAIVE or EFFICIENT for a LocalAttentionImplementation.
+
+  Raises:
+    ValueError: if `value` is not a value of the enum.
+  """
+  if isinstance(value, bool) or not isinstance(value, int):
+    name = None
+  else:
+    try:
+      name = model_pb2.LocalAttentionImplementation.Name(value)
+    except ValueError:
+      name = None
+  if name not in local_attention.IMPLEMENTATIONS:
+    raise ValueError(
+        f'Unknown LocalAttentionImplementation {value!r}: use one of '
+        f'{local_attention.IMPLEMENTATIONS} (NAIVE = 0, EFFICIENT = 1).')
+  return name
+
+
+def build_hypercolumn(options: model_pb2.HypercolumnOptions,
+                      endpoint_strides: Sequence[int]
+                     ) -> hypercolumn.Hypercolumn:
+  return hypercolumn.Hypercolumn(
+      endpoint_strides,
+      channels=options.channels,
+      output_stride=options.output_stride,
+      mlp_hidden_channels=options.mlp_hidden_channels,
+      name='hypercolumn')
+
+
+def build_tokenization(options: model_pb2.SuperpixelTokenizationOptions
+                      ) -> tokenization.SuperpixelTokenization:
+  return tokenization.SuperpixelTokenization(
+      grid_height=options.grid_height,
+      grid_width=options.grid_width,
+      num_layers=options.num_layers,
+      channels=options.channels,
+      num_heads=options.num_heads,
+      ffn_channels=options.ffn_channels,
+      pixel_ffn_channels=options.pixel_ffn_channels,
+      implementation=local_attention_implementation(options.implementation),
+      dropout_rate=options.dropout_rate,
+      name='superpixel_tokenization')
+
+
+def build_classifier(options: model_pb2.SuperpixelClassifierOptions,
+                     num_classes: int) -> classifier.SuperpixelClassifier:
+  return classifier.SuperpixelClassifier(
+      num_classes=num_classes,
+      num_layers=options.num_layers,
+      num_heads=options.num_heads,
+      channels=options.channels,
+      ffn_channels=options.ffn_channels,
+      dropout_rate=options.dropout_rate,
+      name='superpixel_classifier')
+
+
+def build_association(options: model_pb2.SuperpixelAssociationOptions
+                     ) -> association.SuperpixelAssociation:
+  return association.SuperpixelAssociation(
+      upsample_logits_before_softmax=options.upsample_logits_before_softmax,
+      implementation=local_attention_implementation(options.implementation),
+      name='superpixel_association')
+
+
+def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
+                 input_size: Sequence[int]) -> sp_transformer.SPTransformer:
+  """The SPTransformer of `model_options` for `input_size`, not yet built.
+
+  Its variables are created by its first call (or trace) at input_size.
+
+  Raises:
+    geometry.GeometryError (a ValueError): if input_size does not fit the
+      hypercolumn stride and the superpixel grid.
+    ValueError: for unknown names.
+  """
+  geometry = geometry_lib.compute_geometry(
+      input_size, model_options.hypercolumn.output_stride,
+      model_options.superpixel_tokenization.grid_height,
+      model_options.superpixel_tokenization.grid_width)
+  encoder_options = model_options.encoder
+  encoder = encoders.build_encoder(
+      encoder_options.name,
+      drop_path_keep_prob=encoder_options.drop_path_keep_prob,
+      tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
+  return sp_transformer.SPTransformer(
+      encoder=encoder,
+      hypercolumn=build_hypercolumn(model_options.hypercolumn,
+                                    encoder.endpoint_strides),
+      tokenization=build_tokenization(model_options.superpixel_tokenization),
+      classifier=build_classifier(model_options.superpixel_classifier,
+                                  num_classes),
+      association=build_association(model_options.superpixel_association),
+      input_size=geometry.input_size,
+      name='sp_transformer')
 
 
 def build_model(model_options: model_pb2.ModelOptions, num_classes: int,
@@ -26,55 +132,13 @@ def build_model(model_options: model_pb2.ModelOptions, num_classes: int,
   loaded from that local file.
 
   Raises:
-    config.ConfigError: if input_size does not fit the geometry.
+    geometry.GeometryError (a ValueError): if input_size does not fit the
+      hypercolumn stride and the superpixel grid.
     ValueError / FileNotFoundError: for unknown names or bad weight files.
   """
-  geometry = config_lib.model_geometry(model_options, input_size)
-  encoder_options = model_options.encoder
-  encoder = encoders.build_encoder(
-      encoder_options.name,
-      drop_path_keep_prob=encoder_options.drop_path_keep_prob,
-      tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
-  hypercolumn_options = model_options.hypercolumn
-  tokenization_options = model_options.superpixel_tokenization
-  classifier_options = model_options.superpixel_classifier
-  association_options = model_options.superpixel_association
-  model = sp_transformer.SPTransformer(
-      encoder=encoder,
-      hypercolumn=hypercolumn.Hypercolumn(
-          encoder.endpoint_strides,
-          channels=hypercolumn_options.channels,
-          output_stride=hypercolumn_options.output_stride,
-          mlp_hidden_channels=hypercolumn_options.mlp_hidden_channels,
-          name='hypercolumn'),
-      tokenization=superpixel_tokenization.SuperpixelTokenization(
-          grid_height=tokenization_options.grid_height,
-          grid_width=tokenization_options.grid_width,
-          num_layers=tokenization_options.num_layers,
-          channels=tokenization_options.channels,
-          num_heads=tokenization_options.num_heads,
-          ffn_channels=tokenization_options.ffn_channels,
-          pixel_ffn_channels=tokenization_options.pixel_ffn_channels,
-          implementation=tokenization_options.implementation,
-          dropout_rate=tokenization_options.dropout_rate,
-          name='superpixel_tokenization'),
-      classifier=superpixel_classifier.SuperpixelClassifier(
-          num_classes=num_classes,
-          num_layers=classifier_options.num_layers,
-          num_heads=classifier_options.num_heads,
-          channels=classifier_options.channels,
-          ffn_channels=classifier_options.ffn_channels,
-          dropout_rate=classifier_options.dropout_rate,
-          name='superpixel_classifier'),
-      association=superpixel_association.SuperpixelAssociation(
-          upsample_logits_before_softmax=(
-              association_options.upsample_logits_before_softmax),
-          implementation=association_options.implementation,
-          name='superpixel_association'),
-      input_size=(geometry.input_height, geometry.input_width),
-      name='sp_transformer')
-  model(tf.zeros((1, geometry.input_height, geometry.input_width, 3)),
-        training=False)
-  if encoder_options.pretrained_weights and load_pretrained_weights:
-    encoder.load_pretrained_weights(encoder_options.pretrained_weights)
+  model = create_model(model_options, num_classes, input_size)
+  model(tf.zeros((1, *model.input_size, 3)), training=False)
+  weights = model_options.encoder.pretrained_weights
+  if weights and load_pretrained_weights:
+    model.encoder.load_pretrained_weights(weights)
   return model

@@ -4,6 +4,10 @@ image -> encoder endpoints -> hypercolumn pixel features -> superpixel
 tokenization (learned queries + local dual-path cross-attention) ->
 superpixel classifier (global self-attention + linear) -> superpixel
 association (dense logits at input resolution).
+
+The components are built elsewhere (builder.py) and injected. The input
+size is checked here, once per call, against the hypercolumn stride and the
+superpixel grid (geometry.py); the layers rely on it.
 """
 
 from typing import Sequence
@@ -11,11 +15,12 @@ from typing import Sequence
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model import association as association_lib
+from deeplab_sp.model import classifier as classifier_lib
 from deeplab_sp.model import encoders
-from deeplab_sp.model.layers import hypercolumn as hypercolumn_lib
-from deeplab_sp.model.layers import superpixel_association
-from deeplab_sp.model.layers import superpixel_classifier
-from deeplab_sp.model.layers import superpixel_tokenization
+from deeplab_sp.model import geometry as geometry_lib
+from deeplab_sp.model import hypercolumn as hypercolumn_lib
+from deeplab_sp.model import tokenization as tokenization_lib
 
 # The components, in the order they run (Table IV's rows).
 COMPONENTS = ('encoder', 'hypercolumn', 'tokenization', 'classifier',
@@ -43,9 +48,9 @@ class SPTransformer(tf_keras.Model):
 
   def __init__(self, encoder: encoders.Encoder,
                hypercolumn: hypercolumn_lib.Hypercolumn,
-               tokenization: superpixel_tokenization.SuperpixelTokenization,
-               classifier: superpixel_classifier.SuperpixelClassifier,
-               association: superpixel_association.SuperpixelAssociation,
+               tokenization: tokenization_lib.SuperpixelTokenization,
+               classifier: classifier_lib.SuperpixelClassifier,
+               association: association_lib.SuperpixelAssociation,
                input_size: Sequence[int], **kwargs):
     super().__init__(**kwargs)
     self.encoder = encoder
@@ -59,23 +64,28 @@ class SPTransformer(tf_keras.Model):
   def num_classes(self) -> int:
     return self.classifier.num_classes
 
-  def check_input_size(self, height, width) -> None:
-    """Raises ValueError if (height, width) does not fit the geometry."""
-    cell_height = self.hypercolumn.output_stride * self.tokenization.grid_height
-    cell_width = self.hypercolumn.output_stride * self.tokenization.grid_width
-    if (height is None or width is None or height % cell_height or
-        width % cell_width):
-      raise ValueError(
-          f'Input size {height}x{width} does not fit the model: it must be a '
-          f'multiple of output_stride ({self.hypercolumn.output_stride}) x '
-          f'superpixel grid ({self.tokenization.grid_height}x'
-          f'{self.tokenization.grid_width}) = {cell_height}x{cell_width}, '
-          f'e.g. {self.input_size[0]}x{self.input_size[1]}. Resize or pad '
-          'the images (tools/predict.py and the SavedModel do it for you).')
+  def geometry(self, height, width) -> geometry_lib.Geometry:
+    """The feature-map sizes for (height, width) input images.
+
+    Raises:
+      geometry.GeometryError (a ValueError): if the size does not fit the
+        hypercolumn stride and the superpixel grid.
+    """
+    if height is None or width is None:
+      raise geometry_lib.GeometryError(
+          f'The model needs a static input size, got {height}x{width}.')
+    try:
+      return geometry_lib.compute_geometry(
+          (height, width), self.hypercolumn.output_stride,
+          self.tokenization.grid_height, self.tokenization.grid_width)
+    except geometry_lib.GeometryError as e:
+      raise geometry_lib.GeometryError(
+          f'{e} The model was built for {self.input_size[0]}x'
+          f'{self.input_size[1]}. Resize or pad the images (tools/predict.py '
+          'and the SavedModel do it for you).') from None
 
   def call(self, images, training=None):
-    height, width = images.shape[1], images.shape[2]
-    self.check_input_size(height, width)
+    height, width = self.geometry(images.shape[1], images.shape[2]).input_size
     images = tf.cast(images, self.compute_dtype)
     endpoints = self.encoder(images, training=training)
     pixels = self.hypercolumn(endpoints, (height, width), training=training)

@@ -15,7 +15,7 @@ from deeplab_sp.export.testing_utils import png_bytes
 from deeplab_sp.export.testing_utils import random_image
 from deeplab_sp.export.testing_utils import SIZE
 from deeplab_sp.export.testing_utils import tiny_options
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model.kernels import xla_islands
 
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-direct-tensorflow-import
@@ -58,9 +58,9 @@ def test_saved_model_has_no_xla_clusters(exported):
     saved_model.ParseFromString(f.read())
   graph_def = saved_model.meta_graphs[0].graph_def
   assert len(graph_def.library.function) > 10
-  assert not xla_fusion.compiled_functions(graph_def)
+  assert not xla_islands.compiled_functions(graph_def)
   traced = tf.function(lambda images: module.model(images, training=False))
-  assert xla_fusion.compiled_functions(traced.get_concrete_function(
+  assert xla_islands.compiled_functions(traced.get_concrete_function(
       tf.TensorSpec([1, SIZE, SIZE, 3])).graph.as_graph_def())
 
 

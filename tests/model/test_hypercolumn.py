@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
-from deeplab_sp.model.layers import hypercolumn
+from deeplab_sp.model import hypercolumn
 
 
 def _mlp(hidden_channels=8, input_channels=5):

@@ -13,11 +13,11 @@ from typing import Dict, Sequence
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp.model.layers import activations
-from deeplab_sp.model.layers import layer_norm
-from deeplab_sp.model.layers import position_embedding
-from deeplab_sp.model.layers import rows
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model import position_embedding
+from deeplab_sp.model.kernels import activations
+from deeplab_sp.model.kernels import dense_rows
+from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import xla_islands
 
 # Paper, Sec. IV-A: every endpoint is projected to 256 channels.
 DEFAULT_CHANNELS = 256
@@ -66,10 +66,10 @@ class EndpointProjection(tf_keras.layers.Layer):
       for layer in hidden_layers:
         pixels = layer(pixels, training=training)
       return pixels
-    return rows.on_rows(layers, features)
+    return dense_rows.on_rows(layers, features)
 
   def output(self, features):
-    return rows.on_rows(self.output_projection, features)
+    return dense_rows.on_rows(self.output_projection, features)
 
   def call(self, features, training=None):
     return self.output(self.hidden(features, training=training))
@@ -81,12 +81,12 @@ class EndpointProjection(tf_keras.layers.Layer):
     return config
 
 
-@xla_fusion.fused
+@xla_islands.fused
 def _mean_of_samples(samples, activate):
   """[4, ...] -> [...]: the mean of the 4 samples, GELU first if activate.
 
   A sum over the leading axis (a strided mean over the 2x2 samples of one
-  image is ~7x slower on CPU), fused with the GELU under XLA.
+  image is much slower on CPU), fused with the GELU under XLA.
   """
   if activate:
     samples = activations.gelu(samples)

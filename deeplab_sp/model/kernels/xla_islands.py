@@ -1,10 +1,13 @@
-"""Memory-bound tails compiled by XLA inside an otherwise plain graph.
+"""XLA islands: memory-bound tails compiled by XLA in an otherwise plain graph.
+
+Used by the hypercolumn (arXiv 2309.16889, Sec. III-A) and the association
+(Sec. III-D); what they compute is unchanged.
 
 On CPU, TensorFlow runs each elementwise op or reduction as its own pass
 over memory. A few of the decoder's chains run over the largest tensors of
 the model (the hypercolumn's 131k x 256 GELU, the association's
 full-resolution 9-slot softmax and argmax), where XLA's fusion into one or
-two loops is 2-3x faster than the separate kernels. `fused` compiles such a
+two loops beats the separate kernels. `fused` compiles such a
 function with XLA when it is traced into a graph (tf.function, the trainer's
 steps); everything else in the graph stays with TensorFlow's kernels (XLA's
 CPU matmuls and convolutions are slower than oneDNN's here). Results equal

@@ -1,35 +1,32 @@
-"""Tests of deeplab_sp/model/model_stats.py and tools/model_stats.py."""
+"""Tests of deeplab_sp/analysis/model_stats.py and tools/model_stats.py."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
+from google.protobuf import text_format
 import pytest
 import tensorflow as tf
 
-from deeplab_sp.model import model_stats
+import tiny_experiment
+from deeplab_sp.analysis import model_stats
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-_TINY_CONFIG = """
-experiment_name: "tiny"
-model_options {
-  encoder { name: "tiny_convnet" tiny_convnet_base_channels: 4 }
-  hypercolumn { channels: 8 output_stride: 4 mlp_hidden_channels: 0 }
-  superpixel_tokenization {
-    grid_height: 2 grid_width: 2 num_layers: 1 channels: 8 num_heads: 2
-    ffn_channels: 16 implementation: EFFICIENT
-  }
-  superpixel_classifier { num_layers: 1 num_heads: 2 channels: 8 ffn_channels: 16 }
+# The tiny experiment at 32x32 with a 2x2 grid, one layer per stage.
+_OVERRIDES = {
+    'model_options.hypercolumn.mlp_hidden_channels': 0,
+    'model_options.superpixel_tokenization.grid_height': 2,
+    'model_options.superpixel_tokenization.grid_width': 2,
+    'model_options.superpixel_tokenization.num_layers': 1,
+    'model_options.superpixel_classifier.num_layers': 1,
+    'model_options.superpixel_classifier.num_heads': 2,
+    'train_dataset_options.crop_size': [32, 32],
+    'eval_dataset_options.crop_size': [32, 32],
 }
-eval_dataset_options {
-  dataset: "cityscapes" file_pattern: "unused-*" batch_size: 1
-  crop_size: 32 crop_size: 32
-}
-"""
 
-# Paper parameter counts (SPEC section 3, Tables I and III), in millions.
+# Paper parameter counts (Tables I and III), in millions.
 PAPER_PARAMS = {
     'cityscapes/sp_transformer_r50.textproto': 29,
     'cityscapes/sp_transformer_convnext_l.textproto': 202,
@@ -42,7 +39,8 @@ PAPER_PARAMS = {
 
 def test_tool_prints_json_with_components_and_flops(tmp_path):
   config = tmp_path / 'tiny.textproto'
-  config.write_text(_TINY_CONFIG)
+  config.write_text(text_format.MessageToString(
+      tiny_experiment.options(_OVERRIDES, fast=True)))
   result = subprocess.run(
       [sys.executable, str(REPO_ROOT / 'tools/model_stats.py'),
        f'--config_file={config}', '--format=json'],

@@ -1,5 +1,8 @@
 """LayerNormalization over the last axis, in the form CPUs run as one kernel.
 
+Every stage of the SP-Transformer (arXiv 2309.16889, Sec. III) normalises
+its features with layer norms; this one is tf_keras' layer, made fusable.
+
 On CPU the decoder's layer norms run over large pixel tensors (up to 131k
 pixels x 256 channels in the hypercolumn), where the passes over memory, not
 the arithmetic, set the time. TensorFlow's CPU backend (oneDNN, on by
@@ -13,8 +16,8 @@ the fills into constants first, and the layer runs as ~6 separate passes.
 
 This layer builds that pattern on the [rows, C] matrix of its input and
 hides the row count from constant folding (PlaceholderWithDefault), so the
-remapper fuses it: 4-5x faster forward on this project's CPU at the
-hypercolumn's sizes, and the gradient (FusedBatchNormGradV3) is no slower.
+remapper fuses it: one pass instead of several forward, and the gradient
+(FusedBatchNormGradV3) is no slower.
 Elsewhere (GPU, XLA, oneDNN off) the same graph is tf_keras' fused layer
 norm. Half-precision inputs use the direct two-pass formula instead, with
 float32 statistics as tf_keras does.

@@ -1,45 +1,53 @@
-"""Tests of deeplab_sp.model.benchmark and tools/benchmark.py (issue 7)."""
+"""Tests of deeplab_sp.analysis.benchmark and tools/benchmark.py."""
 
 import json
 import subprocess
 import sys
 
+from google.protobuf import text_format
 import numpy as np
 import pytest
 import tf_keras
 
-from deeplab_sp.model import benchmark
+import tiny_experiment
+from deeplab_sp import config
+from deeplab_sp.analysis import benchmark
+from deeplab_sp.analysis import timing
 from deeplab_sp.model import local_attention
 
-# A tiny experiment: 64x96 input, hypercolumn stride 2 (32x48), 4x6
+# The tiny experiment at 64x96, hypercolumn stride 2 (32x48), 4x6
 # superpixels of 8x8 hypercolumn pixels, one 32-channel dual-path layer.
-_TINY_CONFIG = """
-experiment_name: "tiny_benchmark"
-model_options {
-  encoder { name: "tiny_convnet" }
-  hypercolumn { channels: 32 output_stride: 2 }
-  superpixel_tokenization {
-    grid_height: 4 grid_width: 6 num_layers: 1 channels: 32 num_heads: 2
-  }
+_OVERRIDES = {
+    'model_options.hypercolumn.channels': 32,
+    'model_options.hypercolumn.output_stride': 2,
+    'model_options.superpixel_tokenization.grid_height': 4,
+    'model_options.superpixel_tokenization.grid_width': 6,
+    'model_options.superpixel_tokenization.num_layers': 1,
+    'model_options.superpixel_tokenization.channels': 32,
+    'train_dataset_options.crop_size': [64, 96],
+    'eval_dataset_options.crop_size': [64, 96],
 }
-eval_dataset_options { dataset: "cityscapes" crop_size: 64 crop_size: 96 }
-"""
 
 
 @pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
   path = tmp_path_factory.mktemp('config') / 'tiny.textproto'
-  path.write_text(_TINY_CONFIG)
+  path.write_text(text_format.MessageToString(
+      tiny_experiment.options(_OVERRIDES, fast=True)))
   return str(path)
 
 
+def _read(path):
+  return config.load_experiment_options(path, mode=None)
+
+
 def test_ops_only_results_and_ratios(tiny_config):
-  text, options = benchmark.read_config(tiny_config)
+  options = _read(tiny_config)
   settings = benchmark.BenchmarkSettings(
       components=('tokenization', 'association'), num_warmup=1, num_runs=2,
       ops_only=True)
   lines = []
-  results = benchmark.run_benchmark(options, text, settings, lines.append)
+  results = benchmark.run_benchmark(options, settings, lines.append)
   json.dumps(results)  # JSON-serialisable.
   assert results['settings']['geometry']['superpixel_height'] == 8
   assert results['settings']['height'] == 64  # From the eval crop_size.
@@ -66,8 +74,9 @@ def test_ops_only_results_and_ratios(tiny_config):
 
 
 def test_record_component_inputs_restores_the_layers(tiny_config):
-  _, options = benchmark.read_config(tiny_config)
+  options = _read(tiny_config)
   model = benchmark.build_model(options, 'EFFICIENT', (64, 96), ops_only=True)
+  num_classes = config.num_classes(options)
   images = benchmark.random_images(2, (64, 96))
   calls = benchmark.record_component_inputs(
       model, images, ['tokenization', 'association', 'total'])
@@ -76,22 +85,30 @@ def test_record_component_inputs_restores_the_layers(tiny_config):
   assert args[0].shape == (2, 32, 48, 32)
   assert kwargs == {'training': False}
   association_args = calls['association'][1]
-  assert [a.shape for a in association_args] == [
-      (2, 32, 48, 32), (2, 4, 6, 32), (2, 4, 6, 19)]
+  assert [a.shape for a in association_args[:3]] == [
+      (2, 32, 48, 32), (2, 4, 6, 32), (2, 4, 6, num_classes)]
+  assert tuple(association_args[3]) == (64, 96)
+  # The real layers of the model package, not copies.
+  assert type(model.tokenization).__module__ == 'deeplab_sp.model.tokenization'
+  assert type(model.association).__module__ == 'deeplab_sp.model.association'
+
   assert calls['total'][0] is model
   assert 'call' not in vars(model.tokenization)  # The recorder is removed.
   # Replaying a recorded call gives the model's own intermediate result.
-  replayed = benchmark.compiled_call(layer, args, kwargs, jit_compile=True)()
+  replayed = timing.compiled_call(layer, args, kwargs, jit_compile=True)()
   np.testing.assert_allclose(
       replayed[1].numpy(), model.tokenization(*args, **kwargs)[1].numpy(),
       rtol=1e-5, atol=1e-5)
 
 
 def test_with_implementation_sets_both_ops(tiny_config):
-  _, options = benchmark.read_config(tiny_config)
+  options = _read(tiny_config)
   changed = benchmark.with_implementation(options.model_options, 'EFFICIENT')
   assert changed.superpixel_tokenization.implementation == 1
   assert changed.superpixel_association.implementation == 1
+  options.model_options.superpixel_tokenization.implementation = 0
+  changed = benchmark.with_implementation(options.model_options, 'EFFICIENT')
+  assert changed.superpixel_tokenization.implementation == 1
   assert options.model_options.superpixel_tokenization.implementation == 0
 
 
@@ -109,11 +126,11 @@ def test_bad_settings_raise(change, message):
 
 
 def test_size_the_grid_does_not_divide_raises(tiny_config):
-  text, options = benchmark.read_config(tiny_config)
+  options = _read(tiny_config)
   settings = benchmark.BenchmarkSettings(height=60, width=96, ops_only=True,
                                          components=('tokenization',))
   with pytest.raises(ValueError, match='not divisible'):
-    benchmark.run_benchmark(options, text, settings)
+    benchmark.run_benchmark(options, settings)
 
 
 def test_tool_prints_json(tiny_config, tmp_path):
@@ -171,7 +188,7 @@ def test_record_component_inputs_with_a_functional_encoder():
   assert calls['encoder'][0] is encoder
   assert calls['hypercolumn'][1][0].shape == (3, 4, 4, 4)
   assert 'call' not in vars(encoder)
-  replayed = benchmark.compiled_call(*calls['hypercolumn'], jit_compile=False)
+  replayed = timing.compiled_call(*calls['hypercolumn'], jit_compile=False)
   np.testing.assert_allclose(replayed().numpy(), model(images).numpy(),
                              rtol=1e-6)
   settings = benchmark.BenchmarkSettings(

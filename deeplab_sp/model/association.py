@@ -12,10 +12,12 @@ stride and bilinearly upsampled to the input resolution *before* the softmax
 of (5); (6) is then evaluated at input resolution. The logits are indexed by
 relative neighbour slot, so near a cell border the interpolation of slot k
 mixes the logits of different absolute superpixels; the slots are read with
-the neighbour indexing of the full-resolution pixel's own cell (SPEC
-section 1). Implementation choices, documented:
+the neighbour indexing of the full-resolution pixel's own cell.
+Implementation choices, documented:
   * the dot products are scaled by 1/sqrt(C) (the features are
-    layer-normalised, so unscaled logits would start out nearly one-hot);
+    layer-normalised, so unscaled logits would start out nearly one-hot),
+    by scaling the superpixel features (exact when sqrt(C) is a power of 2,
+    as for C = 16, 64, 256);
   * before the upsampling, slots outside the grid (which hold a large
     negative mask value) are filled with the smallest valid logit of their
     pixel, so that the mask value never bleeds into valid slots of
@@ -32,14 +34,14 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import local_attention
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model.kernels import xla_islands
 
 
 def _argmax_slot(values):
   """argmax over the 9 slots of [B, H, W, 9] -> [B, H, W] int32.
 
   Taken over the rows of a [B*H*W, 9] matrix, which the CPU kernel does
-  about 1.4x faster than over the last axis of the 4-D tensor.
+  faster than over the last axis of the 4-D tensor.
   """
   slots = tf.argmax(tf.reshape(values, [-1, local_attention.NUM_NEIGHBORS]),
                     axis=-1, output_type=tf.int32)
@@ -63,7 +65,7 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
   return own_ids[tf.newaxis] + tf.gather(offsets, slots)
 
 
-@xla_fusion.fused
+@xla_islands.fused
 def _masked_association(upsampled, grid_height, grid_width):
   """Equations (5) and (7) at full resolution, one XLA fusion in graphs.
 
@@ -91,7 +93,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     pixels: I^n [B, Hh, Wh, C] at the hypercolumn stride.
     superpixels: S^n [B, Hs, Ws, C].
     superpixel_logits: C_i [B, Hs, Ws, K].
-    image_size: (H, W), static ints, multiples of (Hs, Ws).
+    image_size: (H, W), static ints, multiples of (Hs, Ws) (the model
+      checks its geometry once, model/geometry.py).
 
   Returns:
     dict with
@@ -116,22 +119,17 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
   def call(self, pixels, superpixels, superpixel_logits, image_size):
     height, width = int(image_size[0]), int(image_size[1])
     grid_height, grid_width = superpixels.shape[1], superpixels.shape[2]
-    if height % grid_height or width % grid_width:
-      raise ValueError(
-          f'Image size {height}x{width} is not a multiple of the '
-          f'{grid_height}x{grid_width} superpixel grid.')
     channels = pixels.shape[-1]
-    # [B, Hh, Wh, 9]
+    # [B, Hh, Wh, 9], masked_logit at slots outside the grid.
     logits = local_attention.association_logits(
-        tf.cast(pixels, tf.float32), tf.cast(superpixels, tf.float32),
+        tf.cast(pixels, tf.float32),
+        tf.cast(superpixels, tf.float32) / math.sqrt(channels),
         self.implementation)
-    valid = local_attention.neighbor_superpixel_ids(
-        pixels.shape[1], pixels.shape[2], grid_height, grid_width) >= 0
-    logits = tf.where(valid[tf.newaxis], logits / math.sqrt(channels),
-                      local_attention.masked_logit(tf.float32))
     class_logits = tf.cast(superpixel_logits, tf.float32)
 
     if self.upsample_logits_before_softmax:
+      valid = local_attention.neighbor_superpixel_ids(
+          pixels.shape[1], pixels.shape[2], grid_height, grid_width) >= 0
       smallest_valid = tf.reduce_min(
           tf.where(valid[tf.newaxis], logits, tf.float32.max), axis=-1,
           keepdims=True)

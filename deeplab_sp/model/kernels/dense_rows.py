@@ -1,4 +1,10 @@
-"""Per-position layers applied to features seen as a [rows, C] matrix."""
+"""Per-position layers applied to features seen as a [rows, C] matrix.
+
+The Dense layers of the hypercolumn MLPs, the tokenization (arXiv
+2309.16889, Sec. III-A, III-B) and the classifier's feed-forward blocks act
+on every pixel or superpixel alone. `on_rows` presents them a matrix, the
+form that CPU backends run as one fused kernel.
+"""
 
 import tensorflow as tf
 

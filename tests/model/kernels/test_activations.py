@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from deeplab_sp.model.layers import activations
+from deeplab_sp.model.kernels import activations
 
 
 def test_gelu_matches_tf_nn_gelu_values_and_gradients():

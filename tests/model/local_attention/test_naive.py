@@ -1,8 +1,11 @@
-"""Tests of deeplab_sp.model.local_attention against plain numpy references.
+"""The local attention functions against plain numpy references.
 
 The references loop over pixels and superpixels and implement equations
 (3)-(6) of the SP-Transformer paper (arXiv 2309.16889) directly, with the
-neighbourhoods of a regular grid (out-of-grid neighbours dropped).
+neighbourhoods of a regular grid (out-of-grid neighbours dropped). Both
+implementations are checked (NAIVE, the reference, here; EFFICIENT also
+against NAIVE in test_efficient.py), with the interface's other promises:
+exact zeros at the border, locality, finite gradients, half precision, XLA.
 """
 
 import numpy as np
@@ -10,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from deeplab_sp.model import local_attention
-from deeplab_sp.protos import model_pb2
 
 IMPLEMENTATIONS = (local_attention.NAIVE, local_attention.EFFICIENT)
 # (grid_height, grid_width, cell_height, cell_width)
@@ -87,9 +89,9 @@ def _random_inputs(seed, batch, gh, gw, ch, cw, heads=2, dim=3):
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_superpixel_update_matches_reference(implementation, gh, gw, ch, cw):
+def test_superpixel_attention_matches_reference(implementation, gh, gw, ch, cw):
   x = _random_inputs(0, 2, gh, gw, ch, cw)
-  result = local_attention.superpixel_update(
+  result = local_attention.superpixel_attention(
       x['superpixels'], x['pixels'], x['pixels2'], x['sp_key_pos'],
       x['sp_value_pos'], implementation=implementation)
   expected = _reference_superpixel_update(
@@ -100,42 +102,15 @@ def test_superpixel_update_matches_reference(implementation, gh, gw, ch, cw):
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_pixel_update_matches_reference(implementation, gh, gw, ch, cw):
+def test_pixel_attention_matches_reference(implementation, gh, gw, ch, cw):
   x = _random_inputs(1, 2, gh, gw, ch, cw)
-  result = local_attention.pixel_update(
+  result = local_attention.pixel_attention(
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], implementation=implementation)
   expected = _reference_pixel_update(
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], ch, cw)
   np.testing.assert_allclose(result.numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_neighbor_valid_mask_hand_checked():
-  mask = local_attention.neighbor_valid_mask(2, 3).numpy()
-  assert mask.shape == (2, 3, 9) and mask.dtype == bool
-  # Top-left cell: only (0, 0), (0, +1), (+1, 0), (+1, +1) exist.
-  np.testing.assert_array_equal(
-      mask[0, 0], [False, False, False, False, True, True, False, True, True])
-  # Bottom-middle cell: no row below.
-  np.testing.assert_array_equal(
-      mask[1, 1], [True, True, True, True, True, True, False, False, False])
-  # A 1x1 grid has only its centre.
-  np.testing.assert_array_equal(
-      local_attention.neighbor_valid_mask(1, 1).numpy()[0, 0],
-      np.arange(9) == local_attention.CENTER_SLOT)
-
-
-def test_neighbor_superpixel_ids_hand_checked():
-  # 2x3 grid, 1x2 pixels per cell: a 2x6 map.
-  ids = local_attention.neighbor_superpixel_ids(2, 6, 2, 3).numpy()
-  assert ids.shape == (2, 6, 9) and ids.dtype == np.int32
-  # Pixel (0, 3) is in cell (0, 1) = id 1.
-  np.testing.assert_array_equal(ids[0, 3], [-1, -1, -1, 0, 1, 2, 3, 4, 5])
-  # Pixel (1, 5) is in cell (1, 2) = id 5.
-  np.testing.assert_array_equal(ids[1, 5], [1, 2, -1, 4, 5, -1, -1, -1, -1])
-  # Every pixel of a cell has the same neighbours.
-  np.testing.assert_array_equal(ids[1, 0], ids[1, 1])
 
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
@@ -220,10 +195,10 @@ def test_out_of_grid_neighbours_get_exactly_zero_weight(implementation):
     for name in (key_pos, value_pos):
       slots = x[name].reshape(9, -1, *x[name].shape[1:])
       slots[outside] = 1e4
-  sp = lambda: local_attention.superpixel_update(
+  sp = lambda: local_attention.superpixel_attention(
       x['superpixels'], x['pixels'], x['pixels2'], x['sp_key_pos'],
       x['sp_value_pos'], implementation=implementation).numpy()
-  px = lambda: local_attention.pixel_update(
+  px = lambda: local_attention.pixel_attention(
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], implementation=implementation).numpy()
   sp_huge, px_huge = sp(), px()
@@ -240,10 +215,10 @@ def test_locality(implementation):
   gh, gw, ch, cw = 4, 4, 2, 2
   x = _random_inputs(5, 1, gh, gw, ch, cw)
   def run(inputs):
-    sp = local_attention.superpixel_update(
+    sp = local_attention.superpixel_attention(
         inputs['superpixels'], inputs['pixels'], inputs['pixels2'],
         implementation=implementation).numpy()
-    px = local_attention.pixel_update(
+    px = local_attention.pixel_attention(
         inputs['pixels'], inputs['superpixels'], inputs['superpixels2'],
         implementation=implementation).numpy()
     return sp, px
@@ -270,67 +245,17 @@ def test_locality(implementation):
   assert np.all(px_after[0, :4, :4] != px_before[0, :4, :4])
 
 
-def _reference_shift(grid, sign, slot_of=None):
-  """numpy: out[b, i, s] = grid[b, i + sign * o_s] (or its slot s when
-  `slot_of` is 3, as _shift_slots), 0 outside the grid; slots on axis 3."""
-  batch, gh, gw = grid.shape[:3]
-  rest = grid.shape[4:] if slot_of is not None else grid.shape[3:]
-  out = np.zeros((batch, gh, gw, local_attention.NUM_NEIGHBORS) + rest,
-                 grid.dtype)
-  for i in range(gh):
-    for j in range(gw):
-      for slot, (dy, dx) in enumerate(local_attention.NEIGHBOR_OFFSETS):
-        r, c = i + sign * dy, j + sign * dx
-        if 0 <= r < gh and 0 <= c < gw:
-          out[:, i, j, slot] = (grid[:, r, c] if slot_of is None else
-                                grid[:, r, c, slot])
-  return out
-
-
-@pytest.mark.parametrize('shape', ((2, 3, 4), (2, 1, 1, 3), (1, 3, 2, 2, 5)))
-@pytest.mark.parametrize('sign', (1, -1))
-def test_shifted_grids_values_and_gradients(shape, sign):
-  # The EFFICIENT forms rest on these two gathers; the gradient is the
-  # adjoint: the cotangents of the shifted copies summed back to the cells.
-  rng = np.random.default_rng(5)
-  grid = tf.constant(rng.normal(size=shape).astype(np.float32))
-  slotted_shape = shape[:3] + (local_attention.NUM_NEIGHBORS,) + shape[3:]
-  slotted = tf.constant(rng.normal(size=slotted_shape).astype(np.float32))
-  cotangent = rng.normal(size=slotted_shape).astype(np.float32)
-  for axis in range(3, len(shape) + 1):
-    with tf.GradientTape() as tape:
-      tape.watch(grid)
-      shifted = local_attention._neighbor_grids(grid, sign, axis)
-      moved = tf.constant(np.moveaxis(cotangent, 3, axis))
-      loss = tf.reduce_sum(shifted * moved)
-    expected = np.moveaxis(_reference_shift(grid.numpy(), sign), 3, axis)
-    np.testing.assert_array_equal(shifted.numpy(), expected)
-    # d loss / d grid[i] = sum over slots s of cotangent[i - sign * o_s, s].
-    adjoint = _reference_shift(cotangent, -sign, slot_of=3).sum(axis=3)
-    np.testing.assert_allclose(tape.gradient(loss, grid).numpy(), adjoint,
-                               rtol=1e-6, atol=1e-6)
-  with tf.GradientTape() as tape:
-    tape.watch(slotted)
-    shifted = local_attention._shift_slots(slotted, sign)
-    loss = tf.reduce_sum(shifted * cotangent)
-  np.testing.assert_array_equal(
-      shifted.numpy(), _reference_shift(slotted.numpy(), sign, slot_of=3))
-  np.testing.assert_allclose(
-      tape.gradient(loss, slotted).numpy(),
-      _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 def test_gradients_are_finite(implementation):
   x = _random_inputs(6, 2, 2, 3, 2, 2)
   tensors = {k: tf.constant(v) for k, v in x.items()}
   with tf.GradientTape() as tape:
     tape.watch(list(tensors.values()))
-    sp = local_attention.superpixel_update(
+    sp = local_attention.superpixel_attention(
         tensors['superpixels'], tensors['pixels'], tensors['pixels2'],
         tensors['sp_key_pos'], tensors['sp_value_pos'],
         implementation=implementation)
-    px = local_attention.pixel_update(
+    px = local_attention.pixel_attention(
         tensors['pixels'], tensors['superpixels'], tensors['superpixels2'],
         tensors['px_key_pos'], tensors['px_value_pos'],
         implementation=implementation)
@@ -354,11 +279,11 @@ def test_gradients_are_finite(implementation):
 def test_half_precision(implementation, dtype):
   x = _random_inputs(7, 1, 2, 2, 2, 3)
   def run(cast):
-    sp = local_attention.superpixel_update(
+    sp = local_attention.superpixel_attention(
         cast(x['superpixels']), cast(x['pixels']), cast(x['pixels2']),
         cast(x['sp_key_pos']), cast(x['sp_value_pos']),
         implementation=implementation)
-    px = local_attention.pixel_update(
+    px = local_attention.pixel_attention(
         cast(x['pixels']), cast(x['superpixels']), cast(x['superpixels2']),
         cast(x['px_key_pos']), cast(x['px_value_pos']),
         implementation=implementation)
@@ -392,9 +317,9 @@ def test_xla_any_batch(implementation):
       spec(gh, gw, 2, 3), spec(gh * ch, gw * cw, 2, 3),
       spec(gh, gw, 9), spec(gh * ch, gw * cw, 6)])
   def run(superpixels, pixels, weights, features):
-    return (local_attention.superpixel_update(
+    return (local_attention.superpixel_attention(
                 superpixels, pixels, pixels, implementation=implementation),
-            local_attention.pixel_update(
+            local_attention.pixel_attention(
                 pixels, superpixels, superpixels,
                 implementation=implementation),
             local_attention.gather_neighbors(
@@ -416,23 +341,45 @@ def test_xla_any_batch(implementation):
       np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_affine_updates_equal_attention_on_projected_features():
+  """superpixel_update / pixel_update = project, attend (, project)."""
+  rng = np.random.default_rng(11)
+  f = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  gh, gw, ch, cw, heads, dim, channels = 2, 3, 2, 1, 2, 3, 5
+  pixels, superpixels = f(2, gh * ch, gw * cw, channels), f(2, gh, gw, heads,
+                                                            dim)
+  kernels = [local_attention.Affine(f(channels, heads * dim), f(heads * dim))
+             for _ in range(3)]
+  output = local_attention.Affine(f(heads * dim, 4), f(4))
+  heads_of = lambda affine: np.reshape(
+      pixels @ affine.kernel + affine.bias, (2, gh * ch, gw * cw, heads, dim))
+  sp_pos, px_pos = f(9 * ch * cw, heads, dim), f(9, heads, dim)
+  for implementation in IMPLEMENTATIONS:
+    np.testing.assert_allclose(
+        local_attention.superpixel_update(
+            superpixels, pixels, kernels[0], kernels[1], sp_pos, sp_pos,
+            implementation=implementation),
+        local_attention.superpixel_attention(
+            superpixels, heads_of(kernels[0]), heads_of(kernels[1]), sp_pos,
+            sp_pos, implementation=implementation), rtol=1e-5, atol=1e-5)
+    attended = local_attention.pixel_attention(
+        heads_of(kernels[2]), superpixels, superpixels, px_pos, px_pos,
+        implementation=implementation).numpy()
+    np.testing.assert_allclose(
+        local_attention.pixel_update(
+            pixels, kernels[2], superpixels, superpixels, output, px_pos,
+            px_pos, implementation=implementation),
+        attended.reshape(2, gh * ch, gw * cw, -1) @ output.kernel +
+        output.bias, rtol=1e-5, atol=1e-5)
+
+
 def test_normalize_implementation():
   norm = local_attention.normalize_implementation
-  assert norm('NAIVE') == norm(model_pb2.NAIVE) == norm(0) == 'NAIVE'
-  assert norm('efficient') == norm(model_pb2.EFFICIENT) == 'EFFICIENT'
-  for bad in ('FAST', 2, None, True):
+  assert norm('NAIVE') == norm('naive') == 'NAIVE'
+  assert norm('efficient') == norm('EFFICIENT') == 'EFFICIENT'
+  for bad in ('FAST', 0, 2, None, True):
     with pytest.raises(ValueError, match='NAIVE = 0, EFFICIENT = 1'):
       norm(bad)
-
-
-def test_sizes_that_do_not_divide_raise():
-  with pytest.raises(ValueError, match='5x4 pixel map does not split'):
-    local_attention.neighbor_superpixel_ids(5, 4, 2, 2)
-  with pytest.raises(ValueError, match='pixel_value has shape'):
-    local_attention.superpixel_update(
-        np.zeros((1, 2, 2, 1, 2), np.float32),
-        np.zeros((1, 4, 4, 1, 2), np.float32),
-        np.zeros((1, 4, 4, 1, 3), np.float32))
 
 
 @pytest.mark.parametrize('dtype', (tf.float32, tf.float16, tf.bfloat16))

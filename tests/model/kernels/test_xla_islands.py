@@ -4,30 +4,23 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+import tiny_experiment
 from deeplab_sp.model import builder
-from deeplab_sp.model.layers import activations
-from deeplab_sp.model.layers import xla_fusion
-from deeplab_sp.protos import model_pb2
+from deeplab_sp.model.kernels import activations
+from deeplab_sp.model.kernels import xla_islands
 
 
 def _model():
   """A small model whose hypercolumn and association take the fused paths."""
-  options = model_pb2.ModelOptions()
-  options.encoder.name = 'tiny_convnet'
-  options.encoder.tiny_convnet_base_channels = 4
-  options.hypercolumn.channels = 16
-  options.hypercolumn.output_stride = 8  # The stride-2 endpoint: factor 4.
-  options.hypercolumn.mlp_hidden_channels = 8
-  for layer in (options.superpixel_tokenization,
-                options.superpixel_classifier):
-    layer.num_layers = 1
-    layer.channels = 16
-    layer.num_heads = 2
-    layer.ffn_channels = 32
-  options.superpixel_tokenization.grid_height = 2
-  options.superpixel_tokenization.grid_width = 4
-  options.superpixel_tokenization.implementation = model_pb2.EFFICIENT
-  options.superpixel_association.implementation = model_pb2.EFFICIENT
+  options = tiny_experiment.model_options({
+      'hypercolumn.output_stride': 8,  # The stride-2 endpoint: factor 4.
+      'hypercolumn.mlp_hidden_channels': 8,
+      'superpixel_tokenization.num_layers': 1,
+      'superpixel_tokenization.grid_height': 2,
+      'superpixel_tokenization.grid_width': 4,
+      'superpixel_classifier.num_layers': 1,
+      'superpixel_classifier.num_heads': 2,
+  })
   tf_keras.utils.set_random_seed(3)
   return builder.build_model(options, num_classes=5, input_size=(64, 128))
 
@@ -44,7 +37,7 @@ def test_fused_gelu_equals_plain_values_and_gradients():
     return y, tape.gradient(loss, x)
 
   graph_function = tf.function(values_and_gradient)
-  assert xla_fusion.compiled_functions(graph_function.get_concrete_function(
+  assert xla_islands.compiled_functions(graph_function.get_concrete_function(
       x).graph.as_graph_def())
   for fused, plain in zip(graph_function(x), values_and_gradient(x)):
     np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-6,
@@ -53,15 +46,15 @@ def test_fused_gelu_equals_plain_values_and_gradients():
 
 def test_disabled_traces_no_xla_and_nests():
   spec = tf.TensorSpec([4, 8])
-  assert xla_fusion.enabled()
-  with xla_fusion.disabled():
-    with xla_fusion.disabled():
+  assert xla_islands.enabled()
+  with xla_islands.disabled():
+    with xla_islands.disabled():
       pass
-    assert not xla_fusion.enabled()
+    assert not xla_islands.enabled()
     graph = tf.function(activations.gelu).get_concrete_function(
         spec).graph.as_graph_def()
-  assert xla_fusion.enabled()
-  assert not xla_fusion.compiled_functions(graph)
+  assert xla_islands.enabled()
+  assert not xla_islands.compiled_functions(graph)
   assert 'Erf' in {node.op for node in graph.node}
 
 
@@ -72,7 +65,7 @@ def test_model_in_a_graph_equals_the_plain_model():
   model = _model()
   images = tf.random.stateless_uniform((2, 64, 128, 3), (1, 2), 0, 255)
   graph_call = tf.function(lambda images: model(images, training=False))
-  assert len(xla_fusion.compiled_functions(graph_call.get_concrete_function(
+  assert len(xla_islands.compiled_functions(graph_call.get_concrete_function(
       images).graph.as_graph_def())) >= 3
   fused, plain = graph_call(images), model(images, training=False)
   for name in ('semantic_logits', 'association', 'superpixel_logits'):

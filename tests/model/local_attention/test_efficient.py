@@ -1,4 +1,4 @@
-"""EFFICIENT local attention equals NAIVE, forward and backward (issue 7).
+"""EFFICIENT local attention equals NAIVE, forward and backward.
 
 NAIVE (the paper's 9x duplication) is the judge; EFFICIENT must agree to
 float32 round-off for every geometry: grids of one and two cells, 1xN and
@@ -15,7 +15,8 @@ import tensorflow as tf
 from deeplab_sp.model import local_attention
 
 NAIVE, EFFICIENT = local_attention.NAIVE, local_attention.EFFICIENT
-TOLERANCE = 1e-5  # Issue 7: relative error below 1e-5.
+Affine = local_attention.Affine
+TOLERANCE = 1e-5  # Relative error.
 # (grid_height, grid_width, cell_height, cell_width)
 GEOMETRIES = (
     (1, 1, 2, 3),  # One cell: everything is border.
@@ -71,7 +72,7 @@ def _normal(rng, *shape, scale=1.0):
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_superpixel_update(gh, gw, ch, cw):
+def test_superpixel_attention(gh, gw, ch, cw):
   rng = np.random.default_rng(gh * 100 + gw * 10 + ch)
   batch, heads, dim = 2, 2, 4
   # Scaled-up queries give peaked softmaxes, which exercise the max
@@ -81,11 +82,11 @@ def test_superpixel_update(gh, gw, ch, cw):
             _normal(rng, batch, gh * ch, gw * cw, heads, dim),
             _normal(rng, 9 * ch * cw, heads, dim),
             _normal(rng, 9 * ch * cw, heads, dim)]
-  _assert_equivalent(local_attention.superpixel_update, inputs)
+  _assert_equivalent(local_attention.superpixel_attention, inputs)
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_pixel_update(gh, gw, ch, cw):
+def test_pixel_attention(gh, gw, ch, cw):
   rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 1)
   batch, heads, dim = 2, 2, 4
   inputs = [_normal(rng, batch, gh * ch, gw * cw, heads, dim, scale=3.0),
@@ -93,7 +94,7 @@ def test_pixel_update(gh, gw, ch, cw):
             _normal(rng, batch, gh, gw, heads, dim),
             _normal(rng, 9, heads, dim),
             _normal(rng, 9, heads, dim)]
-  _assert_equivalent(local_attention.pixel_update, inputs)
+  _assert_equivalent(local_attention.pixel_attention, inputs)
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
@@ -128,7 +129,7 @@ def test_combine_and_gather_neighbors(gh, gw, ch, cw, upsampling):
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_projected_superpixel_update(gh, gw, ch, cw):
+def test_superpixel_update(gh, gw, ch, cw):
   """The folded projections (keys and values never computed per pixel)."""
   rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 4)
   batch, heads, dim, channels = 2, 2, 4, 6
@@ -142,12 +143,17 @@ def test_projected_superpixel_update(gh, gw, ch, cw):
             _normal(rng, 9 * ch * cw, heads, dim)]
   # The key bias adds q . b_k to all logits of a superpixel: the softmax
   # does not depend on it, so its gradient is 0.
-  _assert_equivalent(local_attention.projected_superpixel_update, inputs,
-                     zero_gradients=(3,))
+  def update(query, pixels, key_kernel, key_bias, value_kernel, value_bias,
+             key_position, value_position, implementation):
+    return local_attention.superpixel_update(
+        query, pixels, Affine(key_kernel, key_bias),
+        Affine(value_kernel, value_bias), key_position, value_position,
+        implementation)
+  _assert_equivalent(update, inputs, zero_gradients=(3,))
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
-def test_projected_pixel_update(gh, gw, ch, cw):
+def test_pixel_update(gh, gw, ch, cw):
   """The folded query and output projections."""
   rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 5)
   batch, heads, dim, channels, out_channels = 2, 2, 4, 6, 5
@@ -160,4 +166,10 @@ def test_projected_pixel_update(gh, gw, ch, cw):
             _normal(rng, out_channels),               # Output bias.
             _normal(rng, 9, heads, dim),
             _normal(rng, 9, heads, dim)]
-  _assert_equivalent(local_attention.projected_pixel_update, inputs)
+  def update(pixels, query_kernel, query_bias, key, value, output_kernel,
+             output_bias, key_position, value_position, implementation):
+    return local_attention.pixel_update(
+        pixels, Affine(query_kernel, query_bias), key, value,
+        Affine(output_kernel, output_bias), key_position, value_position,
+        implementation)
+  _assert_equivalent(update, inputs)

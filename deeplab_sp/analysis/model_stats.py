@@ -1,6 +1,7 @@
 """Parameter counts per component and FLOPs of the SP-Transformer.
 
-Compared with the paper's Table I/III (SPEC section 3). FLOPs are counted by
+Compared with Tables I and III of the SP-Transformer paper (arXiv
+2309.16889). FLOPs are counted by
 TensorFlow's graph profiler on the frozen inference graph at the config's
 evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
 paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
@@ -23,7 +24,7 @@ from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorfl
 from deeplab_sp import config as config_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
-from deeplab_sp.model.layers import xla_fusion
+from deeplab_sp.model.kernels import xla_islands
 
 
 def _einsum_flops(graph, node):
@@ -53,14 +54,21 @@ def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
 
 def count_flops(model: sp_transformer.SPTransformer) -> int:
   """FLOPs of one forward pass at model.input_size, batch 1."""
-  height, width = model.input_size
-  function = tf.function(lambda images: model(images, training=False))
   # Every op in the one graph the profiler reads (no XLA function calls).
-  with xla_fusion.disabled():
-    concrete = function.get_concrete_function(
-        tf.TensorSpec((1, height, width, 3), tf.float32))
+  with xla_islands.disabled():
+    concrete = _inference_function(model).get_concrete_function(
+        _input_spec(model))
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
   return count_graph_flops(frozen.graph)
+
+
+def _inference_function(model):
+  return tf.function(lambda images: model(images, training=False))
+
+
+def _input_spec(model):
+  """One image of the model's input size."""
+  return tf.TensorSpec((1, *model.input_size, 3), tf.float32)
 
 
 def count_graph_flops(graph: tf.Graph) -> int:
@@ -77,9 +85,10 @@ def model_stats(config_path: str, with_flops: bool = True) -> dict:
   """Returns {'total_params', 'components', 'flops', 'input_size'}."""
   options = config_lib.load_experiment_options(config_path, mode=None)
   input_size = config_lib.model_input_size(options)
-  model = builder.build_model(options.model_options,
-                              config_lib.num_classes(options), input_size,
-                              load_pretrained_weights=False)
+  model = builder.create_model(options.model_options,
+                               config_lib.num_classes(options), input_size)
+  # Tracing one call creates the variables without computing anything.
+  _inference_function(model).get_concrete_function(_input_spec(model))
   components = component_params(model)
   flops = count_flops(model) if with_flops else None
   return {
@@ -93,6 +102,7 @@ def model_stats(config_path: str, with_flops: bool = True) -> dict:
 
 
 def format_text(stats: dict) -> str:
+  """The text report of `model_stats`'s result."""
   lines = [f'{stats["config"]} at {stats["input_size"][0]}x'
            f'{stats["input_size"][1]}:']
   for name, params in stats['components'].items():

@@ -13,7 +13,9 @@ N(i) is the 9*h*w pixels of the 3x3 cells around cell i, N(p) the 9
 superpixels of the 3x3 cells around the cell of pixel p; neighbours outside
 the grid are masked out of every softmax. The attention itself is computed
 by deeplab_sp.model.local_attention, in the paper's form (`NAIVE`, explicit
-9x duplication) or an equal, faster one (`EFFICIENT`).
+9x duplication) or an equal, faster one (`EFFICIENT`); the layer hands it
+its pixel-side projections (Dense layers) rather than projected pixels, so
+that EFFICIENT can apply them to the superpixels instead of every pixel.
 
 Implementation choices (the paper builds on MaX-DeepLab's dual-path
 transformer and leaves these to the implementer):
@@ -35,9 +37,9 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import local_attention
-from deeplab_sp.model.layers import layer_norm
-from deeplab_sp.model.layers import position_embedding
-from deeplab_sp.model.layers import rows
+from deeplab_sp.model import position_embedding
+from deeplab_sp.model.kernels import dense_rows
+from deeplab_sp.model.kernels import layer_norm
 
 _INIT_STDDEV = 0.02
 _LAYER_NORM_EPSILON = 1e-5
@@ -159,9 +161,9 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     self.superpixel_value_position = self.add_weight(
         'superpixel_value_position', (local_attention.NUM_NEIGHBORS,
                                       self.channels), initializer=_initializer())
-    # The pixel-side projections are not called as layers: their kernels
-    # and biases go to local_attention's projected_* functions, which
-    # EFFICIENT folds into the superpixel side. Build them here.
+    # The pixel-side projections are not called as layers: local_attention
+    # receives them as affine maps (EFFICIENT folds them into the
+    # superpixel side). Build them here.
     for dense in (self.pixel_key, self.pixel_value, self.pixel_query,
                   self.pixel_output):
       with tf.name_scope(dense.name):
@@ -201,41 +203,43 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     normed_superpixels = self.superpixel_norm(superpixels)  # [B, Hs, Ws, C]
     normed_pixels = self.pixel_norm(pixels)                 # [B, H, W, C]
 
-    # Equation (3): each superpixel attends to its 9*h*w neighbouring pixels.
-    # The pixel keys and values are the pixel_key / pixel_value projections
-    # of the normalised pixels (computed per pixel by NAIVE only).
+    # Equation (3): each superpixel attends to its 9*h*w neighbouring pixels,
+    # through the pixel_key / pixel_value projections of the normalised
+    # pixels.
     key_position, value_position = self._pixel_positions(cell_height,
                                                          cell_width)
-    superpixel_update = local_attention.projected_superpixel_update(
-        self._heads(rows.on_rows(self.superpixel_query, normed_superpixels)),
-        normed_pixels, self.pixel_key.kernel, self.pixel_key.bias,
-        self.pixel_value.kernel, self.pixel_value.bias,
+    superpixel_update = local_attention.superpixel_update(
+        self._heads(dense_rows.on_rows(self.superpixel_query,
+                                       normed_superpixels)),
+        normed_pixels, key=self.pixel_key, value=self.pixel_value,
         key_position=self._heads(tf.cast(key_position, dtype)),
         value_position=self._heads(tf.cast(value_position, dtype)),
         implementation=self.implementation)  # [B, Hs, Ws, N, D]
 
     # Equation (4): each pixel attends to its 9 neighbouring superpixels,
     # with pixel_query queries; pixel_output projects the heads' result.
-    pixel_update = local_attention.projected_pixel_update(
-        normed_pixels, self.pixel_query.kernel, self.pixel_query.bias,
-        self._heads(rows.on_rows(self.superpixel_key, normed_superpixels)),
-        self._heads(rows.on_rows(self.superpixel_value, normed_superpixels)),
-        self.pixel_output.kernel, self.pixel_output.bias,
+    pixel_update = local_attention.pixel_update(
+        normed_pixels, query=self.pixel_query,
+        superpixel_key=self._heads(dense_rows.on_rows(self.superpixel_key,
+                                                      normed_superpixels)),
+        superpixel_value=self._heads(dense_rows.on_rows(
+            self.superpixel_value, normed_superpixels)),
+        output=self.pixel_output,
         key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
         value_position=self._heads(
             tf.cast(self.superpixel_value_position, dtype)),
         implementation=self.implementation)  # [B, H, W, C]
 
     superpixels = superpixels + self.dropout(
-        rows.on_rows(self.superpixel_output,
+        dense_rows.on_rows(self.superpixel_output,
                      self._merge_heads(superpixel_update)),
         training=training)
     pixels = pixels + self.dropout(pixel_update, training=training)
     if self.superpixel_ffn is not None:
-      superpixels = superpixels + rows.on_rows(
+      superpixels = superpixels + dense_rows.on_rows(
           self.superpixel_ffn, self.superpixel_ffn_norm(superpixels))
     if self.pixel_ffn is not None:
-      pixels = pixels + rows.on_rows(self.pixel_ffn,
+      pixels = pixels + dense_rows.on_rows(self.pixel_ffn,
                                      self.pixel_ffn_norm(pixels))
     return superpixels, pixels
 
@@ -302,8 +306,7 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     self.pixel_input_projection = None
 
   def build(self, input_shape):
-    height, width, in_channels = input_shape[1], input_shape[2], input_shape[3]
-    self._check_geometry(height, width)
+    in_channels = input_shape[3]
     # S0: one learned query per grid cell, randomly initialised (Sec. III-B).
     self.queries = self.add_weight(
         'queries', (self.grid_height, self.grid_width, self.channels),
@@ -312,18 +315,7 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
       self.pixel_input_projection = _dense(self.channels, 'pixel_input')
     super().build(input_shape)
 
-  def _check_geometry(self, height, width):
-    if (height is None or width is None or height % self.grid_height or
-        width % self.grid_width):
-      raise ValueError(
-          f'Hypercolumn features of {height}x{width} cannot be split into the '
-          f'{self.grid_height}x{self.grid_width} superpixel grid: the size '
-          'must be a multiple of the grid. Change the input (crop) size, '
-          'hypercolumn.output_stride or superpixel_tokenization.grid_height/'
-          'grid_width.')
-
   def call(self, pixels, training=None):
-    self._check_geometry(pixels.shape[1], pixels.shape[2])
     if self.pixel_input_projection is not None:
       pixels = self.pixel_input_projection(pixels)
     batch = tf.shape(pixels)[0]

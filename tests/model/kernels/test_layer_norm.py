@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
-from deeplab_sp.model.layers import layer_norm
+from deeplab_sp.model.kernels import layer_norm
 
 
 def _pair(shape, epsilon):

@@ -1,0 +1,17 @@
+"""CPU-kernel forms of standard layers, each behind a small seam.
+
+None of these changes what the SP-Transformer (arXiv 2309.16889) computes;
+each presents TensorFlow's CPU backend a graph it runs faster, with the same
+variables and the same results to float32 round-off:
+
+  * dense_rows.on_rows(function, features): per-position layers on a
+    [rows, C] matrix (Dense + BiasAdd + activation fuse into one kernel);
+  * layer_norm.LayerNormalization: tf_keras' layer, in the graph pattern
+    oneDNN fuses into one layer-norm kernel;
+  * attention.MultiHeadSelfAttention: tf_keras' MultiHeadAttention with
+    self-attention as batched matmuls;
+  * activations.gelu: the exact GELU through erf;
+  * xla_islands.fused / disabled() / enabled() / compiled_functions():
+    memory-bound tails compiled by XLA inside a plain graph, and the switch
+    that turns them off (the SavedModel export, FLOP counting).
+"""

@@ -1,1 +1,0 @@
-"""Keras layers of the SP-Transformer."""

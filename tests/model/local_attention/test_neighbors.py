@@ -1,0 +1,89 @@
+"""Tests of deeplab_sp.model.local_attention.neighbors: the 3x3 neighbourhoods.
+
+Slot numbering, border validity and superpixel ids (checked by hand), and
+the shifted grids both implementations rest on (against numpy, with their
+gradients).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_sp.model.local_attention import neighbors
+
+
+def test_neighbor_valid_mask_hand_checked():
+  mask = neighbors.neighbor_valid_mask(2, 3).numpy()
+  assert mask.shape == (2, 3, 9) and mask.dtype == bool
+  # Top-left cell: only (0, 0), (0, +1), (+1, 0), (+1, +1) exist.
+  np.testing.assert_array_equal(
+      mask[0, 0], [False, False, False, False, True, True, False, True, True])
+  # Bottom-middle cell: no row below.
+  np.testing.assert_array_equal(
+      mask[1, 1], [True, True, True, True, True, True, False, False, False])
+  # A 1x1 grid has only its centre.
+  np.testing.assert_array_equal(
+      neighbors.neighbor_valid_mask(1, 1).numpy()[0, 0],
+      np.arange(9) == neighbors.CENTER_SLOT)
+
+
+def test_neighbor_superpixel_ids_hand_checked():
+  # 2x3 grid, 1x2 pixels per cell: a 2x6 map.
+  ids = neighbors.neighbor_superpixel_ids(2, 6, 2, 3).numpy()
+  assert ids.shape == (2, 6, 9) and ids.dtype == np.int32
+  # Pixel (0, 3) is in cell (0, 1) = id 1.
+  np.testing.assert_array_equal(ids[0, 3], [-1, -1, -1, 0, 1, 2, 3, 4, 5])
+  # Pixel (1, 5) is in cell (1, 2) = id 5.
+  np.testing.assert_array_equal(ids[1, 5], [1, 2, -1, 4, 5, -1, -1, -1, -1])
+  # Every pixel of a cell has the same neighbours.
+  np.testing.assert_array_equal(ids[1, 0], ids[1, 1])
+
+
+def _reference_shift(grid, sign, slot_of=None):
+  """numpy: out[b, i, s] = grid[b, i + sign * o_s] (or its slot s when
+  `slot_of` is 3, as shift_slots), 0 outside the grid; slots on axis 3."""
+  batch, gh, gw = grid.shape[:3]
+  rest = grid.shape[4:] if slot_of is not None else grid.shape[3:]
+  out = np.zeros((batch, gh, gw, neighbors.NUM_NEIGHBORS) + rest,
+                 grid.dtype)
+  for i in range(gh):
+    for j in range(gw):
+      for slot, (dy, dx) in enumerate(neighbors.NEIGHBOR_OFFSETS):
+        r, c = i + sign * dy, j + sign * dx
+        if 0 <= r < gh and 0 <= c < gw:
+          out[:, i, j, slot] = (grid[:, r, c] if slot_of is None else
+                                grid[:, r, c, slot])
+  return out
+
+
+@pytest.mark.parametrize('shape', ((2, 3, 4), (2, 1, 1, 3), (1, 3, 2, 2, 5)))
+@pytest.mark.parametrize('sign', (1, -1))
+def test_shifted_grids_values_and_gradients(shape, sign):
+  # The EFFICIENT forms rest on these two gathers; the gradient is the
+  # adjoint: the cotangents of the shifted copies summed back to the cells.
+  rng = np.random.default_rng(5)
+  grid = tf.constant(rng.normal(size=shape).astype(np.float32))
+  slotted_shape = shape[:3] + (neighbors.NUM_NEIGHBORS,) + shape[3:]
+  slotted = tf.constant(rng.normal(size=slotted_shape).astype(np.float32))
+  cotangent = rng.normal(size=slotted_shape).astype(np.float32)
+  for axis in range(3, len(shape) + 1):
+    with tf.GradientTape() as tape:
+      tape.watch(grid)
+      shifted = neighbors.neighbor_grids(grid, sign, axis)
+      moved = tf.constant(np.moveaxis(cotangent, 3, axis))
+      loss = tf.reduce_sum(shifted * moved)
+    expected = np.moveaxis(_reference_shift(grid.numpy(), sign), 3, axis)
+    np.testing.assert_array_equal(shifted.numpy(), expected)
+    # d loss / d grid[i] = sum over slots s of cotangent[i - sign * o_s, s].
+    adjoint = _reference_shift(cotangent, -sign, slot_of=3).sum(axis=3)
+    np.testing.assert_allclose(tape.gradient(loss, grid).numpy(), adjoint,
+                               rtol=1e-6, atol=1e-6)
+  with tf.GradientTape() as tape:
+    tape.watch(slotted)
+    shifted = neighbors.shift_slots(slotted, sign)
+    loss = tf.reduce_sum(shifted * cotangent)
+  np.testing.assert_array_equal(
+      shifted.numpy(), _reference_shift(slotted.numpy(), sign, slot_of=3))
+  np.testing.assert_allclose(
+      tape.gradient(loss, slotted).numpy(),
+      _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6, atol=1e-6)

@@ -1,0 +1,95 @@
+"""Tests of the superpixel association (Sec. III-D, eq. 5-7) in the model."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tiny_experiment
+from deeplab_sp.model import association
+from deeplab_sp.model import builder
+from deeplab_sp.model import local_attention
+from deeplab_sp.protos import model_pb2
+
+
+def _small_model_options(implementation='NAIVE'):
+  """A 4x4 grid of 4x4-pixel cells at 64x64, one layer per stage."""
+  value = model_pb2.LocalAttentionImplementation.Value(implementation)
+  return tiny_experiment.model_options({
+      'hypercolumn.mlp_hidden_channels': 0,
+      'superpixel_tokenization.grid_height': 4,
+      'superpixel_tokenization.grid_width': 4,
+      'superpixel_tokenization.num_layers': 1,
+      'superpixel_tokenization.implementation': value,
+      'superpixel_classifier.num_layers': 1,
+      'superpixel_classifier.num_heads': 2,
+      'superpixel_association.implementation': value,
+  })
+
+
+@pytest.fixture(scope='module')
+def small_model():
+  tf_keras.utils.set_random_seed(0)
+  return builder.build_model(_small_model_options(), num_classes=5,
+                             input_size=(64, 64))
+
+
+def test_association_is_a_distribution_over_valid_neighbors(small_model):
+  images = tf.random.stateless_uniform((2, 64, 64, 3), (1, 2), 0, 255)
+  outputs = small_model(images, training=False)
+  association = outputs['association'].numpy()
+  assert association.min() >= 0
+  np.testing.assert_allclose(association.sum(-1), 1.0, atol=1e-5)
+  # Border masking: slots outside the 4x4 grid get exactly zero weight.
+  ids = local_attention.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
+  assert (ids < 0).any()
+  assert np.all(association[:, ids < 0] == 0.0)
+  # Hard ids are the absolute ids of valid neighbours of each pixel's cell.
+  hard = outputs['superpixel_ids'].numpy()
+  assert hard.min() >= 0 and hard.max() < 16
+  for batch in range(2):
+    assert np.all((ids == hard[batch][..., None]).any(-1))
+  # ... of the most associated slot (eq. 7).
+  strongest = association.argmax(-1)[..., np.newaxis]
+  np.testing.assert_array_equal(
+      hard, np.take_along_axis(np.broadcast_to(ids, association.shape),
+                               strongest, axis=-1)[..., 0])
+
+
+def test_dense_logits_are_association_weighted_superpixel_logits(small_model):
+  images = tf.random.stateless_uniform((1, 64, 64, 3), (3, 4), 0, 255)
+  outputs = small_model(images, training=False)
+  association = outputs['association'].numpy()[0]
+  superpixel_logits = outputs['superpixel_logits'].numpy()[0].reshape(16, 5)
+  ids = local_attention.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
+  y, x = 37, 5
+  expected = sum(association[y, x, s] * superpixel_logits[ids[y, x, s]]
+                 for s in range(9) if ids[y, x, s] >= 0)
+  np.testing.assert_allclose(outputs['semantic_logits'].numpy()[0, y, x],
+                             expected, rtol=1e-5, atol=1e-5)
+
+
+def test_association_round_trips_its_config():
+  layer = association.SuperpixelAssociation(False, 'NAIVE')
+  clone = type(layer).from_config(layer.get_config())
+  assert clone.get_config() == layer.get_config()
+
+
+def test_both_orders_give_distributions_and_valid_ids():
+  """Paper order (upsample, then softmax) and the low-resolution order."""
+  rng = np.random.default_rng(0)
+  pixels = tf.constant(rng.normal(size=(1, 8, 12, 6)), tf.float32)
+  superpixels = tf.constant(rng.normal(size=(1, 2, 3, 6)), tf.float32)
+  logits = tf.constant(rng.normal(size=(1, 2, 3, 4)), tf.float32)
+  ids = local_attention.neighbor_superpixel_ids(16, 24, 2, 3).numpy()
+  for upsample_first in (True, False):
+    for implementation in local_attention.IMPLEMENTATIONS:
+      outputs = association.SuperpixelAssociation(
+          upsample_first, implementation)(pixels, superpixels, logits,
+                                          (16, 24))
+      weights = outputs['association'].numpy()
+      assert outputs['semantic_logits'].shape == (1, 16, 24, 4)
+      np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+      assert np.all(weights[:, ids < 0] == 0.0)
+      hard = outputs['superpixel_ids'].numpy()[0]
+      assert np.all((ids == hard[..., None]).any(-1))

@@ -1,0 +1,57 @@
+"""Tests of the encoders (backbones) and their pretrained weights."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from deeplab_sp.model import encoders
+
+
+def test_resnet50_loads_keras_applications_weights(tmp_path):
+  reference = tf_keras.applications.ResNet50(
+      include_top=False, weights=None, input_shape=(None, None, 3))
+  path = str(tmp_path / 'resnet50_notop.h5')
+  reference.save_weights(path)
+  encoder = encoders.build_encoder('resnet50')
+  images = tf.random.stateless_uniform((1, 64, 64, 3), (4, 4), 0, 255)
+  encoder(images)
+  encoder.load_pretrained_weights(path)
+  endpoints = encoder(images, training=False)
+  preprocessed = tf_keras.applications.resnet50.preprocess_input(images)
+  layer_names = {2: 'conv1_relu', 8: 'conv3_block4_out',
+                 32: 'conv5_block3_out'}
+  probe = tf_keras.Model(reference.input,
+                         [reference.get_layer(n).output
+                          for n in layer_names.values()])
+  expected = probe(preprocessed, training=False)
+  for stride, value in zip(layer_names, expected):
+    np.testing.assert_array_equal(endpoints[stride].numpy(), value.numpy())
+
+
+def test_missing_or_wrong_weight_files_are_clear_errors(tmp_path):
+  encoder = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=4)
+  encoder(tf.zeros((1, 32, 32, 3)))
+  with pytest.raises(FileNotFoundError, match='Nothing is downloaded'):
+    encoder.load_pretrained_weights(str(tmp_path / 'missing.h5'))
+  other = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=8)
+  other(tf.zeros((1, 32, 32, 3)))
+  path = str(tmp_path / 'other.h5')
+  other.backbone.save_weights(path)
+  with pytest.raises(ValueError, match='does not fit encoder'):
+    encoder.load_pretrained_weights(path)
+  with pytest.raises(ValueError, match='Unknown encoder'):
+    encoders.build_encoder('vgg16')
+
+
+def test_encoder_checkpoint_round_trip(tmp_path):
+  source = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=4)
+  images = tf.random.stateless_uniform((1, 32, 32, 3), (5, 5), 0, 255)
+  source(images)
+  prefix = tf.train.Checkpoint(encoder=source).write(str(tmp_path / 'enc'))
+  target = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=4)
+  target(images)
+  target.load_pretrained_weights(prefix)
+  for stride, value in source(images, training=False).items():
+    np.testing.assert_array_equal(target(images, training=False)[stride],
+                                  value)
