@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from deeplab_sp import config as config_lib
-from deeplab_sp.data import pipeline_benchmark
+from deeplab_sp.analysis import pipeline_benchmark
 from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(

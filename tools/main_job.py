@@ -9,7 +9,7 @@ on the generated dataset:
   4. writes label-map and superpixel-overlay PNGs for a few validation images
      (tools/predict.py),
   5. measures the colour-only floor on the same data
-     (deeplab_sp.data.color_baseline),
+     (deeplab_sp.analysis.color_baseline),
 and prints where each result is. Every step reuses what an earlier run left
 (records, checkpoints, the export), so a second run only reports.
 
@@ -161,12 +161,12 @@ def _predict(saved_model_dir, images, output_dir):
 
 
 def _color_baseline(data_dir, result_path, dataset):
-  """The colour-only floor (deeplab_sp.data.color_baseline), cached."""
+  """The colour-only floor (deeplab_sp.analysis.color_baseline), cached."""
   _step('5/5 Colour-only floor')
   if result_path.exists():
     print(f'reusing {result_path}')
     return json.loads(result_path.read_text())
-  from deeplab_sp.data import color_baseline  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.analysis import color_baseline  # pylint: disable=g-import-not-at-top
   print('per-pixel colour -> most frequent training class, on the same data')
   result = color_baseline.evaluate_color_baseline(
       str(data_dir / 'train-*.tfrecord'), str(data_dir / 'val-*.tfrecord'),
