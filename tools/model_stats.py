@@ -14,7 +14,7 @@ import json
 from absl import app
 from absl import flags
 
-from deeplab_sp import config
+from deeplab_sp import experiment as config
 from deeplab_sp.model import model_stats
 
 _CONFIG_FILE = flags.DEFINE_string('config_file', None,

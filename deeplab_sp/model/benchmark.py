@@ -57,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as config_lib
 from deeplab_sp.model import local_attention
 from deeplab_sp.protos import config_pb2
 from deeplab_sp.protos import model_pb2

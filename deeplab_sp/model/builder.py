@@ -4,7 +4,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as config_lib
 from deeplab_sp.model import encoders
 from deeplab_sp.model import sp_transformer
 from deeplab_sp.model.layers import hypercolumn

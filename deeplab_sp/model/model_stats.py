@@ -20,7 +20,7 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 from tensorflow.python.framework import graph_util  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as config_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
 from deeplab_sp.model.layers import xla_fusion

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp import config
+from deeplab_sp import experiment as config
 from deeplab_sp.model import builder
 from deeplab_sp.model import encoders
 from deeplab_sp.model import local_attention
