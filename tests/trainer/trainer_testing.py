@@ -98,12 +98,16 @@ def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False
 
   The superpixel grid is 4x4, so crops of 16 pixels fit (the stand-in
   ignores the model options). `real_model`: the tiny model's FAST widths
-  (tests/tiny_experiment.py) for tests that build the SP-Transformer.
+  (tests/tiny_experiment.py) for tests that build the SP-Transformer; one
+  layer per attention stack keeps its training test short.
   """
   overrides = {
       'experiment_name': 'test_experiment',
       'model_options.superpixel_tokenization.grid_height': 4,
       'model_options.superpixel_tokenization.grid_width': 4,
+      'model_options.superpixel_tokenization.num_layers': 1,
+      'model_options.superpixel_classifier.num_layers': 1,
+      'model_options.superpixel_classifier.num_heads': 2,
       'trainer_options.training_number_of_steps': steps,
       'trainer_options.base_learning_rate': 0.05,
       'trainer_options.warmup_steps': 2,
