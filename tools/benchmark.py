@@ -38,8 +38,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from deeplab_sp import config
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import benchmark
+from deeplab_sp.utils import cli
 from deeplab_sp.utils import io
 
 _CONFIG_FILE = flags.DEFINE_string(
@@ -81,20 +82,16 @@ _OUTPUT_FILE = flags.DEFINE_string(
 
 def main(argv):
   del argv  # Unused.
-  try:
-    options = config.load_experiment_options(_CONFIG_FILE.value, mode=None)
-    settings = benchmark.BenchmarkSettings(
-        height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
-        components=_COMPONENTS.value, implementations=_IMPLEMENTATIONS.value,
-        execution_modes=_EXECUTION_MODES.value, num_warmup=_NUM_WARMUP.value,
-        num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
-        ops_only=_OPS_ONLY.value)
-    results = benchmark.run_benchmark(
-        options, settings,
-        progress=lambda line: print(line, file=sys.stderr, flush=True))
-  except ValueError as e:  # Includes config.ConfigError.
-    print(f'ERROR {e}', file=sys.stderr)
-    return 1
+  experiment = experiment_lib.load_experiment(_CONFIG_FILE.value, mode=None)
+  settings = benchmark.BenchmarkSettings(
+      height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
+      components=_COMPONENTS.value, implementations=_IMPLEMENTATIONS.value,
+      execution_modes=_EXECUTION_MODES.value, num_warmup=_NUM_WARMUP.value,
+      num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
+      ops_only=_OPS_ONLY.value)
+  results = benchmark.run_benchmark(
+      experiment, settings,
+      progress=lambda line: print(line, file=sys.stderr, flush=True))
   if _FORMAT.value == 'json':
     text = json.dumps(results, indent=2, sort_keys=True)
   else:
@@ -107,4 +104,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('benchmark', main))

@@ -18,8 +18,8 @@ import json
 from absl import app
 from absl import flags
 
-from deeplab_sp import config as config_lib
-from deeplab_sp.data import pipeline_benchmark
+from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.analysis import pipeline_benchmark
 from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(
@@ -38,8 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   is_training = _SPLIT.value == 'train'
-  options = config_lib.load_experiment_options(
-      _CONFIG_FILE.value, mode='train' if is_training else 'eval')
+  options = experiment_lib.load_experiment(
+      _CONFIG_FILE.value, mode='train' if is_training else 'eval').options
   dataset_options = (options.train_dataset_options if is_training
                      else options.eval_dataset_options)
   result = pipeline_benchmark.measure_throughput(

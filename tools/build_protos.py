@@ -22,8 +22,15 @@ import sys
 import tempfile
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from deeplab_sp.utils import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 PROTO_DIR = REPO_ROOT / 'protos'
 PACKAGE_PROTO_DIR = 'deeplab_sp/protos'
+
+
+class ProtocError(RuntimeError):
+  """protoc could not run or failed; the message says what to fix."""
 
 
 def proto_files():
@@ -43,7 +50,7 @@ def generate(output_root):
   """
   spec = importlib.util.find_spec('grpc_tools')
   if spec is None:
-    raise SystemExit('build_protos: grpcio-tools is not installed; run '
+    raise ProtocError('grpcio-tools is not installed; run '
                      '`bash tools/setup.sh` (or `pip install grpcio-tools`).')
   well_known = os.path.join(list(spec.submodule_search_locations)[0],
                             '_proto')
@@ -55,7 +62,7 @@ def generate(output_root):
   ] + [str(p) for p in proto_files()]
   status = subprocess.run(args, check=False).returncode
   if status != 0:
-    raise SystemExit(f'build_protos: protoc failed (exit {status}) on '
+    raise ProtocError(f'protoc failed (exit {status}) on '
                      f'{PROTO_DIR}; fix the .proto error printed above.')
 
 
@@ -107,4 +114,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(cli.main_with_clear_errors(
+      'build_protos', main, extra_errors=(ProtocError,))(sys.argv[1:]))

@@ -9,7 +9,7 @@ on the generated dataset:
   4. writes label-map and superpixel-overlay PNGs for a few validation images
      (tools/predict.py),
   5. measures the colour-only floor on the same data
-     (deeplab_sp.data.color_baseline),
+     (deeplab_sp.analysis.color_baseline),
 and prints where each result is. Every step reuses what an earlier run left
 (records, checkpoints, the export), so a second run only reports.
 
@@ -19,7 +19,6 @@ The Quick start's `bash tools/main_job.sh` does the setup and runs this.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -73,19 +72,20 @@ def _run(args, **kwargs):
 
 
 def _experiment_config(work_dir, data_dir):
-  """Returns (config path, options) of the experiment this job runs.
+  """Returns (config path, Experiment) of the experiment this job runs.
 
   The config's dataset file patterns are pointed at `data_dir` (so any
   --work_dir works) and --training_steps applied; the result is written to
   `work_dir/main_job_config.textproto`, the config every step uses.
   """
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  from deeplab_sp import config  # pylint: disable=g-import-not-at-top
-  options = config.load_experiment_options(_CONFIG_FILE.value)
+  from deeplab_sp import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.utils import io  # pylint: disable=g-import-not-at-top
+  options = experiment_lib.load_experiment(_CONFIG_FILE.value).copy_options()
   for field in ('train_dataset_options', 'eval_dataset_options'):
     name = getattr(options, field).dataset
     if name != 'synthetic':
-      raise config.ConfigError(
+      raise experiment_lib.ConfigError(
           f'{_CONFIG_FILE.value}: {field}.dataset is {name!r}; the main job '
           'builds and uses the generated dataset, so it runs configs on '
           "dataset 'synthetic' only. Train other datasets with "
@@ -97,13 +97,14 @@ def _experiment_config(work_dir, data_dir):
   if _TRAINING_STEPS.value:
     options.trainer_options.training_number_of_steps = _TRAINING_STEPS.value
   path = work_dir / 'main_job_config.textproto'
+  # Validated again with the job's data and steps, as every step will read it.
+  experiment = experiment_lib.experiment_from_options(options,
+                                                      _CONFIG_FILE.value)
   text = (f'# Written by tools/main_job.py from {_CONFIG_FILE.value}.\n' +
           text_format.MessageToString(options))
   if not path.exists() or path.read_text() != text:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-  return str(path), options
+    io.write_atomically(str(path), text)
+  return str(path), experiment
 
 
 def _build_data(data_dir):
@@ -161,19 +162,18 @@ def _predict(saved_model_dir, images, output_dir):
 
 
 def _color_baseline(data_dir, result_path, dataset):
-  """The colour-only floor (deeplab_sp.data.color_baseline), cached."""
+  """The colour-only floor (deeplab_sp.analysis.color_baseline), cached."""
   _step('5/5 Colour-only floor')
   if result_path.exists():
     print(f'reusing {result_path}')
     return json.loads(result_path.read_text())
-  from deeplab_sp.data import color_baseline  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.analysis import color_baseline  # pylint: disable=g-import-not-at-top
   print('per-pixel colour -> most frequent training class, on the same data')
+  from deeplab_sp.utils import io  # pylint: disable=g-import-not-at-top
   result = color_baseline.evaluate_color_baseline(
       str(data_dir / 'train-*.tfrecord'), str(data_dir / 'val-*.tfrecord'),
       dataset, color_baseline.DEFAULT_BINS_PER_CHANNEL)
-  tmp = result_path.with_name(result_path.name + '.tmp')
-  tmp.write_text(json.dumps(result, indent=2))
-  os.replace(tmp, result_path)
+  io.write_atomically(str(result_path), json.dumps(result, indent=2))
   return result
 
 
@@ -184,26 +184,27 @@ def main(argv):
   work_dir = pathlib.Path(_WORK_DIR.value).resolve()
   work_dir.mkdir(parents=True, exist_ok=True)
   data_dir = work_dir / 'data' / 'synthetic'
-  config_path, options = _experiment_config(work_dir, data_dir)
+  config_path, experiment = _experiment_config(work_dir, data_dir)
   model_dir = work_dir / 'experiments'
-  experiment_dir = model_dir / options.experiment_name
-  export_dir = work_dir / 'export' / options.experiment_name
-  prediction_dir = work_dir / 'predictions' / options.experiment_name
+  experiment_dir = model_dir / experiment.name
+  export_dir = work_dir / 'export' / experiment.name
+  prediction_dir = work_dir / 'predictions' / experiment.name
 
   _build_data(data_dir)
   results_path = experiment_dir / 'eval_results.json'
   _train_and_evaluate(config_path, model_dir, results_path,
-                      options.trainer_options.training_number_of_steps)
+                      experiment.options.trainer_options
+                      .training_number_of_steps)
   saved_model_dir = _export(config_path, experiment_dir, export_dir)
   images = _validation_images(data_dir, data_dir / 'val_images',
                               _NUM_PREDICTIONS.value)
   pngs = _predict(saved_model_dir, images, prediction_dir)
   baseline = _color_baseline(data_dir, work_dir / 'color_baseline.json',
-                             options.eval_dataset_options.dataset)
+                             experiment.eval_dataset.name)
 
   results = json.loads(results_path.read_text())
   print('\n== Results')
-  print(f'mIoU of {options.experiment_name} at step {results["step"]}: '
+  print(f'mIoU of {experiment.name} at step {results["step"]}: '
         f'{results["miou"]:.4f} (pixel accuracy '
         f'{results["pixel_accuracy"]:.4f})')
   for name, iou in results['per_class_iou'].items():

@@ -14,7 +14,7 @@ import json
 from absl import app
 from absl import flags
 
-from deeplab_sp import config
+from deeplab_sp.utils import cli
 from deeplab_sp.analysis import model_stats
 
 _CONFIG_FILE = flags.DEFINE_string('config_file', None,
@@ -30,10 +30,7 @@ _FLOPS = flags.DEFINE_bool('flops', True,
 
 def main(argv):
   del argv  # Unused.
-  try:
-    stats = model_stats.model_stats(_CONFIG_FILE.value, with_flops=_FLOPS.value)
-  except config.ConfigError as e:
-    raise app.UsageError(str(e))
+  stats = model_stats.model_stats(_CONFIG_FILE.value, with_flops=_FLOPS.value)
   if _FORMAT.value == 'json':
     print(json.dumps(stats, indent=2))
   else:
@@ -41,4 +38,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('model_stats', main))

@@ -15,13 +15,11 @@ Examples:
     --images=a.jpg,b.png --output_dir=predictions
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
 from deeplab_sp.export import predict_lib
+from deeplab_sp.utils import cli
 
 _SAVED_MODEL = flags.DEFINE_string(
     'saved_model', None, 'SavedModel version directory from '
@@ -46,21 +44,16 @@ def main(argv):
       use_checkpoint and not (_CONFIG_FILE.value and _CHECKPOINT_PATH.value)):
     raise app.UsageError('Pass either --saved_model, or both --config_file '
                          'and --checkpoint_path.')
-  try:
-    files = predict_lib.expand_images(_IMAGES.value)
-    if _SAVED_MODEL.value:
-      predict, colormap = predict_lib.load_saved_model(_SAVED_MODEL.value)
-    else:
-      predict, colormap = predict_lib.load_checkpoint(_CONFIG_FILE.value,
-                                                      _CHECKPOINT_PATH.value)
-    written = predict_lib.predict_files(predict, colormap, files,
-                                        _OUTPUT_DIR.value)
-  except (ValueError, FileNotFoundError) as e:
-    logging.error('%s', e)
-    print(f'Error: {e}', file=sys.stderr)
-    sys.exit(1)
+  files = predict_lib.expand_images(_IMAGES.value)
+  if _SAVED_MODEL.value:
+    predict, colormap = predict_lib.load_saved_model(_SAVED_MODEL.value)
+  else:
+    predict, colormap = predict_lib.load_checkpoint(_CONFIG_FILE.value,
+                                                    _CHECKPOINT_PATH.value)
+  written = predict_lib.predict_files(predict, colormap, files,
+                                      _OUTPUT_DIR.value)
   print(f'Wrote {len(written)} files to {_OUTPUT_DIR.value}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('predict', main))

@@ -14,14 +14,15 @@ import sys
 from absl import app
 from absl import flags
 
-from deeplab_sp import config
+from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_multi_string(
     'config_file', None,
     'Path of a text ExperimentOptions (.textproto); repeat the flag to check '
     'several files.', required=True)
 _MODE = flags.DEFINE_enum(
-    'mode', 'train_and_eval', config.MODES,
+    'mode', 'train_and_eval', experiment_lib.MODES,
     'Mode the config will be used in; decides which datasets must have '
     'file patterns.')
 
@@ -31,15 +32,15 @@ def main(argv):
   failed = 0
   for path in _CONFIG_FILE.value:
     try:
-      options = config.load_experiment_options(path, mode=_MODE.value)
-    except config.ConfigError as e:
+      experiment = experiment_lib.load_experiment(path, mode=_MODE.value)
+    except experiment_lib.ConfigError as e:
       print(f'INVALID {e}', file=sys.stderr)
       failed += 1
       continue
     print(f'OK {path}')
-    print('  ' + config.summary(options).replace('\n', '\n  '))
+    print('  ' + experiment.summary(with_path=False).replace('\n', '\n  '))
   return 1 if failed else 0
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli.main_with_clear_errors('validate_config', main))

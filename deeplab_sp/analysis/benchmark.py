@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import peak_memory
 from deeplab_sp.analysis import timing
 from deeplab_sp.model import builder
@@ -149,14 +149,13 @@ def with_implementation(model_options: model_pb2.ModelOptions,
   return options
 
 
-def input_size(options: config_pb2.ExperimentOptions,
+def input_size(experiment: experiment_lib.Experiment,
                settings: BenchmarkSettings):
-  """(height, width) to benchmark; ConfigError if the model cannot take it."""
-  if settings.height is not None:
-    size = (settings.height, settings.width)
-  else:
-    size = config_lib.model_input_size(options)
-  model_geometry(options.model_options, size)  # Validates.
+  """(height, width) to benchmark; GeometryError if the model cannot take it."""
+  if settings.height is None:
+    return experiment.input_size  # Checked when the experiment was loaded.
+  size = (settings.height, settings.width)
+  model_geometry(experiment.options.model_options, size)  # Validates.
   return size
 
 
@@ -169,14 +168,14 @@ def model_geometry(model_options: model_pb2.ModelOptions,
       model_options.superpixel_tokenization.grid_width)
 
 
-def build_model(options: config_pb2.ExperimentOptions, implementation: str,
+def build_model(experiment: experiment_lib.Experiment, implementation: str,
                 size, ops_only: bool = False):
   """The model (or its local attention stages only) for one implementation."""
-  model_options = with_implementation(options.model_options, implementation)
+  model_options = with_implementation(experiment.options.model_options,
+                                      implementation)
   if ops_only:
-    return LocalAttentionStages(model_options, config_lib.num_classes(options),
-                                size)
-  return builder.build_model(model_options, config_lib.num_classes(options),
+    return LocalAttentionStages(model_options, experiment.num_classes, size)
+  return builder.build_model(model_options, experiment.num_classes,
                              input_size=size)
 
 
@@ -229,7 +228,7 @@ def time_components(model, images, settings: BenchmarkSettings,
   return results
 
 
-def tokenization_peak_bytes(options: config_pb2.ExperimentOptions,
+def tokenization_peak_bytes(experiment: experiment_lib.Experiment,
                             implementation: str, size, batch: int,
                             jit_compile: bool,
                             ops_only: bool) -> Optional[int]:
@@ -239,8 +238,8 @@ def tokenization_peak_bytes(options: config_pb2.ExperimentOptions,
   """
   if tf.config.list_physical_devices('GPU'):
     return peak_memory.gpu_peak_bytes(_tokenization_call(
-        options, implementation, size, batch, jit_compile, ops_only))
-  request = dict(options=text_format.MessageToString(options),
+        experiment, implementation, size, batch, jit_compile, ops_only))
+  request = dict(options=text_format.MessageToString(experiment.options),
                  implementation=implementation, size=list(size), batch=batch,
                  jit_compile=jit_compile, ops_only=ops_only)
   return peak_memory.rss_growth_in_subprocess(_CHILD_PROGRAM,
@@ -254,29 +253,31 @@ def peak_memory_child(request: dict) -> None:
     request: the JSON-decoded arguments of `tokenization_peak_bytes`, the
       ExperimentOptions in text format.
   """
-  options = text_format.Parse(request['options'],
-                              config_pb2.ExperimentOptions())
+  experiment = experiment_lib.experiment_from_options(
+      text_format.Parse(request['options'], config_pb2.ExperimentOptions()),
+      mode=None)
   peak_memory.report_rss_growth(_tokenization_call(
-      options, request['implementation'], tuple(request['size']),
+      experiment, request['implementation'], tuple(request['size']),
       request['batch'], request['jit_compile'], request['ops_only']))
 
 
-def _tokenization_call(options, implementation, size, batch, jit_compile,
+def _tokenization_call(experiment, implementation, size, batch, jit_compile,
                        ops_only):
   """Builds the model and returns a no-argument compiled tokenization call."""
-  model = build_model(options, implementation, size, ops_only)
+  model = build_model(experiment, implementation, size, ops_only)
   calls = record_component_inputs(model, random_images(batch, size),
                                   ['tokenization'])
   return timing.compiled_call(*calls['tokenization'], jit_compile)
 
 
-def run_benchmark(options: config_pb2.ExperimentOptions,
+def run_benchmark(experiment: experiment_lib.Experiment,
                   settings: BenchmarkSettings,
                   progress=logging.info) -> dict:
   """Times the components for every implementation; see the module doc.
 
   Args:
-    options: the validated experiment.
+    experiment: the loaded experiment (its model options, class count and
+      input size).
     settings: what to measure.
     progress: called with one line of progress at a time.
 
@@ -289,7 +290,8 @@ def run_benchmark(options: config_pb2.ExperimentOptions,
     'memory_ratio' (NAIVE peak / EFFICIENT peak).
   """
   validate_settings(settings)
-  size = input_size(options, settings)
+  options = experiment.options
+  size = input_size(experiment, settings)
   geometry = model_geometry(options.model_options, size)
   images = random_images(settings.batch, size)
   results = {'settings': dict(
@@ -303,7 +305,7 @@ def run_benchmark(options: config_pb2.ExperimentOptions,
     implementation = local_attention.normalize_implementation(implementation)
     progress(f'{implementation}: building the model at {size[0]}x{size[1]}, '
              f'batch {settings.batch}')
-    model = build_model(options, implementation, size, settings.ops_only)
+    model = build_model(experiment, implementation, size, settings.ops_only)
     rounds = time_components(model, images, settings, progress)
     del model
     gc.collect()
@@ -320,7 +322,7 @@ def run_benchmark(options: config_pb2.ExperimentOptions,
     if settings.measure_memory and 'tokenization' in settings.components:
       progress(f'{implementation}: measuring the tokenization peak memory')
       entry['tokenization_peak_bytes'] = tokenization_peak_bytes(
-          options, implementation, size, settings.batch,
+          experiment, implementation, size, settings.batch,
           settings.execution_modes[0] == XLA, settings.ops_only)
       progress(f'  tokenization peak: {entry["tokenization_peak_bytes"]} B')
     results[implementation] = entry

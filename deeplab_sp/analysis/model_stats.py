@@ -21,7 +21,7 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 from tensorflow.python.framework import graph_util  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
 from deeplab_sp.model.kernels import xla_islands
@@ -83,10 +83,10 @@ def count_graph_flops(graph: tf.Graph) -> int:
 
 def model_stats(config_path: str, with_flops: bool = True) -> dict:
   """Returns {'total_params', 'components', 'flops', 'input_size'}."""
-  options = config_lib.load_experiment_options(config_path, mode=None)
-  input_size = config_lib.model_input_size(options)
-  model = builder.create_model(options.model_options,
-                               config_lib.num_classes(options), input_size)
+  experiment = experiment_lib.load_experiment(config_path, mode=None)
+  input_size = experiment.input_size
+  model = builder.create_model(experiment.options.model_options,
+                               experiment.num_classes, input_size)
   # Tracing one call creates the variables without computing anything.
   _inference_function(model).get_concrete_function(_input_spec(model))
   components = component_params(model)

@@ -1,7 +1,8 @@
 """Sharded TFRecord writing that leaves nothing half-written.
 
 Splits are written to temporary files in the output directory (hidden
-names that no shard glob matches); only when every example of every split
+names that no shard glob matches, made by utils/io.temporary_name so a
+killed run's leftovers are recognised as such); only when every example of every split
 has been written are they renamed to `{split}-{index:05d}-of-{count:05d}.tfrecord`
 (tfrecord_format.shard_filename). A failure (a bad source file, an
 interrupted run) removes the temporary files, so no partial shard is ever
@@ -17,14 +18,16 @@ from absl import logging
 import tensorflow as tf
 
 from deeplab_sp.data import tfrecord_format
+from deeplab_sp.utils import io
 
 # Log a progress line every this many examples.
 PROGRESS_EVERY = 100
 
 
 def _temporary_name(path: str) -> str:
+  """io.temporary_name of the hidden '.<name>': `{split}-*` never matches."""
   directory, base = os.path.split(path)
-  return os.path.join(directory, f'.incomplete-{os.getpid()}-{base}')
+  return io.temporary_name(os.path.join(directory, f'.{base}'))
 
 
 class SplitJob(NamedTuple):
@@ -35,16 +38,16 @@ class SplitJob(NamedTuple):
 
 
 def _write_temporary(job: SplitJob, output_dir: str, num_shards: int,
-                     temporary: List[str]):
-  """Writes the job's shards to temporary names, appending them to
-  `temporary` as they are created."""
+                     temporary: Dict[str, str]):
+  """Writes the job's shards to temporary names, adding final path ->
+  temporary path to `temporary` as they are created."""
   split, num_examples = job.split, job.num_examples
   start = time.time()
   for shard in range(num_shards):
     final = os.path.join(output_dir, tfrecord_format.shard_filename(
         split, shard, num_shards))
     temp_path = _temporary_name(final)
-    temporary.append(temp_path)
+    temporary[final] = temp_path
     # Contiguous ranges of examples per shard, sizes differing by <= 1.
     first = shard * num_examples // num_shards
     last = (shard + 1) * num_examples // num_shards
@@ -77,13 +80,13 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
   if num_shards <= 0:
     raise ValueError(f'--num_shards must be positive, got {num_shards}.')
   tf.io.gfile.makedirs(output_dir)
-  temporary = []
+  temporary = {}
   try:
     for job in jobs:
       _write_temporary(job, output_dir, min(num_shards, job.num_examples),
                        temporary)
   except BaseException:
-    for temp_path in temporary:
+    for temp_path in temporary.values():
       if tf.io.gfile.exists(temp_path):
         tf.io.gfile.remove(temp_path)
     raise
@@ -93,7 +96,7 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
     paths = [os.path.join(output_dir, tfrecord_format.shard_filename(
         job.split, shard, count)) for shard in range(count)]
     for path in paths:
-      tf.io.gfile.rename(_temporary_name(path), path, overwrite=True)
+      tf.io.gfile.rename(temporary[path], path, overwrite=True)
     stale = set(tf.io.gfile.glob(os.path.join(
         output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
     for path in sorted(stale):

@@ -27,7 +27,7 @@ from a 128-pixel reference):
 
 Because colours and textures are drawn from the same distributions for
 every class, a per-pixel colour classifier can only guess the most frequent
-class per colour (deeplab_sp/data/color_baseline.py measures it); the class
+class per colour (deeplab_sp/analysis/color_baseline.py measures it); the class
 is decided by shape and layout: thin and vertical (pole), thin and
 horizontal (wire), top (sky), bottom (ground), rectangles on the horizon
 (building), blobs on the ground (vehicle).

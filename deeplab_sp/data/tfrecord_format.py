@@ -1,6 +1,6 @@
 """DeepLab2's semantic-segmentation tf.train.Example layout and shard names.
 
-Records use the keys of DeepLab2's data builders (SPEC section 4), so that
+Records use the keys of DeepLab2's data builders, so that
 records written by DeepLab2's own `build_cityscapes_data.py` (and any other
 builder using those keys) load unchanged:
 
@@ -25,6 +25,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 import tensorflow as tf
+
+from deeplab_sp.utils import io as io_lib
 
 IMAGE_ENCODED_KEY = 'image/encoded'
 IMAGE_FILENAME_KEY = 'image/filename'
@@ -273,9 +275,6 @@ def write_images_from_records(file_patterns, output_dir: str,
   for index, example in enumerate(read_examples(file_patterns, count)):
     name = example['image_name'] or f'image_{index:05d}'
     path = os.path.join(output_dir, f'{os.path.basename(name)}.png')
-    temporary = path + '.tmp'
-    with tf.io.gfile.GFile(temporary, 'wb') as f:
-      f.write(encode_image_png(example['image']))
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    io_lib.write_atomically(path, encode_image_png(example['image']))
     paths.append(path)
   return paths

@@ -23,7 +23,7 @@ bottom/right to the largest height and width (Hmax, Wmax) of the batch:
 'probabilities' with 0; 'image_size' tells where each image ends. For a
 batch of one size (the common case) there is no padding.
 
-Size handling. The model is built for one input size (model_input_size:
+Size handling. The model is built for one input size (Experiment.input_size:
 the crop_size of eval_dataset_options, else of train_dataset_options). Each
 image is resized, keeping its aspect ratio, to fit inside that size
 (bilinear; scale = min(H_model / h, W_model / w), up or down), padded
@@ -34,18 +34,17 @@ softmax); the superpixel ids are cropped and resized with nearest neighbour.
 """
 
 import os
-import uuid
 from typing import Dict, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
 from deeplab_sp.model import builder
 from deeplab_sp.model.kernels import xla_islands
-from deeplab_sp.protos import config_pb2
+from deeplab_sp.utils import io
 
 IGNORE_LABEL = dataset_info.IGNORE_LABEL
 # Padding value of 'superpixel_ids' outside an image (no superpixel).
@@ -225,14 +224,14 @@ class ServingModule(tf.Module):
     return self._run(padded, fitted, sizes)
 
 
-def build_serving_module(options: config_pb2.ExperimentOptions,
+def build_serving_module(experiment: experiment_lib.Experiment,
                          checkpoint_path: Optional[str] = None,
                          include_probabilities: bool = False,
                          include_superpixel_ids: bool = True) -> ServingModule:
-  """Builds the model of `options`, restores a checkpoint, wraps it.
+  """Builds the model of `experiment`, restores a checkpoint, wraps it.
 
   Args:
-    options: the experiment (model_options and a dataset with crop_size).
+    experiment: the Experiment (its model, input size and dataset).
     checkpoint_path: a checkpoint prefix or a directory (its latest
       checkpoint is used); None keeps the initial weights (tests).
     include_probabilities, include_superpixel_ids: see ServingModule.
@@ -240,12 +239,12 @@ def build_serving_module(options: config_pb2.ExperimentOptions,
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
   """
-  input_size = config_lib.model_input_size(options)
-  num_classes = config_lib.num_classes(options)
+  input_size = experiment.input_size
+  num_classes = experiment.num_classes
   # The checkpoint holds every weight: do not read the encoder's pretrained
   # (ImageNet) file, which need not exist where the model is exported.
-  model_options = type(options.model_options)()
-  model_options.CopyFrom(options.model_options)
+  model_options = type(experiment.options.model_options)()
+  model_options.CopyFrom(experiment.options.model_options)
   model_options.encoder.ClearField('pretrained_weights')
   model = builder.build_model(model_options, num_classes, input_size)
   # Create the variables before restoring, so that every checkpoint value
@@ -253,9 +252,7 @@ def build_serving_module(options: config_pb2.ExperimentOptions,
   model(tf.zeros([1, *input_size, 3]), training=False)
   if checkpoint_path is not None:
     restore_checkpoint(model, checkpoint_path)
-  name = (options.eval_dataset_options.dataset or
-          options.train_dataset_options.dataset)
-  info = dataset_info.get_dataset_info(name)
+  info = experiment.dataset
   return ServingModule(model, input_size, num_classes, info.colormap,
                        info.class_names, include_probabilities,
                        include_superpixel_ids)
@@ -328,8 +325,7 @@ def export_saved_model(module: ServingModule, output_path: str,
         f'{export_dir} exists; pass --overwrite to replace it or a new '
         '--version (default: the next free version).')
   tf.io.gfile.makedirs(output_path)
-  temp_dir = os.path.join(output_path,
-                          f'.tmp-{version}-{uuid.uuid4().hex[:8]}')
+  temp_dir = io.temporary_name(export_dir)
   try:
     signatures = {SERVING_DEFAULT: module.serve_encoded,
                   SERVING_FLOAT: module.serve_float}
@@ -351,7 +347,7 @@ def export_from_config(config_file: str, checkpoint_path: str,
                        include_probabilities: bool = False,
                        include_superpixel_ids: bool = True) -> str:
   """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
-  options = config_lib.load_experiment_options(config_file, mode=None)
-  module = build_serving_module(options, checkpoint_path,
+  experiment = experiment_lib.load_experiment(config_file, mode=None)
+  module = build_serving_module(experiment, checkpoint_path,
                                 include_probabilities, include_superpixel_ids)
   return export_saved_model(module, output_path, version, overwrite)

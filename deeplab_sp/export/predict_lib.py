@@ -10,12 +10,13 @@ anything is written. PNGs are written to a temporary name, then renamed.
 
 import os
 from typing import Callable, Dict, List, Sequence, Tuple
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import export_lib
+from deeplab_sp.utils import io
 from deeplab_sp.utils import visualization
 
 Predictor = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
@@ -32,6 +33,12 @@ def expand_images(patterns: Sequence[str]) -> List[str]:
     if not matches:
       raise FileNotFoundError(f'--images pattern {pattern!r} matches no file;'
                               ' check the path (quote globs in the shell).')
+    directories = [path for path in matches if tf.io.gfile.isdir(path)]
+    if directories:
+      raise ValueError(
+          f'--images {pattern!r} matches the directory {directories[0]}; pass '
+          f'image files or a glob of them, e.g. --images="{directories[0]}'
+          '/*.png".')
     files.extend(matches)
   if not files:
     raise ValueError('--images is empty; pass files or globs, e.g. '
@@ -59,9 +66,8 @@ def load_saved_model(saved_model_dir: str
 def load_checkpoint(config_file: str, checkpoint_path: str
                    ) -> Tuple[Predictor, np.ndarray]:
   """Returns (predict function, colormap [K, 3]) of a config + checkpoint."""
-  from deeplab_sp import config as config_lib  # pylint: disable=g-import-not-at-top
-  options = config_lib.load_experiment_options(config_file, mode=None)
-  module = export_lib.build_serving_module(options, checkpoint_path)
+  experiment = experiment_lib.load_experiment(config_file, mode=None)
+  module = export_lib.build_serving_module(experiment, checkpoint_path)
 
   def predict(encoded_images):
     return module.serve_encoded(encoded_images)  # Keeps `module` alive.
@@ -82,10 +88,7 @@ def _read_image(path: str) -> Tuple[bytes, np.ndarray]:
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
-  temp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
-  with tf.io.gfile.GFile(temp, 'wb') as f:
-    f.write(tf.io.encode_png(image).numpy())
-  tf.io.gfile.rename(temp, path, overwrite=True)
+  io.write_atomically(path, tf.io.encode_png(image).numpy())
 
 
 def predict_files(predict: Predictor, colormap: np.ndarray,

@@ -1,4 +1,4 @@
-"""The orbit StandardEvaluator: streaming confusion matrix -> mIoU (SPEC 5).
+"""The orbit StandardEvaluator: streaming confusion matrix -> mIoU.
 
 Accumulates one confusion matrix over the whole evaluation split (padding
 and ignore pixels excluded), then reports mIoU, per-class IoU (absent classes
@@ -18,16 +18,9 @@ import tf_keras
 
 from deeplab_sp.trainer import metrics as metrics_lib
 from deeplab_sp.trainer import summaries
+from deeplab_sp.utils import io
 
 EVAL_RESULTS_FILENAME = 'eval_results.json'
-
-
-def write_json_atomically(path: str, data) -> None:
-  """Writes `data` as JSON to a temporary file and renames it to `path`."""
-  temp_path = f'{path}.tmp-{os.getpid()}'
-  with tf.io.gfile.GFile(temp_path, 'w') as f:
-    f.write(json.dumps(data, indent=2, sort_keys=True))
-  tf.io.gfile.rename(temp_path, path, overwrite=True)
 
 
 def _json_number(value: Optional[float]) -> Optional[float]:
@@ -118,9 +111,9 @@ class Evaluator(orbit.StandardEvaluator):
         'num_valid_pixels': result.num_valid_pixels,
     }
     if self.experiment_dir and self.strategy.extended.should_checkpoint:
-      write_json_atomically(
+      io.write_atomically(
           os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
-          results)
+          json.dumps(results, indent=2, sort_keys=True))
     self._last_results_json = json.dumps(results)  # A str: not tracked.
     self._write_images(step)
     scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy}

@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.trainer import distribution
 from deeplab_sp.trainer import train_lib
 from deeplab_sp.trainer import trainer as trainer_lib
@@ -28,7 +28,7 @@ _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Text ExperimentOptions (.textproto), local or '
     'gs://, e.g. configs/synthetic/sp_transformer_tiny.textproto.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'train_and_eval', list(config_lib.MODES),
+    'mode', 'train_and_eval', list(experiment_lib.MODES),
     'train: train only; eval: evaluate the latest checkpoint once; '
     'train_and_eval: train and evaluate every eval_interval_steps; '
     'continuous_eval: evaluate every new checkpoint until the last one.')
@@ -46,11 +46,11 @@ _MASTER = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  options = config_lib.load_experiment_options(_CONFIG_FILE.value,
-                                               mode=_MODE.value)
-  logging.info('%s', config_lib.summary(options, _CONFIG_FILE.value))
+  experiment = experiment_lib.load_experiment(_CONFIG_FILE.value,
+                                              mode=_MODE.value)
+  logging.info('%s', experiment.summary())
   strategy = distribution.get_strategy(_NUM_GPUS.value, _MASTER.value)
-  train_lib.run_experiment(options, _MODE.value, _MODEL_DIR.value, strategy)
+  train_lib.run_experiment(experiment, _MODEL_DIR.value, strategy)
 
 
 def run():

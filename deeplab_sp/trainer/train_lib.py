@@ -17,24 +17,19 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp import config as config_lib
-from deeplab_sp.data import dataset_info
-from deeplab_sp.protos import config_pb2
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.trainer import evaluator as evaluator_lib
 from deeplab_sp.trainer import optimizer as optimizer_lib
 from deeplab_sp.trainer import trainer as trainer_lib
 
-MODES = config_lib.MODES
+MODES = experiment_lib.MODES
 # Seconds between polls for a new checkpoint in continuous_eval.
 CHECKPOINT_POLL_SECONDS = 2
 
-_MIXED_PRECISION_POLICIES = {'none': 'float32', 'float16': 'mixed_float16',
-                             'bfloat16': 'mixed_bfloat16'}
 
-
-def experiment_dir(model_dir: str, options: config_pb2.ExperimentOptions
+def experiment_dir(model_dir: str, experiment: experiment_lib.Experiment
                   ) -> str:
-  return os.path.join(model_dir, options.experiment_name)
+  return os.path.join(model_dir, experiment.name)
 
 
 def check_writable(directory: str) -> None:
@@ -56,29 +51,11 @@ def check_writable(directory: str) -> None:
         'credentials).') from e
 
 
-def check_class_counts(options: config_pb2.ExperimentOptions,
-                       mode: str) -> int:
-  """Returns the class count; raises ConfigError if the datasets disagree."""
-  names = {}
-  if mode in config_lib.TRAIN_MODES:
-    names['train_dataset_options.dataset'] = (
-        options.train_dataset_options.dataset)
-  if mode in config_lib.EVAL_MODES:
-    names['eval_dataset_options.dataset'] = options.eval_dataset_options.dataset
-  counts = {field: dataset_info.get_dataset_info(name).num_classes
-            for field, name in names.items()}
-  if len(set(counts.values())) != 1:
-    raise config_lib.ConfigError(
-        f'The datasets disagree on the number of classes: {counts} (datasets '
-        f'{names}). Train and evaluate on datasets with the same label '
-        'space.')
-  return next(iter(counts.values()))
-
-
-def _default_model_fn(options, num_classes):
+def _default_model_fn(experiment: experiment_lib.Experiment):
   from deeplab_sp.model import builder  # pylint: disable=g-import-not-at-top
-  return builder.build_model(options.model_options, num_classes,
-                             input_size=config_lib.model_input_size(options))
+  return builder.build_model(experiment.options.model_options,
+                             experiment.num_classes,
+                             input_size=experiment.input_size)
 
 
 def _default_dataset_fn(dataset_options, is_training, input_context=None):
@@ -141,54 +118,50 @@ def _build_model(model: tf_keras.Model, input_size) -> None:
     model(tf.zeros([1, input_size[0], input_size[1], 3]), training=False)
 
 
-def run_experiment(options: config_pb2.ExperimentOptions,
-                   mode: str,
+def run_experiment(experiment: experiment_lib.Experiment,
                    model_dir: str,
                    strategy: Optional[tf.distribute.Strategy] = None,
                    model_fn=None,
                    dataset_fn=None) -> dict:
-  """Runs `mode` for the experiment; returns the last eval results (or {}).
+  """Runs the experiment in the mode it was validated for.
+
+  Returns the last eval results (or {}).
 
   Args:
-    options: a validated ExperimentOptions.
-    mode: one of MODES.
+    experiment: the Experiment, loaded for its mode (one of MODES).
     model_dir: root directory; outputs go to model_dir/experiment_name.
     strategy: tf.distribute strategy (default: the default strategy).
-    model_fn: (options, num_classes) -> model; default build_model.
+    model_fn: experiment -> model; default build_model.
     dataset_fn: (dataset_options, is_training, input_context) ->
       tf.data.Dataset; default input_pipeline.build_dataset.
 
   Raises:
-    ConfigError, PermissionError: before any work starts.
+    PermissionError: before any work starts (the experiment is already
+      validated).
     trainer.NonFiniteLossError: when the loss or weights become NaN/Inf.
   """
+  mode = experiment.mode
   if mode not in MODES:
-    raise ValueError(f'--mode={mode} is unknown; use one of {MODES}.')
+    raise ValueError(f'The experiment was loaded for mode {mode!r}; load it '
+                     f'for one of {MODES} to run it.')
+  options = experiment.options
   strategy = strategy or tf.distribute.get_strategy()
   model_fn = model_fn or _default_model_fn
   dataset_fn = dataset_fn or _default_dataset_fn
-  exp_dir = experiment_dir(model_dir, options)
-  num_classes = check_class_counts(options, mode)
-  if mode in config_lib.TRAIN_MODES or strategy.extended.should_checkpoint:
+  exp_dir = experiment_dir(model_dir, experiment)
+  if mode in experiment_lib.TRAIN_MODES or strategy.extended.should_checkpoint:
     check_writable(exp_dir)
   trainer_options = options.trainer_options
-  info_name = (options.train_dataset_options.dataset
-               if mode in config_lib.TRAIN_MODES
-               else options.eval_dataset_options.dataset)
-  info = dataset_info.get_dataset_info(info_name)
+  info = experiment.dataset
 
   if trainer_options.random_seed:
     tf_keras.utils.set_random_seed(trainer_options.random_seed)
-  policy = _MIXED_PRECISION_POLICIES.get(trainer_options.mixed_precision)
-  if policy is None:
-    raise config_lib.ConfigError(
-        f'trainer_options.mixed_precision {trainer_options.mixed_precision!r}'
-        f' is unknown; use one of {sorted(_MIXED_PRECISION_POLICIES)}.')
-  tf_keras.mixed_precision.set_global_policy(policy)
+  tf_keras.mixed_precision.set_global_policy(
+      experiment.keras_mixed_precision_policy)
 
   with strategy.scope():
-    model = model_fn(options, num_classes)
-    _build_model(model, config_lib.model_input_size(options))
+    model = model_fn(experiment)
+    _build_model(model, experiment.input_size)
     # float16 needs dynamic loss scaling (its range underflows small
     # gradients); bfloat16 has float32's range and needs none.
     optimizer = optimizer_lib.SplitOptimizer(
@@ -203,7 +176,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
     return os.path.join(exp_dir, name)
 
   trainer = None
-  if mode in config_lib.TRAIN_MODES:
+  if mode in experiment_lib.TRAIN_MODES:
     train_options = options.train_dataset_options
     train_dataset = strategy.distribute_datasets_from_function(
         lambda ctx: dataset_fn(train_options, True, ctx))
@@ -216,7 +189,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
         image_summary_dir=summary_dir('train_images'))
 
   evaluator = None
-  if mode in config_lib.EVAL_MODES:
+  if mode in experiment_lib.EVAL_MODES:
     eval_options = options.eval_dataset_options
     eval_dataset = strategy.distribute_datasets_from_function(
         lambda ctx: dataset_fn(eval_options, False, ctx))

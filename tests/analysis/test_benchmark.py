@@ -10,7 +10,7 @@ import pytest
 import tf_keras
 
 import tiny_experiment
-from deeplab_sp import config
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import benchmark
 from deeplab_sp.analysis import timing
 from deeplab_sp.model import local_attention
@@ -37,8 +37,8 @@ def tiny_config(tmp_path_factory):
   return str(path)
 
 
-def _read(path):
-  return config.load_experiment_options(path, mode=None)
+def _read(path) -> experiment_lib.Experiment:
+  return experiment_lib.load_experiment(path, mode=None)
 
 
 def test_ops_only_results_and_ratios(tiny_config):
@@ -76,7 +76,7 @@ def test_ops_only_results_and_ratios(tiny_config):
 def test_record_component_inputs_restores_the_layers(tiny_config):
   options = _read(tiny_config)
   model = benchmark.build_model(options, 'EFFICIENT', (64, 96), ops_only=True)
-  num_classes = config.num_classes(options)
+  num_classes = options.num_classes
   images = benchmark.random_images(2, (64, 96))
   calls = benchmark.record_component_inputs(
       model, images, ['tokenization', 'association', 'total'])
@@ -102,7 +102,7 @@ def test_record_component_inputs_restores_the_layers(tiny_config):
 
 
 def test_with_implementation_sets_both_ops(tiny_config):
-  options = _read(tiny_config)
+  options = _read(tiny_config).copy_options()
   changed = benchmark.with_implementation(options.model_options, 'EFFICIENT')
   assert changed.superpixel_tokenization.implementation == 1
   assert changed.superpixel_association.implementation == 1

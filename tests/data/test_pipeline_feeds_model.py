@@ -9,27 +9,25 @@ updates the weights.
 import numpy as np
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-from deeplab_sp import config as config_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import synthetic
 from deeplab_sp.model import builder
+import tiny_experiment
 
-DEFAULT_CONFIG = REPO_ROOT / 'configs/synthetic/sp_transformer_tiny.textproto'
 SIZE = 64
 
 
 def test_one_training_step_on_pipeline_batch(tmp_path):
   synthetic.write_dataset(str(tmp_path), 6, 2, SIZE, SIZE, num_shards=1)
-  options = config_lib.load_experiment_options(str(DEFAULT_CONFIG), mode=None)
+  options = tiny_experiment.options({
+      'train_dataset_options.file_pattern': [str(tmp_path / 'train-*')],
+      'train_dataset_options.batch_size': 2,
+      'train_dataset_options.crop_size': [SIZE, SIZE],
+      'model_options.superpixel_tokenization.grid_height': 4,
+      'model_options.superpixel_tokenization.grid_width': 4,
+  })
   dataset_options = options.train_dataset_options
-  del dataset_options.file_pattern[:]
-  dataset_options.file_pattern.append(str(tmp_path / 'train-*'))
-  dataset_options.batch_size = 2
-  dataset_options.crop_size[:] = [SIZE, SIZE]
-  options.model_options.superpixel_tokenization.grid_height = 4
-  options.model_options.superpixel_tokenization.grid_width = 4
 
   batch = next(iter(input_pipeline.build_dataset(dataset_options, True)))
   num_classes = dataset_info.get_dataset_info('synthetic').num_classes

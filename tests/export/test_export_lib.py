@@ -11,11 +11,11 @@ import tensorflow as tf
 
 from deeplab_sp.data import preprocessing
 from deeplab_sp.export import export_lib
-from deeplab_sp.export.testing_utils import png_bytes
-from deeplab_sp.export.testing_utils import random_image
-from deeplab_sp.export.testing_utils import SIZE
-from deeplab_sp.export.testing_utils import tiny_options
 from deeplab_sp.model.kernels import xla_islands
+import export_testing
+from export_testing import png_bytes
+from export_testing import random_image
+from export_testing import SIZE
 
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-direct-tensorflow-import
@@ -28,11 +28,11 @@ def exported(tmp_path_factory):
   """(module, export_dir, config_file, checkpoint prefix)."""
   tf.keras.utils.set_random_seed(1)
   root = tmp_path_factory.mktemp('export')
-  options = tiny_options()
+  experiment = export_testing.tiny()
   config_file = str(root / 'config.textproto')
   with open(config_file, 'w') as f:
-    f.write(text_format.MessageToString(options))
-  module = export_lib.build_serving_module(options,
+    f.write(text_format.MessageToString(experiment.options))
+  module = export_lib.build_serving_module(experiment,
                                            include_probabilities=True)
   prefix = tf.train.Checkpoint(model=module.model).write(str(root / 'ckpt-1'))
   export_dir = export_lib.export_from_config(

@@ -14,7 +14,7 @@ from deeplab_sp.export import predict_lib
 from deeplab_sp.utils import visualization
 
 from google.protobuf import text_format
-from deeplab_sp.export import testing_utils
+import export_testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -25,11 +25,11 @@ def setup(tmp_path_factory):
   """(config file, checkpoint prefix, module)."""
   tf.keras.utils.set_random_seed(2)
   root = tmp_path_factory.mktemp('predict')
-  options = testing_utils.tiny_options()
+  experiment = export_testing.tiny()
   config_file = str(root / 'config.textproto')
   with open(config_file, 'w') as f:
-    f.write(text_format.MessageToString(options))
-  module = export_lib.build_serving_module(options)
+    f.write(text_format.MessageToString(experiment.options))
+  module = export_lib.build_serving_module(experiment)
   prefix = tf.train.Checkpoint(model=module.model).write(str(root / 'ckpt-1'))
   return config_file, prefix, module
 
@@ -38,7 +38,7 @@ def write_images(directory, sizes):
   paths = []
   for index, (height, width) in enumerate(sizes):
     path = os.path.join(directory, f'image{index}.png')
-    Image.fromarray(testing_utils.random_image(height, width, index)).save(
+    Image.fromarray(export_testing.random_image(height, width, index)).save(
         path)
     paths.append(path)
   return paths
@@ -84,6 +84,8 @@ def test_unreadable_image_stops_before_writing(setup, tmp_path):
   assert not output_dir.exists()
   with pytest.raises(FileNotFoundError, match='matches no file'):
     predict_lib.expand_images([str(tmp_path / 'none*.jpg')])
+  with pytest.raises(ValueError, match='directory.*glob'):
+    predict_lib.expand_images([str(tmp_path)])
 
 
 def run_tool(*args):
@@ -113,5 +115,8 @@ def test_export_then_predict_tools(setup, tmp_path):
                     f'--images={tmp_path / "bad.jpg"}',
                     f'--output_dir={tmp_path / "out2"}')
   assert failed.returncode == 1
-  assert 'bad.jpg' in failed.stderr
+  # One line, once, without a traceback.
+  assert failed.stderr.count('Cannot read image') == 1, failed.stderr
+  assert 'predict: Cannot read image' in failed.stderr
+  assert 'Traceback' not in failed.stderr
   assert not (tmp_path / 'out2').exists()

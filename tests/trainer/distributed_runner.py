@@ -10,6 +10,7 @@ STRATEGY: 'single' (default strategy), 'mirrored' (2 logical CPUs) or
 'multi_worker' (TF_CONFIG from the environment). Prints DONE at the end.
 """
 
+import pathlib
 import sys
 
 from absl import logging
@@ -29,11 +30,12 @@ def main(strategy_name, model_dir, init_checkpoint, steps='6',
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   else:
     strategy = tf.distribute.get_strategy()
-  # Imported after the device setup.
-  from deeplab_sp.trainer import testing_utils  # pylint: disable=g-import-not-at-top
+  # Imported after the device setup. tests/ holds the shared tiny config.
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
   from deeplab_sp.trainer import train_lib  # pylint: disable=g-import-not-at-top
+  import trainer_testing  # pylint: disable=g-import-not-at-top
 
-  options = testing_utils.tiny_options(steps=int(steps))
+  options = trainer_testing.tiny_options(steps=int(steps))
   trainer = options.trainer_options
   trainer.steps_per_loop = 2
   trainer.save_summaries_steps = 2
@@ -45,9 +47,10 @@ def main(strategy_name, model_dir, init_checkpoint, steps='6',
   trainer.initial_checkpoint = init_checkpoint
   trainer.mixed_precision = mixed_precision
   options.train_dataset_options.batch_size = 4
-  train_lib.run_experiment(options, 'train', model_dir, strategy=strategy,
-                           model_fn=testing_utils.stand_in_model_fn,
-                           dataset_fn=testing_utils.make_dataset_fn())
+  train_lib.run_experiment(trainer_testing.experiment(options, 'train'),
+                           model_dir, strategy=strategy,
+                           model_fn=trainer_testing.stand_in_model_fn,
+                           dataset_fn=trainer_testing.make_dataset_fn())
   print('DONE', flush=True)
 
 

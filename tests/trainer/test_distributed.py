@@ -1,5 +1,5 @@
 """MirroredStrategy (2 logical CPUs) and MultiWorkerMirroredStrategy (2 local
-workers on loopback) give the same training as one device (issue 5, item 5).
+workers on loopback) give the same training as one device.
 
 Each run is a subprocess of tests/trainer/distributed_runner.py, started from
 the same initial checkpoint; the final checkpoints are compared.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_sp.trainer import testing_utils
+import trainer_testing
 
 RUNNER = str(pathlib.Path(__file__).with_name('distributed_runner.py'))
 # Seconds a runner may take before the test fails.
@@ -24,7 +24,7 @@ RUNNER_TIMEOUT = 240
 
 
 def _initial_checkpoint(directory) -> str:
-  model = testing_utils.StandInModel(19)
+  model = trainer_testing.StandInModel(19)
   model(tf.zeros([1, 16, 16, 3]))
   return tf.train.Checkpoint(model=model).write(os.path.join(directory,
                                                              'init'))

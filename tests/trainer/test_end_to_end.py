@@ -1,11 +1,11 @@
 """train.py end to end on the generated dataset, with the real model.
 
-Issue 5, items 1, 8 and 9: a tiny generated dataset
-(tools/build_synthetic_data.py) and a small SP-Transformer config; train.py
-is started as a subprocess, killed (SIGKILL) once its first checkpoint
-exists, and rerun with the same command: the rerun resumes from that
-checkpoint, ends at the configured step, lowers the loss and writes
-eval_results.json.
+A tiny generated dataset (tools/build_synthetic_data.py) and the tiny
+experiment (tests/tiny_experiment.py); train.py is started as a subprocess,
+killed (SIGKILL) once its first checkpoint exists, and rerun with the same
+command: the rerun resumes from that checkpoint, ends at the configured
+step, lowers the loss and writes eval_results.json. This is the project's
+kill-and-resume test (the real command line, data and model).
 """
 
 import json
@@ -20,15 +20,14 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from conftest import REPO_ROOT
-from deeplab_sp import config as config_lib
+from deeplab_sp import experiment as experiment_lib
+import tiny_experiment
 
 pytest.importorskip('deeplab_sp.data.input_pipeline',
                     reason='the input pipeline has not landed yet')
 
 TRAIN = str(REPO_ROOT / 'deeplab_sp' / 'trainer' / 'train.py')
 BUILD_DATA = str(REPO_ROOT / 'tools' / 'build_synthetic_data.py')
-DEFAULT_CONFIG = str(REPO_ROOT / 'configs' / 'synthetic' /
-                     'sp_transformer_tiny.textproto')
 # Image side of the tiny dataset, total steps, checkpoint interval.
 SIZE = 64
 STEPS = 40
@@ -53,40 +52,32 @@ def _build_data(data_dir):
 
 
 def _write_config(path, data_dir):
-  """The default experiment, shrunk to 64x64 crops and a 4x4 grid."""
-  options = config_lib.load_experiment_options(DEFAULT_CONFIG, mode=None)
-  options.experiment_name = 'e2e'
-  model = options.model_options
-  model.encoder.tiny_convnet_base_channels = 8
-  model.hypercolumn.channels = 16
-  model.hypercolumn.mlp_hidden_channels = 16
-  model.superpixel_tokenization.grid_height = 4
-  model.superpixel_tokenization.grid_width = 4
-  model.superpixel_tokenization.num_layers = 1
-  model.superpixel_tokenization.channels = 16
-  model.superpixel_tokenization.ffn_channels = 32
-  model.superpixel_classifier.num_layers = 1
-  model.superpixel_classifier.num_heads = 2
-  model.superpixel_classifier.channels = 16
-  model.superpixel_classifier.ffn_channels = 32
-  trainer = options.trainer_options
-  trainer.training_number_of_steps = STEPS
-  trainer.base_learning_rate = 0.005
-  trainer.warmup_steps = 2
-  trainer.save_checkpoints_steps = CHECKPOINT_STEPS
-  trainer.steps_per_loop = CHECKPOINT_STEPS
-  trainer.log_steps = CHECKPOINT_STEPS
-  trainer.save_summaries_steps = CHECKPOINT_STEPS
-  trainer.save_image_summaries_steps = 20
-  for dataset, split in ((options.train_dataset_options, 'train'),
-                         (options.eval_dataset_options, 'val')):
-    del dataset.file_pattern[:]
-    dataset.file_pattern.append(os.path.join(data_dir, f'{split}-*'))
-    dataset.batch_size = 4
-    dataset.crop_size[:] = [SIZE, SIZE]
-  options.evaluator_options.eval_interval_steps = STEPS
-  options.evaluator_options.num_vis_images = 2
-  config_lib.validate_experiment_options(options, mode='train_and_eval')
+  """The tiny experiment at FAST widths, 64x64 crops and a 4x4 grid."""
+  overrides = {
+      'experiment_name': 'e2e',
+      'model_options.superpixel_tokenization.grid_height': 4,
+      'model_options.superpixel_tokenization.grid_width': 4,
+      'model_options.superpixel_tokenization.num_layers': 1,
+      'model_options.superpixel_classifier.num_layers': 1,
+      'model_options.superpixel_classifier.num_heads': 2,
+      'trainer_options.training_number_of_steps': STEPS,
+      'trainer_options.base_learning_rate': 0.005,
+      'trainer_options.warmup_steps': 2,
+      'trainer_options.save_checkpoints_steps': CHECKPOINT_STEPS,
+      'trainer_options.steps_per_loop': CHECKPOINT_STEPS,
+      'trainer_options.log_steps': CHECKPOINT_STEPS,
+      'trainer_options.save_summaries_steps': CHECKPOINT_STEPS,
+      'trainer_options.save_image_summaries_steps': 20,
+      'evaluator_options.eval_interval_steps': STEPS,
+      'evaluator_options.num_vis_images': 2,
+  }
+  for field, split in (('train_dataset_options', 'train'),
+                       ('eval_dataset_options', 'val')):
+    overrides[f'{field}.file_pattern'] = [os.path.join(data_dir, f'{split}-*')]
+    overrides[f'{field}.batch_size'] = 4
+    overrides[f'{field}.crop_size'] = [SIZE, SIZE]
+  options = tiny_experiment.options(overrides, fast=True)
+  experiment_lib.experiment_from_options(options, str(path), 'train_and_eval')
   path.write_text(text_format.MessageToString(options))
 
 

@@ -42,3 +42,49 @@ def test_other_errors_keep_their_traceback():
 
 def test_return_value_passes_through():
   assert cli.main_with_clear_errors('tool', lambda argv: 0)(['tool']) == 0
+
+
+def _os_error(number, path):
+  import errno  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  return OSError(getattr(errno, number), os.strerror(getattr(errno, number)),
+                 path)
+
+
+@pytest.mark.parametrize('error', [
+    _os_error('ENOSPC', 'out/eval_results.json'),
+    _os_error('EROFS', '/read-only/x'),
+    IsADirectoryError(21, 'Is a directory', 'images'),
+    NotADirectoryError(20, 'Not a directory', 'a_file/sub'),
+])
+def test_filesystem_errors_are_one_line(capsys, error):
+  assert cli.main_with_clear_errors('tool', _raising(error))(['tool']) == 1
+  err = capsys.readouterr().err
+  assert err == f'tool: {error}\n'
+  assert err.count('\n') == 1
+
+
+@pytest.mark.parametrize('name', ['NotFoundError', 'PermissionDeniedError',
+                                  'FailedPreconditionError'])
+def test_gfile_errors_are_one_line(capsys, name):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  error = getattr(tf.errors, name)(None, None, 'gs://b/x; details\nop context')
+  assert cli.main_with_clear_errors('tool', _raising(error))(['tool']) == 1
+  assert capsys.readouterr().err == 'tool: gs://b/x; details\n'
+
+
+def test_multi_line_messages_become_one_line(capsys):
+  error = ValueError('checkpoint x does not fit:\n  shape (3,) vs (19,).\n'
+                     'Use the config it was trained with.')
+  assert cli.main_with_clear_errors('tool', _raising(error))(['tool']) == 1
+  assert capsys.readouterr().err == (
+      'tool: checkpoint x does not fit: shape (3,) vs (19,). Use the config '
+      'it was trained with.\n')
+
+
+def test_a_gfile_error_other_than_the_filesystem_keeps_its_traceback():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  main = cli.main_with_clear_errors(
+      'tool', _raising(tf.errors.InvalidArgumentError(None, None, 'a bug')))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    main(['tool'])

@@ -5,24 +5,23 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
-from deeplab_sp import config as config_lib
-from deeplab_sp.data import pipeline_benchmark
+from deeplab_sp.analysis import pipeline_benchmark
 from deeplab_sp.data import synthetic
+import tiny_experiment
 
 TOOL = str(REPO_ROOT / 'tools' / 'benchmark_input_pipeline.py')
-DEFAULT_CONFIG = REPO_ROOT / 'configs/synthetic/sp_transformer_tiny.textproto'
 
 
 def _config(tmp_path):
   synthetic.write_dataset(str(tmp_path / 'data'), 8, 5, 32, 32,
                           num_shards=1)
-  options = config_lib.load_experiment_options(str(DEFAULT_CONFIG), mode=None)
-  for dataset, split in ((options.train_dataset_options, 'train'),
-                         (options.eval_dataset_options, 'val')):
-    del dataset.file_pattern[:]
-    dataset.file_pattern.append(str(tmp_path / 'data' / f'{split}-*'))
-    dataset.batch_size = 2
-    dataset.crop_size[:] = [32, 32]
+  overrides = {}
+  for field, split in (('train_dataset_options', 'train'),
+                       ('eval_dataset_options', 'val')):
+    overrides[f'{field}.file_pattern'] = [str(tmp_path / 'data' / f'{split}-*')]
+    overrides[f'{field}.batch_size'] = 2
+    overrides[f'{field}.crop_size'] = [32, 32]
+  options = tiny_experiment.options(overrides)
   path = tmp_path / 'config.textproto'
   path.write_text(str(options))
   return options, path

@@ -1,17 +1,22 @@
-"""Small stand-ins for tests of the trainer: a tiny model and datasets.
+"""Small stand-ins for tests of the trainer: a stand-in model and datasets.
 
 `StandInModel` has the SPTransformer's output dict and `encoder` attribute
 but no superpixels; `make_dataset_fn` yields learnable in-memory batches
 (the label of a pixel is decided by its colour), so the trainer can be
-tested without the real model and input pipeline.
+tested without the real model and input pipeline. `tiny_options` is the
+shared tiny experiment (tests/tiny_experiment.py) with short schedules.
 """
+
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.protos import config_pb2
+import tiny_experiment
 
 # Side of the square cells of the stand-in's fake superpixel grid.
 STAND_IN_CELL = 4
@@ -49,10 +54,8 @@ class StandInModel(tf_keras.Model):
     }
 
 
-def stand_in_model_fn(options: config_pb2.ExperimentOptions,
-                      num_classes: int) -> StandInModel:
-  del options
-  return StandInModel(num_classes)
+def stand_in_model_fn(experiment: experiment_lib.Experiment) -> StandInModel:
+  return StandInModel(experiment.num_classes)
 
 
 def make_examples(num_images: int, size: int, num_classes: int,
@@ -89,53 +92,48 @@ def make_dataset_fn(num_images: int = 16, num_classes: int = 19,
   return dataset_fn
 
 
-def tiny_options(steps: int = 20, crop: int = 16) -> config_pb2.ExperimentOptions:
-  """A small valid ExperimentOptions on 'cityscapes' ids (19 classes)."""
-  options = config_pb2.ExperimentOptions(experiment_name='test_experiment')
-  trainer = options.trainer_options
-  trainer.training_number_of_steps = steps
-  trainer.base_learning_rate = 0.05
-  trainer.warmup_steps = 2
-  trainer.save_checkpoints_steps = 5
-  trainer.steps_per_loop = 5
-  trainer.save_summaries_steps = 5
-  trainer.log_steps = 5
-  trainer.save_image_summaries_steps = 10
-  trainer.backbone_learning_rate_multiplier = 0.1
-  trainer.top_k_percent_pixels = 20
-  trainer.random_seed = 1
-  for dataset in (options.train_dataset_options,
-                  options.eval_dataset_options):
-    dataset.dataset = 'cityscapes'
-    dataset.file_pattern.append('unused')
-    dataset.batch_size = 4
-    dataset.crop_size.extend([crop, crop])
-  options.eval_dataset_options.repeat = False
-  options.evaluator_options.eval_interval_steps = 10
-  options.evaluator_options.num_vis_images = 2
-  return options
+def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False
+                ) -> config_pb2.ExperimentOptions:
+  """The tiny experiment on 'cityscapes' ids (19 classes), short schedules.
 
-
-def use_real_tiny_model(options: config_pb2.ExperimentOptions) -> None:
-  """Sets a small real SP-Transformer (tiny_convnet) in `options`.
-
-  For crops of 32x32: hypercolumn at stride 4 (8x8), a 4x4 superpixel grid.
+  The superpixel grid is 4x4, so crops of 16 pixels fit (the stand-in
+  ignores the model options). `real_model`: the tiny model's FAST widths
+  (tests/tiny_experiment.py) for tests that build the SP-Transformer; one
+  layer per attention stack keeps its training test short.
   """
-  model = options.model_options
-  model.encoder.name = 'tiny_convnet'
-  model.encoder.tiny_convnet_base_channels = 8
-  model.hypercolumn.channels = 16
-  model.hypercolumn.output_stride = 4
-  model.hypercolumn.mlp_hidden_channels = 16
-  tokenization = model.superpixel_tokenization
-  tokenization.grid_height = 4
-  tokenization.grid_width = 4
-  tokenization.num_layers = 1
-  tokenization.channels = 16
-  tokenization.num_heads = 2
-  tokenization.ffn_channels = 32
-  classifier = model.superpixel_classifier
-  classifier.num_layers = 1
-  classifier.num_heads = 2
-  classifier.channels = 16
-  classifier.ffn_channels = 32
+  overrides = {
+      'experiment_name': 'test_experiment',
+      'model_options.superpixel_tokenization.grid_height': 4,
+      'model_options.superpixel_tokenization.grid_width': 4,
+      'model_options.superpixel_tokenization.num_layers': 1,
+      'model_options.superpixel_classifier.num_layers': 1,
+      'model_options.superpixel_classifier.num_heads': 2,
+      'trainer_options.training_number_of_steps': steps,
+      'trainer_options.base_learning_rate': 0.05,
+      'trainer_options.warmup_steps': 2,
+      'trainer_options.save_checkpoints_steps': 5,
+      'trainer_options.num_checkpoints_to_keep': 5,
+      'trainer_options.steps_per_loop': 5,
+      'trainer_options.save_summaries_steps': 5,
+      'trainer_options.log_steps': 5,
+      'trainer_options.save_image_summaries_steps': 10,
+      'trainer_options.backbone_learning_rate_multiplier': 0.1,
+      'trainer_options.top_k_percent_pixels': 20,
+      'trainer_options.random_seed': 1,
+      'eval_dataset_options.repeat': False,
+      'evaluator_options.eval_interval_steps': 10,
+      'evaluator_options.num_vis_images': 2,
+  }
+  for field in ('train_dataset_options', 'eval_dataset_options'):
+    overrides[f'{field}.dataset'] = 'cityscapes'
+    overrides[f'{field}.file_pattern'] = ['unused']
+    overrides[f'{field}.batch_size'] = 4
+    overrides[f'{field}.crop_size'] = [crop, crop]
+  return tiny_experiment.options(overrides, fast=real_model)
+
+
+def experiment(options: config_pb2.ExperimentOptions,
+               mode: Optional[str] = 'train_and_eval'
+              ) -> experiment_lib.Experiment:
+  """The Experiment of `options`, validated for `mode`."""
+  return experiment_lib.experiment_from_options(options, mode=mode)

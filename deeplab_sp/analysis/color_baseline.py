@@ -9,7 +9,7 @@ predict the most frequent class overall). Its mIoU on the val split says
 how much colour alone explains; the synthetic dataset is built so that it
 stays low (shape and layout decide the class).
 
-  .venv/bin/python -m deeplab_sp.data.color_baseline \
+  .venv/bin/python -m deeplab_sp.analysis.color_baseline \
       --data_dir=work_dirs/data/synthetic
 """
 

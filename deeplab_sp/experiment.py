@@ -1,0 +1,572 @@
+"""One experiment: a text `ExperimentOptions` read, validated and resolved.
+
+One experiment is one text protobuf (DeepLab2's convention); the schema in
+protos/*.proto documents every field. `load_experiment` parses a file,
+checks everything that can be checked before any work starts, and returns
+one immutable `Experiment` that holds the facts every part of the project
+needs (class count, input size, model geometry, dataset descriptions), so
+that a mistake surfaces as one `ConfigError` naming the file, the field and
+the fix instead of a stack trace an hour into training, and no caller
+derives these facts again.
+
+Which dataset describes the experiment (the one precedence rule):
+
+  The *describing* DatasetOptions is `eval_dataset_options` if the config
+  sets it, else `train_dataset_options`. Its dataset gives the class names
+  and colormap (`Experiment.dataset`), and its `crop_size` is the input size
+  the model is built for (`Experiment.input_size`, and `Experiment.geometry`
+  at that size): the exported model and the evaluation run at that size,
+  while training reads crops of `train_dataset_options.crop_size` (also
+  checked against the geometry). When both datasets are set they must have
+  the same number of classes (one label space), so `num_classes` does not
+  depend on the rule.
+
+Each check happens once, here; the trainer, evaluator, export and tools take
+the Experiment and trust it.
+"""
+
+import dataclasses
+import math
+import re
+from typing import Optional, Sequence, Tuple
+
+from google.protobuf import descriptor
+from google.protobuf import text_format
+import tensorflow as tf
+
+from deeplab_sp.data import dataset_info
+from deeplab_sp.model import encoders
+from deeplab_sp.model import geometry as geometry_lib
+from deeplab_sp.protos import config_pb2
+from deeplab_sp.protos import dataset_pb2
+from deeplab_sp.protos import model_pb2
+
+# The modes of trainer/train.py, and which datasets each one reads.
+TRAIN_MODES = ('train', 'train_and_eval')
+EVAL_MODES = ('eval', 'train_and_eval', 'continuous_eval')
+MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval')
+
+OPTIMIZERS = ('adamw', 'sgd')
+LEARNING_RATE_POLICIES = ('poly', 'constant')
+# trainer_options.mixed_precision -> the tf_keras global policy it sets.
+MIXED_PRECISION_POLICIES = {'none': 'float32', 'float16': 'mixed_float16',
+                            'bfloat16': 'mixed_bfloat16'}
+
+# Upper limits of sizes. Nothing real comes near them; a value above one is
+# a typo (an extra digit) that would otherwise fail later as an
+# out-of-memory error or a silent hour of work.
+MAX_BATCH_SIZE = 4096          # Global batch size of a dataset.
+MAX_CROP_SIDE = 16384          # Pixels per side of a crop.
+MAX_CHANNELS = 65536           # Any width (channels, FFN or MLP channels).
+MAX_LAYERS = 1000              # Layers of one transformer stack.
+
+# experiment_name is one directory under --model_dir: a single path
+# component of safe characters, not '.' or '..'.
+_EXPERIMENT_NAME_PATTERN = re.compile(r'^[A-Za-z0-9_.\-]+$')
+
+Geometry = geometry_lib.Geometry
+
+
+class ConfigError(ValueError):
+  """A configuration mistake the user can fix; the message says how."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+  """A validated experiment and the facts derived from it (once).
+
+  Attributes:
+    options: the validated ExperimentOptions. It is this Experiment's own
+      copy and must not be mutated (every other field was derived from it);
+      to change a value, edit `copy_options()` and call
+      `experiment_from_options` on it.
+    path: the config file (or '<string>').
+    mode: the mode it was validated for (one of MODES), or None when no data
+      is read (export, predict, model statistics).
+    train_dataset, eval_dataset: the registry entries (dataset_info) of
+      train_dataset_options / eval_dataset_options, None when the config
+      does not set that dataset.
+    dataset: the entry of the describing dataset (see the module docstring).
+    num_classes: classes the model predicts.
+    input_size: (height, width) the model is built for: the describing
+      dataset's crop_size.
+    geometry: the model's feature-map sizes at `input_size`.
+  """
+  options: config_pb2.ExperimentOptions
+  path: str
+  mode: Optional[str]
+  train_dataset: Optional[dataset_info.DatasetInfo]
+  eval_dataset: Optional[dataset_info.DatasetInfo]
+  dataset: dataset_info.DatasetInfo
+  num_classes: int
+  input_size: Tuple[int, int]
+  geometry: Geometry
+
+  def copy_options(self) -> config_pb2.ExperimentOptions:
+    """A mutable copy of `options` (to derive another experiment)."""
+    copy = config_pb2.ExperimentOptions()
+    copy.CopyFrom(self.options)
+    return copy
+
+  @property
+  def name(self) -> str:
+    """experiment_name: the output directory <model_dir>/<name>."""
+    return self.options.experiment_name
+
+  @property
+  def keras_mixed_precision_policy(self) -> str:
+    """The tf_keras global policy of trainer_options.mixed_precision."""
+    return MIXED_PRECISION_POLICIES[self.options.trainer_options.mixed_precision]
+
+  def summary(self, with_path: bool = True) -> str:
+    """A short human-readable summary of the experiment's geometry."""
+    options = self.options
+    lines = [f'config: {self.path}'] if with_path else []
+    lines.append(f'experiment: {self.name}')
+    model = options.model_options
+    tokenization = model.superpixel_tokenization
+    implementation = model_pb2.LocalAttentionImplementation.Name(
+        tokenization.implementation)
+    lines.append(
+        f'model: encoder {model.encoder.name}, hypercolumn '
+        f'{model.hypercolumn.channels} ch at stride '
+        f'{model.hypercolumn.output_stride}, {tokenization.num_layers} '
+        f'cross-attention layer(s) ({tokenization.channels} ch, '
+        f'{tokenization.num_heads} heads, {implementation}), '
+        f'{model.superpixel_classifier.num_layers} self-attention layer(s)')
+    for field, info in (('train_dataset_options', self.train_dataset),
+                        ('eval_dataset_options', self.eval_dataset)):
+      if info is None:
+        continue
+      dataset = getattr(options, field)
+      geometry = model_geometry(model, crop_size(dataset))
+      lines.append(
+          f'{field.split("_")[0]}: dataset {dataset.dataset} '
+          f'({info.num_classes} classes), crop {geometry.input_height}x'
+          f'{geometry.input_width}, batch {dataset.batch_size}, hypercolumn '
+          f'{geometry.hypercolumn_height}x{geometry.hypercolumn_width}, '
+          f'superpixel grid {geometry.grid_height}x{geometry.grid_width}, '
+          f'{geometry.superpixel_height}x{geometry.superpixel_width} = '
+          f'{geometry.superpixel_height * geometry.superpixel_width} '
+          'hypercolumn pixels per superpixel, files '
+          f'{", ".join(dataset.file_pattern) or "(none)"}')
+    trainer = options.trainer_options
+    lines.append(
+        f'trainer: {trainer.training_number_of_steps} steps, '
+        f'{trainer.optimizer} lr {trainer.base_learning_rate:g} '
+        f'({trainer.learning_rate_policy}, {trainer.warmup_steps} warm-up), '
+        f'weight decay {trainer.weight_decay:g}, top-k '
+        f'{trainer.top_k_percent_pixels:g}% pixels')
+    return '\n'.join(lines)
+
+
+def load_experiment(path: str,
+                    mode: Optional[str] = 'train_and_eval') -> Experiment:
+  """Reads, parses, validates and resolves the experiment at `path`.
+
+  Args:
+    path: local or gs:// path of a .textproto file.
+    mode: one of MODES; decides which datasets must have file patterns.
+      None (for tools that read no data: export, predict, model_stats,
+      benchmark): no file pattern is required.
+
+  Raises:
+    ConfigError: naming the file, the line or field, and the fix (also for
+      a missing file, a directory or a file that is not UTF-8 text).
+  """
+  return experiment_from_options(
+      parse_experiment_options(read_config_text(path), path), path, mode)
+
+
+def experiment_from_options(options: config_pb2.ExperimentOptions,
+                            path: str = '<string>',
+                            mode: Optional[str] = 'train_and_eval'
+                           ) -> Experiment:
+  """Validates `options` (copied) for `mode` and resolves the Experiment.
+
+  Raises:
+    ConfigError: on the first problem, naming `path`, the field and the fix.
+  """
+  options_copy = config_pb2.ExperimentOptions()
+  options_copy.CopyFrom(options)
+  options = options_copy
+  _validate(options, path, mode)
+  train = (dataset_info.get_dataset_info(options.train_dataset_options.dataset)
+           if options.HasField('train_dataset_options') else None)
+  evaluation = (
+      dataset_info.get_dataset_info(options.eval_dataset_options.dataset)
+      if options.HasField('eval_dataset_options') else None)
+  field, describing = _describing_dataset(options)
+  dataset = evaluation if field == 'eval_dataset_options' else train
+  if dataset is None:
+    raise ConfigError(
+        f'{path}: neither eval_dataset_options nor train_dataset_options is '
+        'set; the model needs a dataset (its classes) and a crop_size (its '
+        'input size). Add eval_dataset_options { dataset: ... crop_size: H '
+        'crop_size: W }.')
+  input_size = crop_size(describing)
+  return Experiment(
+      options=options, path=path, mode=mode, train_dataset=train,
+      eval_dataset=evaluation, dataset=dataset,
+      num_classes=dataset.num_classes, input_size=input_size,
+      geometry=model_geometry(options.model_options, input_size, path,
+                              f'{field}.crop_size'))
+
+
+def read_config_text(path: str) -> str:
+  """The text of the config file at `path`; ConfigError if it is not one."""
+  hint = ('pass an existing .textproto, e.g. --config_file=configs/'
+          'synthetic/sp_transformer_tiny.textproto')
+  if not tf.io.gfile.exists(path):
+    raise ConfigError(f'Config file {path} does not exist; {hint}')
+  if tf.io.gfile.isdir(path):
+    raise ConfigError(f'Config file {path} is a directory; {hint}')
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read()
+  except (tf.errors.OpError, OSError) as e:
+    raise ConfigError(f'Cannot read config file {path} '
+                      f'({getattr(e, "message", e)}); {hint}') from None
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ConfigError(
+        f'Config file {path} is not UTF-8 text (byte {e.start}); it is not '
+        f'a text ExperimentOptions. {hint[0].upper()}{hint[1:]}') from None
+
+
+def parse_experiment_options(text: str,
+                             path: str = '<string>'
+                            ) -> config_pb2.ExperimentOptions:
+  """Parses text-format ExperimentOptions (no validation).
+
+  Raises:
+    ConfigError: naming the file and line.
+  """
+  options = config_pb2.ExperimentOptions()
+  try:
+    text_format.Parse(text, options)
+  except text_format.ParseError as e:
+    # ParseError's message is '<line>:<column> : <what>'.
+    hint = ('Check the spelling against protos/*.proto (every field is '
+            'documented there).' if 'has no field named' in str(e) or
+            'has no value named' in str(e) else
+            'Fix the text-proto syntax at that position.')
+    raise ConfigError(f'{path}:{e} -- {hint}') from None
+  return options
+
+
+def crop_size(dataset_options: dataset_pb2.DatasetOptions) -> Tuple[int, int]:
+  """(height, width) of DatasetOptions.crop_size."""
+  return int(dataset_options.crop_size[0]), int(dataset_options.crop_size[1])
+
+
+def model_geometry(model_options: model_pb2.ModelOptions,
+                   input_size: Sequence[int],
+                   path: Optional[str] = None,
+                   field: Optional[str] = None) -> Geometry:
+  """The Geometry of `model_options` at `input_size` (height, width).
+
+  Raises:
+    ConfigError: the GeometryError of model/geometry.py, prefixed with
+      `path` and `field` (what the size came from) when given.
+  """
+  try:
+    return geometry_lib.compute_geometry(
+        input_size, model_options.hypercolumn.output_stride,
+        model_options.superpixel_tokenization.grid_height,
+        model_options.superpixel_tokenization.grid_width)
+  except geometry_lib.GeometryError as e:
+    prefix = ': '.join(part for part in (path, field) if part)
+    raise ConfigError(f'{prefix}: {e}' if prefix else str(e)) from None
+
+
+def _describing_dataset(options: config_pb2.ExperimentOptions
+                       ) -> Tuple[str, dataset_pb2.DatasetOptions]:
+  """(field name, DatasetOptions) of the dataset that describes the
+  experiment: eval_dataset_options if set, else train_dataset_options."""
+  if options.HasField('eval_dataset_options'):
+    return 'eval_dataset_options', options.eval_dataset_options
+  return 'train_dataset_options', options.train_dataset_options
+
+
+# Validation. Every function raises ConfigError on the first problem.
+
+
+def _require_positive(path: str, field: str, value) -> None:
+  if value <= 0:
+    raise ConfigError(
+        f'{path}: {field} must be positive, got {value}. Set it to a value '
+        '> 0 (see its comment in protos/).')
+
+
+def _require_at_most(path: str, field: str, value, limit: int,
+                     constant: str) -> None:
+  if value > limit:
+    raise ConfigError(
+        f'{path}: {field} is {value}, above the limit {limit} '
+        f'(experiment.{constant}); it is most likely a typo. Use a smaller '
+        'value.')
+
+
+def _require_unit_interval(path: str, field: str, value: float,
+                           low_open: bool, high_open: bool) -> None:
+  low_ok = value > 0 if low_open else value >= 0
+  high_ok = value < 1 if high_open else value <= 1
+  if not (low_ok and high_ok):
+    interval = ('(' if low_open else '[') + '0, 1' + (')' if high_open else ']')
+    raise ConfigError(f'{path}: {field} must be in {interval}, got {value}.')
+
+
+def _validate_choice(path: str, field: str, value: str,
+                     choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ConfigError(f'{path}: unknown {field} {value!r}; use one of '
+                      f'{", ".join(choices)}.')
+
+
+_FLOAT_TYPES = (descriptor.FieldDescriptor.TYPE_FLOAT,
+                descriptor.FieldDescriptor.TYPE_DOUBLE)
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+  # Newer protobuf runtimes have `is_repeated` and no `label`.
+  is_repeated = getattr(field, 'is_repeated', None)
+  if is_repeated is not None:
+    return bool(is_repeated)
+  return field.label == descriptor.FieldDescriptor.LABEL_REPEATED
+
+
+def _validate_finite(path: str, message, prefix: str = '') -> None:
+  """Every float field set anywhere in `message` is finite (no NaN/inf)."""
+  for field, value in message.ListFields():
+    name = f'{prefix}{field.name}'
+    repeated = _is_repeated(field)
+    values = value if repeated else [value]
+    if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+      for index, item in enumerate(values):
+        _validate_finite(
+            path, item, f'{name}[{index}].' if repeated else f'{name}.')
+    elif field.type in _FLOAT_TYPES:
+      for item in values:
+        if not math.isfinite(item):
+          raise ConfigError(f'{path}: {name} is {item}; it must be a finite '
+                            'number.')
+
+
+def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
+  """Checks names, counts and ranges of ModelOptions."""
+  _validate_choice(path, 'model_options.encoder.name', options.encoder.name,
+                   encoders.ENCODER_NAMES)
+  _require_unit_interval(path, 'model_options.encoder.drop_path_keep_prob',
+                         options.encoder.drop_path_keep_prob,
+                         low_open=True, high_open=False)
+  _require_positive(path, 'model_options.encoder.tiny_convnet_base_channels',
+                    options.encoder.tiny_convnet_base_channels)
+  _require_at_most(path, 'model_options.encoder.tiny_convnet_base_channels',
+                   options.encoder.tiny_convnet_base_channels, MAX_CHANNELS,
+                   'MAX_CHANNELS')
+  weights = options.encoder.pretrained_weights
+  if weights and not (tf.io.gfile.exists(weights) or
+                      tf.io.gfile.exists(weights + '.index')):
+    raise ConfigError(
+        f'{path}: model_options.encoder.pretrained_weights {weights!r} does '
+        'not exist. Give the local path of the Keras-applications weight file '
+        '(.h5, include_top=False) or a TF checkpoint prefix, or leave it '
+        'empty to train from scratch. Nothing is downloaded.')
+
+  hypercolumn = options.hypercolumn
+  prefix = 'model_options.hypercolumn'
+  _require_positive(path, f'{prefix}.channels', hypercolumn.channels)
+  _require_positive(path, f'{prefix}.output_stride', hypercolumn.output_stride)
+  if hypercolumn.mlp_hidden_channels < 0:
+    raise ConfigError(f'{path}: {prefix}.mlp_hidden_channels must be >= 0 '
+                      '(0 = a linear projection).')
+  for field in ('channels', 'mlp_hidden_channels'):
+    _require_at_most(path, f'{prefix}.{field}', getattr(hypercolumn, field),
+                     MAX_CHANNELS, 'MAX_CHANNELS')
+
+  tokenization = options.superpixel_tokenization
+  prefix = 'model_options.superpixel_tokenization'
+  for field in ('grid_height', 'grid_width', 'num_layers', 'channels',
+                'num_heads'):
+    _require_positive(path, f'{prefix}.{field}', getattr(tokenization, field))
+  _require_at_most(path, f'{prefix}.num_layers', tokenization.num_layers,
+                   MAX_LAYERS, 'MAX_LAYERS')
+  for field in ('ffn_channels', 'pixel_ffn_channels'):
+    if getattr(tokenization, field) < 0:
+      raise ConfigError(f'{path}: {prefix}.{field} must be >= 0 '
+                        '(0 = no feed-forward block).')
+  for field in ('channels', 'ffn_channels', 'pixel_ffn_channels'):
+    _require_at_most(path, f'{prefix}.{field}', getattr(tokenization, field),
+                     MAX_CHANNELS, 'MAX_CHANNELS')
+  if tokenization.channels % tokenization.num_heads:
+    raise ConfigError(
+        f'{path}: {prefix}.num_heads ({tokenization.num_heads}) must divide '
+        f'{prefix}.channels ({tokenization.channels}).')
+  _require_unit_interval(path, f'{prefix}.dropout_rate',
+                         tokenization.dropout_rate, False, True)
+
+  classifier = options.superpixel_classifier
+  prefix = 'model_options.superpixel_classifier'
+  if classifier.num_layers < 0:
+    raise ConfigError(f'{path}: {prefix}.num_layers must be >= 0.')
+  _require_at_most(path, f'{prefix}.num_layers', classifier.num_layers,
+                   MAX_LAYERS, 'MAX_LAYERS')
+  for field in ('num_heads', 'channels'):
+    _require_positive(path, f'{prefix}.{field}', getattr(classifier, field))
+  if classifier.ffn_channels < 0:
+    raise ConfigError(f'{path}: {prefix}.ffn_channels must be >= 0.')
+  for field in ('channels', 'ffn_channels'):
+    _require_at_most(path, f'{prefix}.{field}', getattr(classifier, field),
+                     MAX_CHANNELS, 'MAX_CHANNELS')
+  if classifier.channels % classifier.num_heads:
+    raise ConfigError(
+        f'{path}: {prefix}.num_heads ({classifier.num_heads}) must divide '
+        f'{prefix}.channels ({classifier.channels}).')
+  _require_unit_interval(path, f'{prefix}.dropout_rate',
+                         classifier.dropout_rate, False, True)
+
+
+def _validate_trainer(path: str, options) -> None:
+  """Checks TrainerOptions."""
+  prefix = 'trainer_options'
+  for field in ('training_number_of_steps', 'save_checkpoints_steps',
+                'num_checkpoints_to_keep', 'save_summaries_steps',
+                'steps_per_loop', 'log_steps'):
+    _require_positive(path, f'{prefix}.{field}', getattr(options, field))
+  for field in ('warmup_steps', 'save_image_summaries_steps',
+                'gradient_clip_norm', 'weight_decay', 'poly_end_learning_rate'):
+    if getattr(options, field) < 0:
+      raise ConfigError(f'{path}: {prefix}.{field} must be >= 0, got '
+                        f'{getattr(options, field)}.')
+  _require_positive(path, f'{prefix}.base_learning_rate',
+                    options.base_learning_rate)
+  _require_positive(path, f'{prefix}.backbone_learning_rate_multiplier',
+                    options.backbone_learning_rate_multiplier)
+  if not 0 < options.top_k_percent_pixels <= 100:
+    raise ConfigError(f'{path}: {prefix}.top_k_percent_pixels must be in '
+                      f'(0, 100], got {options.top_k_percent_pixels}.')
+  _validate_choice(path, f'{prefix}.optimizer', options.optimizer, OPTIMIZERS)
+  _validate_choice(path, f'{prefix}.learning_rate_policy',
+                   options.learning_rate_policy, LEARNING_RATE_POLICIES)
+  _validate_choice(path, f'{prefix}.mixed_precision', options.mixed_precision,
+                   tuple(MIXED_PRECISION_POLICIES))
+  # orbit.Controller writes training summaries at the end of an inner loop
+  # of steps_per_loop steps, and refuses a summary interval that is not a
+  # multiple of it.
+  if options.save_summaries_steps % options.steps_per_loop:
+    raise ConfigError(
+        f'{path}: {prefix}.save_summaries_steps '
+        f'({options.save_summaries_steps}) must be a multiple of '
+        f'{prefix}.steps_per_loop ({options.steps_per_loop}): summaries are '
+        'written at the end of a loop. Change one of them, e.g. '
+        f'save_summaries_steps: {_next_multiple(options.save_summaries_steps, options.steps_per_loop)}.')
+
+
+def _next_multiple(value: int, step: int) -> int:
+  return -(-value // step) * step
+
+
+def _validate_dataset(path: str, field: str,
+                      options: dataset_pb2.DatasetOptions,
+                      model_options: model_pb2.ModelOptions,
+                      needs_files: bool) -> None:
+  """Checks one DatasetOptions against the registry and the model geometry."""
+  if not options.dataset:
+    raise ConfigError(f'{path}: {field}.dataset is not set; use one of '
+                      f'{", ".join(dataset_info.dataset_names())}.')
+  if options.dataset not in dataset_info.DATASETS:
+    raise ConfigError(f'{path}: unknown {field}.dataset {options.dataset!r}; '
+                      f'use one of {", ".join(dataset_info.dataset_names())}.')
+  if needs_files and not any(options.file_pattern):
+    raise ConfigError(
+        f'{path}: {field}.file_pattern is empty, but this mode reads that '
+        f'split. Add e.g. file_pattern: "data/{options.dataset}/'
+        f'{"train" if "train" in field else "val"}-*.tfrecord" (build the '
+        'records with tools/build_*_data.py).')
+  _require_positive(path, f'{field}.batch_size', options.batch_size)
+  _require_at_most(path, f'{field}.batch_size', options.batch_size,
+                   MAX_BATCH_SIZE, 'MAX_BATCH_SIZE')
+  if len(options.crop_size) != 2:
+    raise ConfigError(f'{path}: {field}.crop_size must have exactly two '
+                      f'values (height, width), got {list(options.crop_size)}.'
+                      ' Write `crop_size: 1024 crop_size: 2048`.')
+  for value in options.crop_size:
+    _require_positive(path, f'{field}.crop_size', value)
+    _require_at_most(path, f'{field}.crop_size', value, MAX_CROP_SIDE,
+                     'MAX_CROP_SIDE')
+  model_geometry(model_options, crop_size(options), path, f'{field}.crop_size')
+  if options.resize_longer_side < 0:
+    raise ConfigError(f'{path}: {field}.resize_longer_side must be >= 0.')
+  _require_at_most(path, f'{field}.resize_longer_side',
+                   options.resize_longer_side, MAX_CROP_SIDE, 'MAX_CROP_SIDE')
+  if options.shuffle_buffer_size < 0 or options.num_parallel_reads < 0 or (
+      options.max_examples < 0):
+    raise ConfigError(f'{path}: {field}.shuffle_buffer_size, '
+                      'num_parallel_reads and max_examples must be >= 0.')
+  aug = options.augmentations
+  if not 0 < aug.min_scale_factor <= aug.max_scale_factor:
+    raise ConfigError(
+        f'{path}: {field}.augmentations needs 0 < min_scale_factor <= '
+        f'max_scale_factor, got {aug.min_scale_factor} and '
+        f'{aug.max_scale_factor}.')
+  if aug.scale_factor_step_size < 0:
+    raise ConfigError(f'{path}: {field}.augmentations.scale_factor_step_size '
+                      'must be >= 0 (0 = continuous).')
+  _require_unit_interval(path, f'{field}.augmentations.color_jitter_strength',
+                         aug.color_jitter_strength, False, False)
+
+
+def _validate_name(path: str, name: str) -> None:
+  if not name:
+    raise ConfigError(f'{path}: experiment_name is not set; it names the '
+                      'output directory <model_dir>/<experiment_name>.')
+  if not _EXPERIMENT_NAME_PATTERN.match(name) or name in ('.', '..'):
+    raise ConfigError(
+        f'{path}: experiment_name {name!r} is not a directory name: it '
+        "names <model_dir>/<experiment_name>, so use letters, digits, '_', "
+        "'-' and '.' only (no '/'), and not '.' or '..'.")
+
+
+def _validate(options: config_pb2.ExperimentOptions, path: str,
+              mode: Optional[str]) -> None:
+  """Raises ConfigError on the first problem found in `options`."""
+  if mode is not None:
+    _validate_choice(path, 'mode', mode, MODES)
+  _validate_name(path, options.experiment_name)
+  _validate_finite(path, options)
+  _validate_model(path, options.model_options)
+  _validate_trainer(path, options.trainer_options)
+
+  classes = {}
+  if options.HasField('train_dataset_options') or mode in TRAIN_MODES:
+    _validate_dataset(path, 'train_dataset_options',
+                      options.train_dataset_options, options.model_options,
+                      needs_files=mode in TRAIN_MODES)
+    classes['train_dataset_options'] = options.train_dataset_options.dataset
+  if options.HasField('eval_dataset_options') or mode in EVAL_MODES:
+    _validate_dataset(path, 'eval_dataset_options',
+                      options.eval_dataset_options, options.model_options,
+                      needs_files=mode in EVAL_MODES)
+    if mode in EVAL_MODES and options.eval_dataset_options.repeat:
+      raise ConfigError(
+          f'{path}: eval_dataset_options.repeat is true (its default), so '
+          'an evaluation would never end; add `repeat: false` to '
+          'eval_dataset_options.')
+    classes['eval_dataset_options'] = options.eval_dataset_options.dataset
+  counts = {name: dataset_info.get_dataset_info(name).num_classes
+            for name in classes.values()}
+  if len(set(counts.values())) > 1:
+    raise ConfigError(
+        f'{path}: train_dataset_options.dataset and eval_dataset_options.'
+        f'dataset have different class counts ({counts}); train and '
+        'evaluate on the same label space.')
+
+  evaluator = options.evaluator_options
+  _require_positive(path, 'evaluator_options.eval_interval_steps',
+                    evaluator.eval_interval_steps)
+  _require_positive(path, 'evaluator_options.continuous_eval_timeout_seconds',
+                    evaluator.continuous_eval_timeout_seconds)
+  if evaluator.num_vis_images < 0:
+    raise ConfigError(f'{path}: evaluator_options.num_vis_images must be >= 0.')

@@ -1,0 +1,50 @@
+"""The tiny experiment and test images for the export and predict tests."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.protos import config_pb2
+import tiny_experiment
+
+# Model input size of tiny_options().
+SIZE = 64
+
+
+def tiny_options() -> config_pb2.ExperimentOptions:
+  """The tiny experiment at FAST widths on 'cityscapes' ids, 64x64 input.
+
+  A 4x4 superpixel grid of 4x4 hypercolumn pixels; one layer per stack.
+  """
+  overrides = {
+      'experiment_name': 'export_test',
+      'model_options.superpixel_tokenization.grid_height': 4,
+      'model_options.superpixel_tokenization.grid_width': 4,
+      'model_options.superpixel_tokenization.num_layers': 1,
+      'model_options.superpixel_classifier.num_layers': 1,
+      'model_options.superpixel_classifier.num_heads': 2,
+  }
+  for field in ('train_dataset_options', 'eval_dataset_options'):
+    overrides[f'{field}.dataset'] = 'cityscapes'
+    overrides[f'{field}.file_pattern'] = ['unused-*.tfrecord']
+    overrides[f'{field}.batch_size'] = 2
+    overrides[f'{field}.crop_size'] = [SIZE, SIZE]
+  return tiny_experiment.options(overrides, fast=True)
+
+
+def tiny() -> experiment_lib.Experiment:
+  """The Experiment of tiny_options() (as export and predict load it)."""
+  return experiment_lib.experiment_from_options(tiny_options(), mode=None)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def random_image(height, width, seed=0) -> np.ndarray:
+  return np.random.RandomState(seed).randint(
+      0, 256, [height, width, 3]).astype(np.uint8)

@@ -1,0 +1,333 @@
+"""Tests of deeplab_sp/experiment.py and tools/validate_config.py."""
+
+import pathlib
+import subprocess
+import sys
+
+import dataclasses
+import math
+
+import pytest
+
+from deeplab_sp import experiment
+from deeplab_sp.data import dataset_info
+from deeplab_sp.protos import config_pb2
+import tiny_experiment
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_FILES = sorted((REPO_ROOT / 'configs').rglob('*.textproto'))
+DEFAULT_CONFIG = REPO_ROOT / 'configs/synthetic/sp_transformer_tiny.textproto'
+
+
+def _load_text(path=DEFAULT_CONFIG):
+  return pathlib.Path(path).read_text()
+
+
+def _write(tmp_path, text, name='bad.textproto'):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def test_configs_directory_has_the_paper_experiments():
+  names = {str(p.relative_to(REPO_ROOT / 'configs')) for p in CONFIG_FILES}
+  assert {
+      'cityscapes/sp_transformer_r50.textproto',
+      'cityscapes/sp_transformer_convnext_l.textproto',
+      'ade20k/sp_transformer_r50.textproto',
+      'cityscapes/ablation/ca1_sp32x64.textproto',
+      'cityscapes/ablation/ca2_sp16x32.textproto',
+      'cityscapes/ablation/ca2_sp32x64.textproto',
+      'cityscapes/ablation/ca2_sp64x128.textproto',
+      'synthetic/sp_transformer_tiny.textproto',
+  } <= names
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_every_config_loads_and_validates(path):
+  loaded = experiment.load_experiment(str(path))
+  assert loaded.name == loaded.options.experiment_name
+  assert loaded.input_size == experiment.crop_size(
+      loaded.options.eval_dataset_options)
+  assert loaded.geometry.input_size == loaded.input_size
+  assert loaded.num_classes == loaded.dataset.num_classes
+
+
+def test_paper_geometries():
+  loaded = experiment.load_experiment(
+      str(REPO_ROOT / 'configs/cityscapes/sp_transformer_r50.textproto'))
+  cityscapes = loaded.options
+  geometry = experiment.model_geometry(
+      cityscapes.model_options,
+      experiment.crop_size(cityscapes.train_dataset_options))
+  assert (geometry.hypercolumn_height, geometry.hypercolumn_width) == (128, 256)
+  assert (geometry.grid_height, geometry.grid_width) == (32, 64)
+  assert (geometry.superpixel_height, geometry.superpixel_width) == (4, 4)
+  assert geometry.output_stride == 8
+  assert cityscapes.train_dataset_options.batch_size == 32
+  assert cityscapes.trainer_options.training_number_of_steps == 60000
+
+  ade20k = experiment.load_experiment(
+      str(REPO_ROOT / 'configs/ade20k/sp_transformer_r50.textproto')).options
+  geometry = experiment.model_geometry(
+      ade20k.model_options, experiment.crop_size(ade20k.train_dataset_options))
+  assert (geometry.hypercolumn_height, geometry.hypercolumn_width) == (160, 160)
+  assert (geometry.grid_height, geometry.grid_width) == (40, 40)
+  assert (geometry.superpixel_height, geometry.superpixel_width) == (4, 4)
+  assert ade20k.train_dataset_options.batch_size == 64
+  assert ade20k.trainer_options.training_number_of_steps == 100000
+
+
+def test_model_geometry_rejects_indivisible_size():
+  options = config_pb2.ExperimentOptions()
+  with pytest.raises(experiment.ConfigError, match=r'256x512'):
+    # Defaults: stride 8, grid 32x64 -> cells of 256x512 input pixels.
+    experiment.model_geometry(options.model_options, (1000, 2048))
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+  text = _load_text().replace('experiment_name: "synthetic_sp_transformer_tiny"',
+                              'experiment_name "oops"\nmodel_options {{')
+  path = _write(tmp_path, text)
+  with pytest.raises(experiment.ConfigError) as error:
+    experiment.load_experiment(path)
+  message = str(error.value)
+  assert path in message
+  assert 'syntax' in message
+
+
+def test_unknown_field_names_field_and_line(tmp_path):
+  text = _load_text().replace('num_heads: 2', 'num_headz: 2')
+  line = next(i for i, l in enumerate(text.splitlines(), 1) if 'num_headz' in l)
+  path = _write(tmp_path, text)
+  with pytest.raises(experiment.ConfigError) as error:
+    experiment.load_experiment(path)
+  message = str(error.value)
+  assert f'{path}:{line}:' in message
+  assert 'num_headz' in message
+  assert 'protos/' in message
+
+
+@pytest.mark.parametrize('old,new,expected', [
+    ('dataset: "synthetic"', 'dataset: "kitti"', 'unknown train_dataset_options.dataset'),
+    ('name: "tiny_convnet"', 'name: "resnet18"', 'unknown model_options.encoder.name'),
+    ('batch_size: 16', 'batch_size: 0', 'batch_size must be positive'),
+    ('num_layers: 2\n    channels: 64\n    num_heads: 2',
+     'num_layers: -1\n    channels: 64\n    num_heads: 2',
+     'superpixel_tokenization.num_layers must be positive'),
+    ('grid_height: 8', 'grid_height: 0', 'grid_height must be positive'),
+    ('training_number_of_steps: 1500', 'training_number_of_steps: 0',
+     'training_number_of_steps must be positive'),
+    ('crop_size: 128\n  crop_size: 128\n  augmentations',
+     'crop_size: 120\n  crop_size: 128\n  augmentations',
+     'crop_size: Input size 120x128 is not divisible'),
+    ('grid_width: 8', 'grid_width: 6', 'is not divisible'),
+    ('num_heads: 2', 'num_heads: 3', 'must divide'),
+    ('file_pattern: "work_dirs/data/synthetic/train-*.tfrecord"', '',
+     'train_dataset_options.file_pattern is empty'),
+    ('repeat: false', 'repeat: true', 'add `repeat: false`'),
+])
+def test_bad_values_get_a_clear_message(tmp_path, old, new, expected):
+  text = _load_text()
+  assert old in text, old
+  path = _write(tmp_path, text.replace(old, new, 1))
+  with pytest.raises(experiment.ConfigError) as error:
+    experiment.load_experiment(path)
+  message = str(error.value)
+  assert path in message
+  assert expected in message
+
+
+def test_eval_mode_does_not_need_training_files(tmp_path):
+  text = _load_text().replace(
+      'file_pattern: "work_dirs/data/synthetic/train-*.tfrecord"', '')
+  path = _write(tmp_path, text)
+  options = experiment.load_experiment(path, mode='eval').options
+  assert not options.train_dataset_options.file_pattern
+  with pytest.raises(experiment.ConfigError, match='file_pattern is empty'):
+    experiment.load_experiment(path, mode='train')
+  # Tools that read no data (export, model_stats) pass mode=None.
+  text = text.replace(
+      'file_pattern: "work_dirs/data/synthetic/val-*.tfrecord"', '')
+  path = _write(tmp_path, text, 'no_files.textproto')
+  assert experiment.load_experiment(path, mode=None).name
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+  with pytest.raises(experiment.ConfigError, match='does not exist'):
+    experiment.load_experiment(str(tmp_path / 'nope.textproto'))
+
+
+def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
+  text = _load_text().replace(
+      'name: "tiny_convnet"',
+      f'name: "tiny_convnet"\n    pretrained_weights: "{tmp_path}/w.h5"')
+  path = _write(tmp_path, text)
+  with pytest.raises(experiment.ConfigError, match='pretrained_weights'):
+    experiment.load_experiment(path)
+
+
+def test_summary_reports_geometry():
+  text = experiment.load_experiment(str(DEFAULT_CONFIG)).summary()
+  assert 'crop 128x128' in text
+  assert 'hypercolumn 32x32' in text
+  assert 'superpixel grid 8x8' in text
+  assert '4x4 = 16 hypercolumn pixels per superpixel' in text
+
+
+def _run_validate(*args):
+  return subprocess.run(
+      [sys.executable, str(REPO_ROOT / 'tools/validate_config.py'), *args],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=False)
+
+
+def test_validate_config_tool_accepts_every_config():
+  args = [f'--config_file={p}' for p in CONFIG_FILES]
+  result = _run_validate(*args)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.count('OK ') == len(CONFIG_FILES)
+  assert 'superpixel grid 32x64' in result.stdout
+
+
+def test_validate_config_tool_rejects_bad_config(tmp_path):
+  path = _write(tmp_path, _load_text().replace('grid_width: 8', 'grid_width: 6'))
+  result = _run_validate(f'--config_file={path}')
+  assert result.returncode == 1
+  assert 'INVALID' in result.stderr
+  assert 'grid_width' in result.stderr
+
+
+# The resolved Experiment.
+
+
+def _experiment(overrides=None, mode='train_and_eval'):
+  return experiment.experiment_from_options(
+      tiny_experiment.options(overrides), mode=mode)
+
+
+def test_experiment_holds_the_resolved_facts():
+  loaded = experiment.load_experiment(str(DEFAULT_CONFIG))
+  assert loaded.path == str(DEFAULT_CONFIG)
+  assert loaded.mode == 'train_and_eval'
+  assert loaded.name == 'synthetic_sp_transformer_tiny'
+  assert loaded.train_dataset is dataset_info.get_dataset_info('synthetic')
+  assert loaded.eval_dataset is loaded.train_dataset is loaded.dataset
+  assert loaded.num_classes == 6
+  assert loaded.input_size == (128, 128)
+  assert (loaded.geometry.hypercolumn_height,
+          loaded.geometry.superpixel_height) == (32, 4)
+  assert loaded.keras_mixed_precision_policy == 'float32'
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    loaded.num_classes = 3  # pytype: disable=not-writable
+
+
+def test_experiment_owns_a_copy_of_the_options():
+  options = tiny_experiment.options()
+  loaded = experiment.experiment_from_options(options)
+  options.experiment_name = 'changed'
+  assert loaded.name == 'synthetic_sp_transformer_tiny'
+  assert loaded.path == '<string>'
+
+
+def test_the_eval_dataset_describes_the_experiment():
+  # Precedence: eval_dataset_options if set, else train_dataset_options.
+  both = _experiment({'train_dataset_options.crop_size': [64, 64]})
+  assert both.input_size == (128, 128)
+  assert both.geometry.input_size == (128, 128)
+  train_only = tiny_experiment.options(
+      {'train_dataset_options.crop_size': [64, 64]})
+  train_only.ClearField('eval_dataset_options')
+  loaded = experiment.experiment_from_options(train_only, mode='train')
+  assert loaded.eval_dataset is None
+  assert loaded.input_size == (64, 64)
+  assert loaded.dataset is loaded.train_dataset
+  assert loaded.num_classes == 6
+
+
+def test_a_config_without_datasets_is_a_clear_error():
+  options = tiny_experiment.options()
+  options.ClearField('train_dataset_options')
+  options.ClearField('eval_dataset_options')
+  with pytest.raises(experiment.ConfigError, match='crop_size'):
+    experiment.experiment_from_options(options, mode=None)
+
+
+def test_class_count_mismatch_is_rejected(monkeypatch):
+  cityscapes = dataset_info.get_dataset_info('cityscapes')
+  monkeypatch.setitem(dataset_info.DATASETS, 'other', dataclasses.replace(
+      cityscapes, name='other', num_classes=3,
+      class_names=cityscapes.class_names[:3]))
+  with pytest.raises(experiment.ConfigError,
+                     match='train_dataset_options.*eval_dataset_options.*'
+                     'same label space'):
+    _experiment({'train_dataset_options.dataset': 'cityscapes',
+                 'eval_dataset_options.dataset': 'other'})
+
+
+@pytest.mark.parametrize('name', ['.', '..', 'a/b', '../up', '', 'a b'])
+def test_experiment_name_must_be_one_safe_directory_name(name):
+  with pytest.raises(experiment.ConfigError, match='experiment_name'):
+    _experiment({'experiment_name': name})
+
+
+@pytest.mark.parametrize('field', [
+    'trainer_options.base_learning_rate',
+    'trainer_options.weight_decay',
+    'trainer_options.poly_end_learning_rate',
+    'trainer_options.gradient_clip_norm',
+    'train_dataset_options.augmentations.max_scale_factor',
+    'model_options.superpixel_tokenization.dropout_rate',
+])
+@pytest.mark.parametrize('value', [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_rejected(field, value):
+  with pytest.raises(experiment.ConfigError,
+                     match=f'{field} is {value}.*finite'):
+    _experiment({field: value})
+
+
+@pytest.mark.parametrize('field,value,limit', [
+    ('train_dataset_options.batch_size', 4097, 'MAX_BATCH_SIZE'),
+    ('eval_dataset_options.crop_size', [16384 * 2, 128], 'MAX_CROP_SIDE'),
+    ('model_options.hypercolumn.channels', 65536 * 2, 'MAX_CHANNELS'),
+    ('model_options.superpixel_tokenization.ffn_channels', 10**6,
+     'MAX_CHANNELS'),
+    ('model_options.superpixel_classifier.num_layers', 1001, 'MAX_LAYERS'),
+    ('model_options.superpixel_tokenization.num_layers', 5000, 'MAX_LAYERS'),
+])
+def test_absurd_sizes_are_rejected_with_the_field(field, value, limit):
+  with pytest.raises(experiment.ConfigError,
+                     match=f'{field} is .*experiment.{limit}'):
+    _experiment({field: value})
+
+
+def test_summary_interval_must_be_a_multiple_of_steps_per_loop():
+  with pytest.raises(experiment.ConfigError,
+                     match=r'save_summaries_steps \(75\) must be a multiple '
+                     r'of trainer_options.steps_per_loop \(50\).*'
+                     'save_summaries_steps: 100'):
+    _experiment({'trainer_options.save_summaries_steps': 75})
+
+
+def test_geometry_error_names_the_file_and_field(tmp_path):
+  path = _write(tmp_path, _load_text().replace('grid_width: 8', 'grid_width: 6'))
+  with pytest.raises(experiment.ConfigError,
+                     match=f'^{path}: train_dataset_options.crop_size: '
+                     'Input size 128x128 is not divisible'):
+    experiment.load_experiment(path)
+
+
+def test_a_directory_or_binary_config_file_is_a_clear_error(tmp_path):
+  with pytest.raises(experiment.ConfigError, match='is a directory'):
+    experiment.load_experiment(str(tmp_path))
+  binary = tmp_path / 'weights.h5'
+  binary.write_bytes(b'\x89HDF\r\n\x1a\n\xff\xfe\x00')
+  with pytest.raises(experiment.ConfigError,
+                     match=f'{binary} is not UTF-8 text'):
+    experiment.load_experiment(str(binary))
+
+
+def test_validate_config_tool_one_line_for_a_directory(tmp_path):
+  result = _run_validate(f'--config_file={tmp_path}')
+  assert result.returncode == 1
+  assert 'is a directory' in result.stderr
+  assert 'Traceback' not in result.stderr
