@@ -19,10 +19,14 @@ import tf_keras
 
 from deeplab_sp import config as config_lib
 from deeplab_sp.data import dataset_info
+from deeplab_sp.data import record_errors
 from deeplab_sp.protos import config_pb2
+from deeplab_sp.trainer import checkpoints
 from deeplab_sp.trainer import evaluator as evaluator_lib
 from deeplab_sp.trainer import optimizer as optimizer_lib
 from deeplab_sp.trainer import trainer as trainer_lib
+from deeplab_sp.utils import io
+from deeplab_sp.utils import lock
 
 MODES = config_lib.MODES
 # Seconds between polls for a new checkpoint in continuous_eval.
@@ -108,6 +112,7 @@ def _initial_checkpoint_fn(model, path: str) -> Callable[[], None]:
             f'trainer_options.initial_checkpoint {path} is a directory '
             'without checkpoints; point it at a checkpoint prefix.')
     logging.info('Initialising the model from %s.', prefix)
+    checkpoints.verify_or_explain(prefix, flag=None)
     with _explained_restore_errors(prefix, 'trainer_options.initial_checkpoint'):
       # The whole model must come from it (optimizer state may not).
       tf.train.Checkpoint(model=model).read(
@@ -146,7 +151,70 @@ def run_experiment(options: config_pb2.ExperimentOptions,
                    model_dir: str,
                    strategy: Optional[tf.distribute.Strategy] = None,
                    model_fn=None,
-                   dataset_fn=None) -> dict:
+                   dataset_fn=None,
+                   restore_previous_checkpoint_on_error: bool = False
+                  ) -> dict:
+  """Runs `mode` for the experiment; returns the last eval results (or {}).
+
+  Training modes (on the chief) hold the experiment directory's writer lock
+  (deeplab_sp/utils/lock.py) while they run, then remove what killed runs
+  left there (temporary files, `ckpt-N_temp/` directories) and verify the
+  checkpoint they resume from (deeplab_sp/trainer/checkpoints.py).
+
+  The evaluation-only modes (eval, continuous_eval) take no lock: they
+  only read checkpoints, and continuous_eval is meant to run beside the
+  trainer. What they write cannot be damaged by a concurrent writer:
+  eval_results.json is replaced atomically (the last evaluation wins) and
+  every TensorBoard writer creates its own event file.
+
+  Errors of damaged input records are re-raised as
+  record_errors.DamagedRecordError naming the shard (and image).
+
+  Args:
+    options, mode, model_dir, strategy, model_fn, dataset_fn: see
+      _run_experiment.
+    restore_previous_checkpoint_on_error: when the latest checkpoint is
+      damaged, resume from the newest intact older one (else: an error
+      naming it).
+
+  Raises:
+    lock.LockHeldError: another trainer writes to the experiment directory.
+    checkpoints.DamagedCheckpointError: a damaged checkpoint, by name.
+    record_errors.DamagedRecordError: a damaged shard or image, by name.
+  """
+  if mode not in MODES:
+    raise ValueError(f'--mode={mode} is unknown; use one of {MODES}.')
+  strategy = strategy or tf.distribute.get_strategy()
+  datasets = []
+  if mode in config_lib.TRAIN_MODES:
+    datasets.append(options.train_dataset_options)
+  if mode in config_lib.EVAL_MODES:
+    datasets.append(options.eval_dataset_options)
+  run = lambda: _run_experiment(options, mode, model_dir, strategy,  # pylint: disable=g-long-lambda
+                                model_fn, dataset_fn)
+  if (mode not in config_lib.TRAIN_MODES or
+      not strategy.extended.should_checkpoint):
+    with record_errors.explain_data_errors(datasets):
+      return run()
+  exp_dir = experiment_dir(model_dir, options)
+  check_writable(exp_dir)
+  with lock.experiment_lock(exp_dir, purpose='train'):
+    # With the lock held no other process writes here: whatever temporary
+    # is left was left by a killed run.
+    io.remove_stale_temporaries(exp_dir)
+    checkpoints.remove_stale_temp_dirs(exp_dir)
+    checkpoints.check_latest_checkpoint(
+        exp_dir, restore_previous=restore_previous_checkpoint_on_error)
+    with record_errors.explain_data_errors(datasets):
+      return run()
+
+
+def _run_experiment(options: config_pb2.ExperimentOptions,
+                    mode: str,
+                    model_dir: str,
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    model_fn=None,
+                    dataset_fn=None) -> dict:
   """Runs `mode` for the experiment; returns the last eval results (or {}).
 
   Args:
@@ -283,6 +351,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
       raise FileNotFoundError(
           f'No checkpoint in {exp_dir}; train first (--mode=train) or pass '
           'the --model_dir that holds the experiment.')
+    checkpoints.verify_or_explain(latest, flag=None)
     with _explained_restore_errors(latest, '--mode=eval'):
       checkpoint.read(latest).expect_partial()
     controller.evaluate(steps=-1)
@@ -314,6 +383,7 @@ def _continuous_eval(controller, checkpoint, exp_dir, global_step,
   for path in tf.train.checkpoints_iterator(
       exp_dir, min_interval_secs=CHECKPOINT_POLL_SECONDS,
       timeout=timeout_seconds):
+    checkpoints.verify_or_explain(path, flag=None)
     with _explained_restore_errors(path, '--mode=continuous_eval'):
       checkpoint.read(path).expect_partial()
     logging.info('Evaluating %s (step %d).', path, int(global_step.numpy()))
