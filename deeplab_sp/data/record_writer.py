@@ -6,10 +6,15 @@ has been written are they renamed to `{split}-{index:05d}-of-{count:05d}.tfrecor
 (tfrecord_format.shard_filename). A failure (a bad source file, an
 interrupted run) removes the temporary files, so no partial shard is ever
 visible. Older shards of the same split with another shard count are removed
-after a successful write, so `{split}-*` globs see one consistent set.
+after a successful write, so `{split}-*` globs see one consistent set; only
+names of the exact shard form `{split}-NNNNN-of-NNNNN.tfrecord` are removed
+(never e.g. a user's `train-backup-of-2023.tfrecord`). Temporary files left
+by a killed builder (whose process is gone) are removed when the next
+build starts.
 """
 
 import os
+import re
 import time
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
@@ -17,6 +22,8 @@ from absl import logging
 import tensorflow as tf
 
 from deeplab_sp.data import tfrecord_format
+from deeplab_sp.utils import io
+from deeplab_sp.utils import lock
 
 # Log a progress line every this many examples.
 PROGRESS_EVERY = 100
@@ -25,6 +32,30 @@ PROGRESS_EVERY = 100
 def _temporary_name(path: str) -> str:
   directory, base = os.path.split(path)
   return os.path.join(directory, f'.incomplete-{os.getpid()}-{base}')
+
+
+# Temporary names of earlier versions of this module: `.incomplete-<pid>-<name>`.
+_LEGACY_TEMPORARY = re.compile(r'^\.incomplete-(?P<pid>\d+)-.+$')
+
+
+def _is_shard_of(name: str, split: str) -> bool:
+  """True for `{split}-NNNNN-of-NNNNN.tfrecord` exactly."""
+  return re.fullmatch(
+      re.escape(split) + r'-\d{5}-of-\d{5}' +
+      re.escape(tfrecord_format.SHARD_SUFFIX), name) is not None
+
+
+def remove_stale_temporaries(output_dir: str) -> None:
+  """Removes temporary shards of killed builders (their pid is gone)."""
+  for path in io.remove_stale_temporaries(output_dir):
+    logging.info('Removed %s, left by an interrupted build.', path)
+  for name in sorted(tf.io.gfile.listdir(output_dir)):
+    match = _LEGACY_TEMPORARY.match(name)
+    path = os.path.join(output_dir, name)
+    if (match and not lock.process_is_alive(int(match.group('pid'))) and
+        not tf.io.gfile.isdir(path)):
+      logging.info('Removing %s, left by an interrupted build.', path)
+      tf.io.gfile.remove(path)
 
 
 class SplitJob(NamedTuple):
@@ -77,6 +108,7 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
   if num_shards <= 0:
     raise ValueError(f'--num_shards must be positive, got {num_shards}.')
   tf.io.gfile.makedirs(output_dir)
+  remove_stale_temporaries(output_dir)
   temporary = []
   try:
     for job in jobs:
@@ -96,6 +128,8 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
       tf.io.gfile.rename(_temporary_name(path), path, overwrite=True)
     stale = set(tf.io.gfile.glob(os.path.join(
         output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
+    stale = {path for path in stale
+             if _is_shard_of(os.path.basename(path), job.split)}
     for path in sorted(stale):
       logging.info('Removing stale shard %s', path)
       tf.io.gfile.remove(path)
