@@ -34,8 +34,11 @@ def _temporary_name(path: str) -> str:
   return os.path.join(directory, f'.incomplete-{os.getpid()}-{base}')
 
 
-# Temporary names of earlier versions of this module: `.incomplete-<pid>-<name>`.
-_LEGACY_TEMPORARY = re.compile(r'^\.incomplete-(?P<pid>\d+)-.+$')
+# Temporary shard names of `_temporary_name`, `.incomplete-<pid>-<shard>`
+# (io.temporary_name's form is matched by io.remove_stale_temporaries).
+_SHARD_TEMPORARY = re.compile(
+    r'^\.incomplete-(?P<pid>\d+)-.+-\d{5}-of-\d{5}' +
+    re.escape(tfrecord_format.SHARD_SUFFIX) + '$')
 
 
 def _is_shard_of(name: str, split: str) -> bool:
@@ -50,7 +53,7 @@ def remove_stale_temporaries(output_dir: str) -> None:
   for path in io.remove_stale_temporaries(output_dir):
     logging.info('Removed %s, left by an interrupted build.', path)
   for name in sorted(tf.io.gfile.listdir(output_dir)):
-    match = _LEGACY_TEMPORARY.match(name)
+    match = _SHARD_TEMPORARY.match(name)
     path = os.path.join(output_dir, name)
     if (match and not lock.process_is_alive(int(match.group('pid'))) and
         not tf.io.gfile.isdir(path)):

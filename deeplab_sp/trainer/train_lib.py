@@ -197,6 +197,7 @@ def run_experiment(options: config_pb2.ExperimentOptions,
     with record_errors.explain_data_errors(datasets):
       return run()
   exp_dir = experiment_dir(model_dir, options)
+  check_class_counts(options, mode)  # Config errors before any directory.
   check_writable(exp_dir)
   with lock.experiment_lock(exp_dir, purpose='train'):
     # With the lock held no other process writes here: whatever temporary

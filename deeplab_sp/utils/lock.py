@@ -12,7 +12,9 @@ with the holder's pid, host, start time and command line.
   - A second trainer is refused with one line naming the holder (pid, host,
     start, command) and the fix (LockHeldError, a FileExistsError).
   - A lock whose holder ran on this host and is no longer alive (a killed
-    trainer) is stale: it is taken over with a log line. Take-overs are
+    trainer), or was taken before the machine booted, or names this
+    process's pid without being held by it (a restarted container reusing
+    pids), is stale: it is taken over with a log line. Take-overs are
     serialised by an flock() on the experiment directory, so two trainers
     starting together cannot both take over the same stale lock.
     A lock of another host is never taken over (its pid means nothing
@@ -40,6 +42,10 @@ import tensorflow as tf
 from deeplab_sp.utils import io
 
 LOCK_FILENAME = '.lock'
+# Lock files this process holds: a lock naming our own pid that is not in
+# here was left by an earlier process that had the same pid (a restarted
+# container often reuses its pids).
+_HELD = set()
 
 
 class LockHeldError(FileExistsError):
@@ -66,6 +72,7 @@ def _holder_info(purpose: str) -> dict:
       'pid': os.getpid(),
       'host': socket.gethostname(),
       'start_time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+      'start_epoch': time.time(),
       'command': ' '.join(sys.argv),
       'purpose': purpose,
   }
@@ -91,14 +98,31 @@ def _describe(info: dict) -> str:
           f"{info.get('command', '?')!r}")
 
 
-def _is_stale(info: dict) -> bool:
+def _boot_time() -> float:
+  """When this machine booted (seconds since the epoch); 0 if unknown."""
+  try:
+    with open('/proc/stat') as f:
+      for line in f:
+        if line.startswith('btime '):
+          return float(line.split()[1])
+  except OSError:
+    pass
+  return 0.0
+
+
+def _is_stale(info: dict, path: str) -> bool:
   """A lock of this host whose process is gone (never another host's)."""
   try:
     pid = int(info.get('pid', 0))
+    start = float(info.get('start_epoch', 0))
   except (TypeError, ValueError):
     return False
-  return (info.get('host') == socket.gethostname() and
-          not process_is_alive(pid))
+  if info.get('host') != socket.gethostname():
+    return False
+  if pid == os.getpid():
+    return path not in _HELD  # An earlier process with our pid.
+  # Taken before this machine booted: its pid now names another process.
+  return not process_is_alive(pid) or 0 < start < _boot_time()
 
 
 def _create_local(path: str, content: str) -> bool:
@@ -181,26 +205,30 @@ def acquire(directory: str, purpose: str = 'train') -> dict:
   info = _holder_info(purpose)
   content = json.dumps(info, indent=1)
   if _create(path, content):
+    _HELD.add(path)
     return info
   with _takeover_guard(path):
     holder = _read(path)
     if holder is None:  # Released in the meantime.
       if _create(path, content):
+        _HELD.add(path)
         return info
       holder = _read(path) or {}
-    if not _is_stale(holder):
+    if not _is_stale(holder, path):
       raise _refusal(path, holder, purpose)
     logging.warning('Taking over the stale lock %s of %s (that process is no '
                     'longer running).', path, _describe(holder))
     tf.io.gfile.remove(path)
     if not _create(path, content):
       raise _refusal(path, _read(path) or {}, purpose)
+  _HELD.add(path)
   return info
 
 
 def release(directory: str, info: dict) -> None:
   """Deletes the lock of `directory` if it is still the one `info` took."""
   path = os.path.join(directory, LOCK_FILENAME)
+  _HELD.discard(path)
   holder = _read(path)
   if holder and holder.get('pid') == info['pid'] and holder.get(
       'start_time') == info['start_time'] and holder.get(

@@ -154,7 +154,7 @@ def test_temporaries_of_killed_builders_are_cleaned(tmp_path):
   # A builder still running, and a file that is not a temporary of ours.
   alive = [f'.incomplete-{live.pid}-val-00000-of-00001.tfrecord',
            f'val-00000-of-00001.tfrecord.incomplete-{live.pid}-0123abcd',
-           'notes.incomplete-123-zz']
+           'notes.incomplete-123-zz', f'.incomplete-{dead}-my-notes.txt']
   for name in stale + alive:
     (out / name).write_text('partial')
   try:

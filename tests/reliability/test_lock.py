@@ -73,6 +73,15 @@ def test_stale_lock_of_a_dead_local_process_is_taken_over(tmp_path, caplog):
   assert not (exp_dir / '.lock').exists()
 
 
+def test_lock_naming_our_pid_from_an_earlier_process_is_taken_over(tmp_path):
+  # A restarted container may give the new trainer the old one's pid.
+  exp_dir = tmp_path / 'exp'
+  _write_lock(exp_dir, os.getpid())
+  with lock.experiment_lock(str(exp_dir)) as info:
+    content = json.loads((exp_dir / '.lock').read_text())
+    assert content['start_time'] == info['start_time'] != '2026-01-01T00:00:00Z'
+
+
 def test_lock_of_another_host_is_not_taken_over(tmp_path):
   exp_dir = tmp_path / 'exp'
   path = _write_lock(exp_dir, helpers.dead_pid(), host='other-host.example')
