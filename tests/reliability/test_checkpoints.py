@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 
+from google.protobuf import text_format
 import pytest
 import reliability_helpers as helpers
 import tensorflow as tf
@@ -53,13 +54,25 @@ def _flip(path, offset):
   open(path, 'wb').write(bytes(data))
 
 
+def _optimizer_slot_offset(prefix):
+  """Offset in the .data file of the bytes of one optimizer slot value."""
+  reader = tf.train.load_checkpoint(prefix)
+  data = open(prefix + '.data-00000-of-00001', 'rb').read()
+  for key in sorted(reader.get_variable_to_shape_map()):
+    if 'OPTIMIZER_SLOT' not in key:
+      continue
+    value = reader.get_tensor(key).tobytes()
+    if len(value) >= 64 and data.count(value) == 1:
+      return data.index(value) + len(value) // 2
+  raise AssertionError('no optimizer slot found')
+
+
 DAMAGES = {
     'truncated_data': lambda p: _truncate(p + '.data-00000-of-00001'),
-    # The last bytes of .data: the optimizer's values (written in key
-    # order), which TensorFlow would only read at the first resumed step.
+    # An Adam slot, which TensorFlow would only read at the first resumed
+    # step.
     'bit_flip_optimizer_state': lambda p: _flip(
-        p + '.data-00000-of-00001',
-        os.path.getsize(p + '.data-00000-of-00001') - 8),
+        p + '.data-00000-of-00001', _optimizer_slot_offset(p)),
     'bit_flip_data': lambda p: _flip(
         p + '.data-00000-of-00001',
         os.path.getsize(p + '.data-00000-of-00001') // 2),
@@ -151,3 +164,21 @@ def test_leftovers_of_a_killed_run_are_cleaned_after_the_lock(experiment):
     assert not os.path.exists(path), path
   for path in keep:
     assert os.path.exists(path), path
+
+
+def test_export_cli_prints_one_line_for_a_damaged_checkpoint(experiment,
+                                                             tmp_path):
+  options, _, exp_dir = experiment
+  latest = os.path.join(exp_dir, 'ckpt-4')
+  DAMAGES['truncated_index'](latest)
+  config = tmp_path / 'config.textproto'
+  config.write_text(text_format.MessageToString(options))
+  before = helpers.snapshot(exp_dir)
+  result = helpers.run_tool([
+      'tools/export_model.py', f'--config_file={config}',
+      f'--checkpoint_path={exp_dir}', f'--output_path={tmp_path / "out"}'])
+  helpers.assert_one_line_error(result, 'export_model',
+                                f'Checkpoint {latest} is damaged',
+                                os.path.join(exp_dir, 'ckpt-2'))
+  assert helpers.snapshot(exp_dir) == before
+  assert not (tmp_path / 'out').exists()
