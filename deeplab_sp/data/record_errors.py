@@ -25,8 +25,10 @@ import tensorflow as tf
 
 from deeplab_sp.data import tfrecord_format
 
-REBUILD_HINT = ('rebuild the records with tools/build_<dataset>_data.py '
-                '(or restore the shard from a copy)')
+REBUILD_HINT = ('rebuild the records with {tool} (or restore the shard from '
+                'a copy)')
+# Datasets with a builder in tools/ (tools/build_<name>_data.py).
+_BUILDERS = ('ade20k', 'cityscapes', 'synthetic')
 # InvalidArgumentErrors of tf.data that can come from damaged records or
 # images; others (e.g. a shape error of the model) are not scanned for.
 _DATA_ERROR = re.compile(
@@ -46,7 +48,11 @@ def _first_line(error: BaseException) -> str:
            if line.strip() and not line.strip().startswith(
                ('Graph execution error', 'Detected at node', '<stack',
                 '[[', 'File '))]
-  return lines[0] if lines else type(error).__name__
+  if not lines:
+    return type(error).__name__
+  # Without TensorFlow's op decorations: `{{function_node ...}}`, `[Op:...]`.
+  line = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', lines[0])
+  return re.sub(r'\s*\[Op:[^\]]*\].*$', '', line)
 
 
 def _check_framing(shard: str) -> Optional[str]:
@@ -57,7 +63,7 @@ def _check_framing(shard: str) -> Optional[str]:
       count += 1
   except tf.errors.OpError as e:
     kind = ('not a TFRecord file' if count == 0 else
-            f'damaged after record {count - 1}')
+            f'unreadable from record {count} on')
     return (f'TFRecord shard {shard} is damaged ({kind}: {_first_line(e)})')
   return None
 
@@ -133,4 +139,9 @@ def explain_data_errors(dataset_options: Sequence) -> Iterator[None]:
     problem = find_damaged_shard(shards)
     if problem is None:
       raise
-    raise DamagedRecordError(f'{problem}. Fix: {REBUILD_HINT}.') from e
+    builders = sorted({f'tools/build_{options.dataset}_data.py'
+                       for options in dataset_options
+                       if options.dataset in _BUILDERS})
+    tool = ' / '.join(builders) or 'tools/build_<dataset>_data.py'
+    raise DamagedRecordError(
+        f'{problem}. Fix: {REBUILD_HINT.format(tool=tool)}.') from e

@@ -86,7 +86,7 @@ def test_damaged_shard_is_named(data_dir, damage):
       _read_all(options, is_training=False)
   message = str(error.value)
   assert f'shard {shard}' in message
-  assert 'tools/build_<dataset>_data.py' in message
+  assert 'rebuild the records with tools/build_synthetic_data.py' in message
   if image:
     assert f"image '{image}'" in message
   assert isinstance(error.value.__cause__, tf.errors.OpError)
