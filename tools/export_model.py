@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 
 from deeplab_sp.export import export_lib
+from deeplab_sp.export import image_header
 from deeplab_sp.utils import cli
 
 _CONFIG_FILE = flags.DEFINE_string(
@@ -39,6 +40,12 @@ _INCLUDE_PROBABILITIES = flags.DEFINE_bool(
 _INCLUDE_SUPERPIXEL_IDS = flags.DEFINE_bool(
     'include_superpixel_ids', True, "Add the output 'superpixel_ids' "
     '[B, H, W] (hard superpixel assignment).')
+_MAX_INPUT_PIXELS = flags.DEFINE_integer(
+    'max_input_pixels', image_header.DEFAULT_MAX_INPUT_PIXELS,
+    'Largest image (height * width pixels) the signatures accept; larger '
+    'ones are refused with InvalidArgument before decoding (the size is read '
+    'from the JPEG/PNG/GIF/BMP header). Bounds the memory of one request. '
+    'Default 4096*4096.')
 
 
 def main(argv):
@@ -47,7 +54,7 @@ def main(argv):
   export_dir = export_lib.export_from_config(
       _CONFIG_FILE.value, _CHECKPOINT_PATH.value, _OUTPUT_PATH.value,
       _VERSION.value, _OVERWRITE.value, _INCLUDE_PROBABILITIES.value,
-      _INCLUDE_SUPERPIXEL_IDS.value)
+      _INCLUDE_SUPERPIXEL_IDS.value, _MAX_INPUT_PIXELS.value)
   print(f'Exported to {export_dir}')
 
 

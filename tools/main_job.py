@@ -26,8 +26,13 @@ import time
 
 from absl import app
 from absl import flags
+from google.protobuf import text_format
 
+from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.analysis import color_baseline
+from deeplab_sp.data import tfrecord_format
 from deeplab_sp.utils import cli
+from deeplab_sp.utils import io
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -78,9 +83,6 @@ def _experiment_config(work_dir, data_dir):
   --work_dir works) and --training_steps applied; the result is written to
   `work_dir/main_job_config.textproto`, the config every step uses.
   """
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  from deeplab_sp import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
-  from deeplab_sp.utils import io  # pylint: disable=g-import-not-at-top
   options = experiment_lib.load_experiment(_CONFIG_FILE.value).copy_options()
   for field in ('train_dataset_options', 'eval_dataset_options'):
     name = getattr(options, field).dataset
@@ -148,7 +150,6 @@ def _validation_images(data_dir, image_dir, count):
   existing = sorted(image_dir.glob('*.png'))
   if len(existing) >= count:
     return existing[:count]
-  from deeplab_sp.data import tfrecord_format  # pylint: disable=g-import-not-at-top
   return tfrecord_format.write_images_from_records(
       str(data_dir / 'val-*.tfrecord'), str(image_dir), count)
 
@@ -167,9 +168,7 @@ def _color_baseline(data_dir, result_path, dataset):
   if result_path.exists():
     print(f'reusing {result_path}')
     return json.loads(result_path.read_text())
-  from deeplab_sp.analysis import color_baseline  # pylint: disable=g-import-not-at-top
   print('per-pixel colour -> most frequent training class, on the same data')
-  from deeplab_sp.utils import io  # pylint: disable=g-import-not-at-top
   result = color_baseline.evaluate_color_baseline(
       str(data_dir / 'train-*.tfrecord'), str(data_dir / 'val-*.tfrecord'),
       dataset, color_baseline.DEFAULT_BINS_PER_CHANNEL)

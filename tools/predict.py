@@ -18,6 +18,7 @@ Examples:
 from absl import app
 from absl import flags
 
+from deeplab_sp.export import image_header
 from deeplab_sp.export import predict_lib
 from deeplab_sp.utils import cli
 
@@ -34,6 +35,10 @@ _IMAGES = flags.DEFINE_list(
     'GIF).', required=True)
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Directory for the PNGs (created).', required=True)
+_MAX_INPUT_PIXELS = flags.DEFINE_integer(
+    'max_input_pixels', image_header.DEFAULT_MAX_INPUT_PIXELS,
+    'Largest image (height * width) read; larger ones stop the run before '
+    'decoding (the size is read from the file header). Default 4096*4096.')
 
 
 def main(argv):
@@ -51,8 +56,9 @@ def main(argv):
     predict, colormap = predict_lib.load_checkpoint(_CONFIG_FILE.value,
                                                     _CHECKPOINT_PATH.value)
   written = predict_lib.predict_files(predict, colormap, files,
-                                      _OUTPUT_DIR.value)
-  print(f'Wrote {len(written)} files to {_OUTPUT_DIR.value}')
+                                      _OUTPUT_DIR.value,
+                                      _MAX_INPUT_PIXELS.value)
+  print(f'Wrote {len(set(written))} files to {_OUTPUT_DIR.value}')
 
 
 if __name__ == '__main__':

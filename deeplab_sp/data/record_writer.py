@@ -2,15 +2,20 @@
 
 Splits are written to temporary files in the output directory (hidden
 names that no shard glob matches, made by utils/io.temporary_name so a
-killed run's leftovers are recognised as such); only when every example of every split
-has been written are they renamed to `{split}-{index:05d}-of-{count:05d}.tfrecord`
-(tfrecord_format.shard_filename). A failure (a bad source file, an
-interrupted run) removes the temporary files, so no partial shard is ever
-visible. Older shards of the same split with another shard count are removed
-after a successful write, so `{split}-*` globs see one consistent set.
+killed run's leftovers are recognised as such); only when every example of
+every split has been written are they renamed to
+`{split}-{index:05d}-of-{count:05d}.tfrecord` (tfrecord_format.shard_filename).
+A failure (a bad source file, an interrupted run) removes the temporary
+files, so no partial shard is ever visible. Older shards of the same split with another shard count are removed
+after a successful write, so `{split}-*` globs see one consistent set; only
+names of the exact shard form `{split}-NNNNN-of-NNNNN.tfrecord` are removed
+(never e.g. a user's `train-backup-of-2023.tfrecord`). Temporary files left
+by a killed builder (whose process is gone) are removed when the next
+build starts.
 """
 
 import os
+import re
 import time
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
@@ -28,6 +33,19 @@ def _temporary_name(path: str) -> str:
   """io.temporary_name of the hidden '.<name>': `{split}-*` never matches."""
   directory, base = os.path.split(path)
   return io.temporary_name(os.path.join(directory, f'.{base}'))
+
+
+def _is_shard_of(name: str, split: str) -> bool:
+  """True for `{split}-NNNNN-of-NNNNN.tfrecord` exactly."""
+  return re.fullmatch(
+      re.escape(split) + r'-\d{5}-of-\d{5}' +
+      re.escape(tfrecord_format.SHARD_SUFFIX), name) is not None
+
+
+def remove_stale_temporaries(output_dir: str) -> None:
+  """Removes temporary shards of killed builders (their pid is gone)."""
+  for path in io.remove_stale_temporaries(output_dir):
+    logging.info('Removed %s, left by an interrupted build.', path)
 
 
 class SplitJob(NamedTuple):
@@ -80,6 +98,7 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
   if num_shards <= 0:
     raise ValueError(f'--num_shards must be positive, got {num_shards}.')
   tf.io.gfile.makedirs(output_dir)
+  remove_stale_temporaries(output_dir)
   temporary = {}
   try:
     for job in jobs:
@@ -99,6 +118,8 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
       tf.io.gfile.rename(temporary[path], path, overwrite=True)
     stale = set(tf.io.gfile.glob(os.path.join(
         output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
+    stale = {path for path in stale
+             if _is_shard_of(os.path.basename(path), job.split)}
     for path in sorted(stale):
       logging.info('Removing stale shard %s', path)
       tf.io.gfile.remove(path)

@@ -92,7 +92,12 @@ def read_image(path: str):
   data = _read_bytes(path)
   image = _decode(path, data, 'image')
   pixels = np.asarray(image.convert('RGB'))
-  return data, _FORMATS[extension], pixels
+  # The bytes say what the file is (a JPEG may be named .png).
+  image_format = tfrecord_format.detect_image_format(data)
+  if image_format is None:
+    raise ValueError(f'Image {path} is not PNG or JPEG (its content is '
+                     f'{image.format}); convert it.')
+  return data, image_format, pixels
 
 
 def read_label(path: str) -> np.ndarray:

@@ -92,6 +92,15 @@ def encode_image_png(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
+def detect_image_format(data: bytes) -> Optional[str]:
+  """'png' or 'jpeg' from the bytes' magic number; None for other bytes."""
+  if data.startswith(b'\x89PNG\r\n\x1a\n'):
+    return 'png'
+  if data.startswith(b'\xff\xd8\xff'):
+    return 'jpeg'
+  return None
+
+
 def make_example(image_bytes: bytes, image_format: str, filename: str,
                  height: int, width: int, label_bytes: bytes,
                  label_format: str = LABEL_FORMAT_PNG) -> tf.train.Example:
@@ -99,7 +108,9 @@ def make_example(image_bytes: bytes, image_format: str, filename: str,
 
   Args:
     image_bytes: the encoded image (PNG or JPEG file contents).
-    image_format: 'png', 'jpeg' or 'jpg'.
+    image_format: 'png', 'jpeg' or 'jpg'; the format detected from the
+      bytes' magic number wins over it (a JPEG file named .png is stored as
+      'jpeg').
     filename: the image's name (DeepLab2 stores the file name without the
       dataset suffix, e.g. `frankfurt_000000_000294`).
     height: image height in pixels.
@@ -110,6 +121,7 @@ def make_example(image_bytes: bytes, image_format: str, filename: str,
   Returns:
     A tf.train.Example.
   """
+  image_format = detect_image_format(image_bytes) or image_format
   assert image_format in IMAGE_FORMATS, image_format
   assert label_format in LABEL_FORMATS, label_format
   feature = {
@@ -155,6 +167,9 @@ def _decode_label(encoded: tf.Tensor, label_format: tf.Tensor,
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
   """PNG or JPEG bytes -> uint8 [height, width, 3] RGB.
+
+  The decoder is chosen from the bytes, not from the record's image/format
+  (which may be wrong in records written by other tools).
 
   JPEGs are decoded with the accurate integer DCT (libjpeg's default, as
   PIL uses), so the pixels equal those of the source file opened with PIL.

@@ -31,6 +31,16 @@ bottom/right with 127.5 (as the input pipeline pads) to the model size, and
 run through the model. The padding is cropped off the logits, which are
 resized back to the image's own size (bilinear) before the argmax (and
 softmax); the superpixel ids are cropped and resized with nearest neighbour.
+
+Input limits. Both signatures refuse an image with more than
+max_input_pixels pixels (height * width; export flag --max_input_pixels,
+default image_header.DEFAULT_MAX_INPUT_PIXELS = 4096 * 4096) with an
+InvalidArgumentError naming the limit and the image's size. For encoded
+images the size is read from the header (JPEG, PNG, GIF, BMP; any other
+format is refused) before anything is decoded, so a small file claiming a
+huge size costs nothing. The outputs are made at the image's own size, so
+the limit bounds them too; the softmax is computed only when
+'probabilities' is exported. An empty batch returns empty outputs.
 """
 
 import os
@@ -42,8 +52,11 @@ import tensorflow as tf
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
+from deeplab_sp.export import image_header
+from deeplab_sp.export import version_dir
 from deeplab_sp.model import builder
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.trainer import checkpoints
 from deeplab_sp.utils import io
 
 IGNORE_LABEL = dataset_info.IGNORE_LABEL
@@ -67,7 +80,8 @@ class ServingModule(tf.Module):
                colormap: Optional[Sequence[Sequence[int]]] = None,
                class_names: Optional[Sequence[str]] = None,
                include_probabilities: bool = False,
-               include_superpixel_ids: bool = True):
+               include_superpixel_ids: bool = True,
+               max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS):
     """Initialises the module.
 
     Args:
@@ -80,7 +94,11 @@ class ServingModule(tf.Module):
       class_names: K names stored with the model (default '0'..).
       include_probabilities: add the 'probabilities' output.
       include_superpixel_ids: add the 'superpixel_ids' output.
+      max_input_pixels: the largest height * width accepted.
     """
+    if max_input_pixels <= 0:
+      raise ValueError('--max_input_pixels must be positive, got '
+                       f'{max_input_pixels}.')
     super().__init__(name='sp_transformer_serving')
     # The Keras model is kept out of the SavedModel's object graph (its
     # layers' call functions, e.g. the encoder's int-keyed endpoint dict,
@@ -95,6 +113,7 @@ class ServingModule(tf.Module):
     self.num_classes = int(num_classes)
     self.include_probabilities = include_probabilities
     self.include_superpixel_ids = include_superpixel_ids
+    self.max_input_pixels = int(max_input_pixels)
     if colormap is None:
       colormap = [(0, 0, 0)] * num_classes
     if class_names is None:
@@ -134,7 +153,10 @@ class ServingModule(tf.Module):
 
   def _decode(self, encoded: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor,
                                                  tf.Tensor]:
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # The size in the header is checked before the decoder allocates it.
+    with tf.control_dependencies(image_header.encoded_size_checks(
+        encoded, self.max_input_pixels)):
+      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image = tf.cast(image, tf.float32)
     padded, fitted = self._prepare(image)
     return padded, fitted, tf.shape(image)[:2]
@@ -165,7 +187,8 @@ class ServingModule(tf.Module):
         fn_output_signature=(
             tf.TensorSpec([*self.input_size, self.num_classes], tf.float32),
             tf.TensorSpec(self.input_size, tf.int32)))
-    max_size = tf.reduce_max(sizes, axis=0)  # [2]
+    # [2]; zeros for an empty batch (whose outputs are empty).
+    max_size = tf.maximum(tf.reduce_max(sizes, axis=0), 0)
 
     def restore(args):
       image_logits, image_ids, image_fitted, size = args
@@ -180,19 +203,31 @@ class ServingModule(tf.Module):
           lambda: tf.image.resize(image_ids, size, method='nearest'))[..., 0]
       # [h, w, K] and [h, w]
       semantic = tf.argmax(image_logits, axis=-1, output_type=tf.int32)
-      probabilities = tf.nn.softmax(image_logits, axis=-1)
       pad = [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]]
       semantic = tf.pad(semantic, pad, constant_values=IGNORE_LABEL)
       image_ids = tf.pad(image_ids, pad, constant_values=SUPERPIXEL_ID_PAD)
+      if not self.include_probabilities:
+        # Not computed (a softmax over every pixel) when not exported.
+        return semantic, image_ids, tf.zeros([0, 0, self.num_classes])
+      probabilities = tf.nn.softmax(image_logits, axis=-1)
       probabilities = tf.pad(probabilities, pad + [[0, 0]])
       return semantic, image_ids, probabilities
 
-    semantic, superpixel_ids, probabilities = tf.map_fn(
-        restore, (logits, ids, fitted, sizes),
-        fn_output_signature=(
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None, None, self.num_classes], tf.float32)))
+    def restore_all():
+      return tf.map_fn(
+          restore, (logits, ids, fitted, sizes),
+          fn_output_signature=(
+              tf.TensorSpec([None, None], tf.int32),
+              tf.TensorSpec([None, None], tf.int32),
+              tf.TensorSpec([None, None, self.num_classes], tf.float32)))
+
+    def empty():
+      # map_fn cannot stack zero outputs of unknown size.
+      return (tf.zeros([0, 0, 0], tf.int32), tf.zeros([0, 0, 0], tf.int32),
+              tf.zeros([0, 0, 0, self.num_classes]))
+
+    semantic, superpixel_ids, probabilities = tf.cond(
+        tf.equal(tf.shape(sizes)[0], 0), empty, restore_all)
     result = {'semantic': semantic, 'image_size': sizes}
     if self.include_superpixel_ids:
       result['superpixel_ids'] = superpixel_ids
@@ -215,6 +250,10 @@ class ServingModule(tf.Module):
       tf.TensorSpec([None, None, None, 3], tf.float32, name='images')])
   def serve_float(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """float32 [B, h, w, 3] RGB 0..255 -> outputs (see the module docstring)."""
+    shape = tf.shape(images)
+    with tf.control_dependencies(image_header.size_checks(
+        shape[1], shape[2], self.max_input_pixels)):
+      images = tf.identity(images)
     padded, fitted = tf.map_fn(
         self._prepare, images,
         fn_output_signature=(
@@ -227,14 +266,18 @@ class ServingModule(tf.Module):
 def build_serving_module(experiment: experiment_lib.Experiment,
                          checkpoint_path: Optional[str] = None,
                          include_probabilities: bool = False,
-                         include_superpixel_ids: bool = True) -> ServingModule:
+                         include_superpixel_ids: bool = True,
+                         max_input_pixels: int = (
+                             image_header.DEFAULT_MAX_INPUT_PIXELS)
+                        ) -> ServingModule:
   """Builds the model of `experiment`, restores a checkpoint, wraps it.
 
   Args:
     experiment: the Experiment (its model, input size and dataset).
     checkpoint_path: a checkpoint prefix or a directory (its latest
       checkpoint is used); None keeps the initial weights (tests).
-    include_probabilities, include_superpixel_ids: see ServingModule.
+    include_probabilities, include_superpixel_ids, max_input_pixels: see
+      ServingModule.
 
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
@@ -255,7 +298,7 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   info = experiment.dataset
   return ServingModule(model, input_size, num_classes, info.colormap,
                        info.class_names, include_probabilities,
-                       include_superpixel_ids)
+                       include_superpixel_ids, max_input_pixels)
 
 
 def resolve_checkpoint(checkpoint_path: str) -> str:
@@ -280,6 +323,8 @@ def restore_checkpoint(model: tf.keras.Model, checkpoint_path: str) -> str:
   """Restores `model` from a trainer checkpoint; returns the prefix used."""
   prefix = resolve_checkpoint(checkpoint_path)
   logging.info('Restoring model weights from %s', prefix)
+  # A damaged checkpoint is named as such, not as one of another model.
+  checkpoints.verify_or_explain(prefix, flag=None)
   tf.train.Checkpoint(model=model).read(prefix).expect_partial(
   ).assert_existing_objects_matched()
   return prefix
@@ -320,23 +365,37 @@ def export_saved_model(module: ServingModule, output_path: str,
   if version <= 0:
     raise ValueError(f'--version must be a positive integer, got {version}.')
   export_dir = os.path.join(output_path, str(version))
-  if tf.io.gfile.exists(export_dir) and not overwrite:
+  exists = tf.io.gfile.exists(export_dir) or os.path.islink(export_dir)
+  if exists and not overwrite:
     raise FileExistsError(
         f'{export_dir} exists; pass --overwrite to replace it or a new '
         '--version (default: the next free version).')
+  if exists:
+    # Only a SavedModel this tool wrote is replaced; never a link's target.
+    version_dir.check_replaceable(export_dir)
   tf.io.gfile.makedirs(output_path)
+  # Neither name is a number, so TF Serving never loads either.
   temp_dir = io.temporary_name(export_dir)
+  old_dir = io.temporary_name(export_dir)
   try:
     signatures = {SERVING_DEFAULT: module.serve_encoded,
                   SERVING_FLOAT: module.serve_float}
     logging.info('Writing SavedModel to %s', temp_dir)
     tf.saved_model.save(module, temp_dir, signatures=signatures)
-    if tf.io.gfile.exists(export_dir):
-      tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(temp_dir, export_dir)
+    if exists:
+      version_dir.check_replaceable(export_dir)
+      tf.io.gfile.rename(export_dir, old_dir)
+    try:
+      tf.io.gfile.rename(temp_dir, export_dir)
+    except BaseException:
+      if exists:
+        tf.io.gfile.rename(old_dir, export_dir)
+      raise
+    if exists:
+      version_dir.remove_tree(old_dir)
   finally:
     if tf.io.gfile.exists(temp_dir):
-      tf.io.gfile.rmtree(temp_dir)
+      version_dir.remove_tree(temp_dir)
   logging.info('Exported SavedModel version %d to %s', version, export_dir)
   return export_dir
 
@@ -345,9 +404,12 @@ def export_from_config(config_file: str, checkpoint_path: str,
                        output_path: str, version: Optional[int] = None,
                        overwrite: bool = False,
                        include_probabilities: bool = False,
-                       include_superpixel_ids: bool = True) -> str:
+                       include_superpixel_ids: bool = True,
+                       max_input_pixels: int = (
+                           image_header.DEFAULT_MAX_INPUT_PIXELS)) -> str:
   """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
   experiment = experiment_lib.load_experiment(config_file, mode=None)
   module = build_serving_module(experiment, checkpoint_path,
-                                include_probabilities, include_superpixel_ids)
+                                include_probabilities, include_superpixel_ids,
+                                max_input_pixels)
   return export_saved_model(module, output_path, version, overwrite)

@@ -5,7 +5,11 @@ For every image `<name>.<ext>` it writes, into the output directory,
   <name>_superpixels.png: the image with the boundaries of the hard
     superpixel assignment drawn on it (paper Fig. 4 style).
 All inputs are decoded first, so an unreadable image stops the run before
-anything is written. PNGs are written to a temporary name, then renamed.
+anything is written. An image larger than max_input_pixels (height *
+width, read from its header before decoding) is refused the same way.
+Inputs that share a name (a.png and a.jpg, or dir1/a.png and dir2/a.png)
+get distinct outputs (`a_labels.png`, `a_2_labels.png`, ...), so no output
+overwrites another. PNGs are written to a temporary name, then renamed.
 """
 
 import os
@@ -16,6 +20,7 @@ import tensorflow as tf
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import export_lib
+from deeplab_sp.export import image_header
 from deeplab_sp.utils import io
 from deeplab_sp.utils import visualization
 
@@ -74,11 +79,31 @@ def load_checkpoint(config_file: str, checkpoint_path: str
   return predict, module.colormap.numpy()
 
 
-def _read_image(path: str) -> Tuple[bytes, np.ndarray]:
-  """(encoded bytes, uint8 [h, w, 3]); ValueError naming an unreadable file."""
+def _check_size(path: str, data: bytes, max_input_pixels: int) -> None:
+  """ValueError unless `data` is a known format within the pixel limit."""
+  height, width, known = image_header.encoded_image_size(tf.constant(data))
+  if not known:
+    raise ValueError(f'Cannot read image {path}: unsupported format. Pass '
+                     f'{image_header.SUPPORTED_FORMATS} files.')
+  height, width = int(height), int(width)
+  if height * width > max_input_pixels:
+    raise ValueError(
+        f'Image {path} is {height}x{width} (height x width) pixels, more '
+        f'than the limit of {max_input_pixels} pixels (--max_input_pixels);'
+        ' resize it or raise the limit.')
+
+
+def _read_image(path: str,
+                max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS
+               ) -> Tuple[bytes, np.ndarray]:
+  """(encoded bytes, uint8 [h, w, 3]); ValueError naming an unreadable file.
+
+  The size is read from the header and checked before decoding.
+  """
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
       data = f.read()
+    _check_size(path, data, max_input_pixels)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
           tf.errors.PermissionDeniedError) as e:
@@ -87,25 +112,59 @@ def _read_image(path: str) -> Tuple[bytes, np.ndarray]:
   return data, image.numpy()
 
 
+def _error_summary(error: tf.errors.OpError) -> str:
+  """The line of a graph error that says what failed."""
+  lines = [line.strip() for line in error.message.splitlines()
+           if line.strip()]
+  for line in lines:
+    if 'assertion failed:' in line:
+      return line.split('assertion failed:', 1)[1].strip(' []')
+  return lines[-1] if lines else type(error).__name__
+
+
 def _write_png(path: str, image: np.ndarray) -> None:
   io.write_atomically(path, tf.io.encode_png(image).numpy())
 
 
+def output_names(files: Sequence[str]) -> List[str]:
+  """A distinct output name per file: its stem, then `<stem>_2`, ..."""
+  stems = [os.path.splitext(os.path.basename(path))[0] for path in files]
+  used = set()
+  names = []
+  for stem in stems:
+    name, count = stem, 1
+    while name in used:
+      count += 1
+      name = f'{stem}_{count}'
+    used.add(name)
+    names.append(name)
+  return names
+
+
 def predict_files(predict: Predictor, colormap: np.ndarray,
-                  files: Sequence[str], output_dir: str) -> List[str]:
+                  files: Sequence[str], output_dir: str,
+                  max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS
+                 ) -> List[str]:
   """Writes the two PNGs of every file; returns the paths written.
 
   Raises:
-    ValueError: naming the first unreadable image (nothing is written).
+    ValueError: naming the first unreadable or too large image (nothing is
+      written).
   """
-  images = [_read_image(path) for path in files]  # Fails before writing.
+  # Fails before writing.
+  images = [_read_image(path, max_input_pixels) for path in files]
   tf.io.gfile.makedirs(output_dir)
   written = []
-  for index, (path, (data, image)) in enumerate(zip(files, images)):
-    outputs = predict(tf.constant([data]))
+  names = output_names(files)
+  for index, (path, name, (data, image)) in enumerate(
+      zip(files, names, images)):
+    try:
+      outputs = predict(tf.constant([data]))
+    except tf.errors.InvalidArgumentError as e:  # E.g. the model's limit.
+      raise ValueError(f'The model refused image {path}: '
+                       f'{_error_summary(e)}') from None
     semantic = outputs['semantic'].numpy()[0]
     ids = outputs['superpixel_ids'].numpy()[0]
-    name = os.path.splitext(os.path.basename(path))[0]
     labels_path = os.path.join(output_dir, f'{name}_labels.png')
     overlay_path = os.path.join(output_dir, f'{name}_superpixels.png')
     _write_png(labels_path,

@@ -41,6 +41,12 @@ _NUM_GPUS = flags.DEFINE_integer(
 _MASTER = flags.DEFINE_string(
     'master', None, 'TPU name or grpc:// address for TPUStrategy '
     "('local' for a TPU VM). Empty: no TPU.")
+_RESTORE_PREVIOUS = flags.DEFINE_bool(
+    'restore_previous_checkpoint_on_error', False,
+    'When the latest checkpoint of the experiment is damaged (truncated or '
+    'corrupt files), resume from the newest intact older checkpoint; the '
+    'damaged files are renamed to *.damaged. Without it, training stops '
+    'with an error naming the damaged and the previous intact checkpoint.')
 
 
 def main(argv):
@@ -50,7 +56,9 @@ def main(argv):
                                               mode=_MODE.value)
   logging.info('%s', experiment.summary())
   strategy = distribution.get_strategy(_NUM_GPUS.value, _MASTER.value)
-  train_lib.run_experiment(experiment, _MODEL_DIR.value, strategy)
+  train_lib.run_experiment(
+      experiment, _MODEL_DIR.value, strategy,
+      restore_previous_checkpoint_on_error=_RESTORE_PREVIOUS.value)
 
 
 def run():
@@ -61,7 +69,8 @@ def run():
   main_module = sys.modules['__main__']
   if main_module.__doc__ is None:
     main_module.__doc__ = __doc__
-  for flag in (_CONFIG_FILE, _MODE, _MODEL_DIR, _NUM_GPUS, _MASTER):
+  for flag in (_CONFIG_FILE, _MODE, _MODEL_DIR, _NUM_GPUS, _MASTER,
+               _RESTORE_PREVIOUS):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0],
                                              flags.FLAGS[flag.name])
   flags.mark_flags_as_required(['config_file', 'model_dir'])

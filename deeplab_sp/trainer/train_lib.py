@@ -9,6 +9,7 @@ initialised from trainer_options.initial_checkpoint (if set).
 """
 
 import contextlib
+import functools
 import os
 from typing import Callable, Optional
 
@@ -18,9 +19,15 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.data import input_pipeline
+from deeplab_sp.data import record_errors
+from deeplab_sp.model import builder
+from deeplab_sp.trainer import checkpoints
 from deeplab_sp.trainer import evaluator as evaluator_lib
 from deeplab_sp.trainer import optimizer as optimizer_lib
 from deeplab_sp.trainer import trainer as trainer_lib
+from deeplab_sp.utils import io
+from deeplab_sp.utils import lock
 
 MODES = experiment_lib.MODES
 # Seconds between polls for a new checkpoint in continuous_eval.
@@ -52,14 +59,12 @@ def check_writable(directory: str) -> None:
 
 
 def _default_model_fn(experiment: experiment_lib.Experiment):
-  from deeplab_sp.model import builder  # pylint: disable=g-import-not-at-top
   return builder.build_model(experiment.options.model_options,
                              experiment.num_classes,
                              input_size=experiment.input_size)
 
 
 def _default_dataset_fn(dataset_options, is_training, input_context=None):
-  from deeplab_sp.data import input_pipeline  # pylint: disable=g-import-not-at-top
   return input_pipeline.build_dataset(dataset_options, is_training,
                                       input_context)
 
@@ -85,7 +90,9 @@ def _initial_checkpoint_fn(model, path: str) -> Callable[[], None]:
             f'trainer_options.initial_checkpoint {path} is a directory '
             'without checkpoints; point it at a checkpoint prefix.')
     logging.info('Initialising the model from %s.', prefix)
-    with _explained_restore_errors(prefix, 'trainer_options.initial_checkpoint'):
+    checkpoints.verify_or_explain(prefix, flag=None)
+    with _explained_restore_errors(prefix,
+                                   'trainer_options.initial_checkpoint'):
       # The whole model must come from it (optimizer state may not).
       tf.train.Checkpoint(model=model).read(
           prefix).assert_existing_objects_matched()
@@ -106,9 +113,10 @@ def _explained_restore_errors(path: str, source: str):
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     raise ValueError(
         f'The checkpoint {path} ({source}) does not fit the model of this '
-        f'config: {str(e).rstrip(".")}. It was written for another model (encoder, widths, '
-        'superpixel grid or number of classes): use the config it was trained '
-        'with, or a new --model_dir / experiment_name for this one.') from e
+        f'config: {str(e).rstrip(".")}. It was written for another model '
+        '(encoder, widths, superpixel grid or number of classes): use the '
+        'config it was trained with, or a new --model_dir / experiment_name '
+        'for this one.') from e
 
 
 def _build_model(model: tf_keras.Model, input_size) -> None:
@@ -122,8 +130,69 @@ def run_experiment(experiment: experiment_lib.Experiment,
                    model_dir: str,
                    strategy: Optional[tf.distribute.Strategy] = None,
                    model_fn=None,
-                   dataset_fn=None) -> dict:
-  """Runs the experiment in the mode it was validated for.
+                   dataset_fn=None,
+                   restore_previous_checkpoint_on_error: bool = False
+                  ) -> dict:
+  """Runs the experiment in the mode it was loaded for.
+
+  Training modes (on the chief) hold the experiment directory's writer lock
+  (deeplab_sp/utils/lock.py) while they run, then remove what killed runs
+  left there (temporary files, `ckpt-N_temp/` directories) and verify the
+  checkpoint they resume from (deeplab_sp/trainer/checkpoints.py).
+
+  The evaluation-only modes (eval, continuous_eval) take no lock: they
+  only read checkpoints, and continuous_eval is meant to run beside the
+  trainer. What they write cannot be damaged by a concurrent writer:
+  eval_results.json is replaced atomically (the last evaluation wins) and
+  every TensorBoard writer creates its own event file.
+
+  Args:
+    experiment, model_dir, strategy, model_fn, dataset_fn: see
+      _run_experiment.
+    restore_previous_checkpoint_on_error: when the latest checkpoint is
+      damaged, resume from the newest intact older one (else: an error
+      naming it).
+
+  Returns:
+    The last eval results (or {}).
+
+  Raises:
+    lock.LockHeldError: another trainer writes to the experiment directory.
+    checkpoints.DamagedCheckpointError: a damaged checkpoint, by name.
+    record_errors.DamagedRecordError: a damaged shard or image, by name.
+  """
+  mode = experiment.mode
+  strategy = strategy or tf.distribute.get_strategy()
+  datasets = []
+  if mode in experiment_lib.TRAIN_MODES:
+    datasets.append(experiment.options.train_dataset_options)
+  if mode in experiment_lib.EVAL_MODES:
+    datasets.append(experiment.options.eval_dataset_options)
+  run = functools.partial(_run_experiment, experiment, model_dir, strategy,
+                          model_fn, dataset_fn)
+  if (mode not in experiment_lib.TRAIN_MODES or
+      not strategy.extended.should_checkpoint):
+    with record_errors.explain_data_errors(datasets):
+      return run()
+  exp_dir = experiment_dir(model_dir, experiment)
+  check_writable(exp_dir)
+  with lock.experiment_lock(exp_dir, purpose='train'):
+    # With the lock held no other process writes here: whatever temporary
+    # is left was left by a killed run.
+    io.remove_stale_temporaries(exp_dir)
+    checkpoints.remove_stale_temp_dirs(exp_dir)
+    checkpoints.check_latest_checkpoint(
+        exp_dir, restore_previous=restore_previous_checkpoint_on_error)
+    with record_errors.explain_data_errors(datasets):
+      return run()
+
+
+def _run_experiment(experiment: experiment_lib.Experiment,
+                    model_dir: str,
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    model_fn=None,
+                    dataset_fn=None) -> dict:
+  """Runs the experiment in the mode it was loaded for (no lock).
 
   Returns the last eval results (or {}).
 
@@ -256,6 +325,7 @@ def run_experiment(experiment: experiment_lib.Experiment,
       raise FileNotFoundError(
           f'No checkpoint in {exp_dir}; train first (--mode=train) or pass '
           'the --model_dir that holds the experiment.')
+    checkpoints.verify_or_explain(latest, flag=None)
     with _explained_restore_errors(latest, '--mode=eval'):
       checkpoint.read(latest).expect_partial()
     controller.evaluate(steps=-1)
@@ -287,6 +357,7 @@ def _continuous_eval(controller, checkpoint, exp_dir, global_step,
   for path in tf.train.checkpoints_iterator(
       exp_dir, min_interval_secs=CHECKPOINT_POLL_SECONDS,
       timeout=timeout_seconds):
+    checkpoints.verify_or_explain(path, flag=None)
     with _explained_restore_errors(path, '--mode=continuous_eval'):
       checkpoint.read(path).expect_partial()
     logging.info('Evaluating %s (step %d).', path, int(global_step.numpy()))

@@ -54,7 +54,10 @@ def write_atomically(path: str, content: Union[str, bytes]) -> None:
       f.write(content)
 
 
-def _process_is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
+  """True if a process with `pid` runs on this machine."""
+  if pid <= 0:
+    return False
   try:
     os.kill(pid, 0)
   except OSError as e:
@@ -65,7 +68,7 @@ def _process_is_alive(pid: int) -> bool:
 def is_stale_temporary(filename: str) -> bool:
   """True for a temporary of ours whose (local) writer process is gone."""
   match = _TEMPORARY_PATTERN.match(os.path.basename(filename))
-  return bool(match) and not _process_is_alive(int(match.group('pid')))
+  return bool(match) and not process_is_alive(int(match.group('pid')))
 
 
 def remove_stale_temporaries(directory: str) -> list:

@@ -1,0 +1,202 @@
+"""Damaged checkpoints: found when they are restored, named, recoverable.
+
+A checkpoint can be damaged on disk (a copy cut short, a disk or bucket
+error, a bit flip). TensorFlow notices only when a damaged value is read:
+a truncated `.data` file raises a bare IndexError, a damaged `.index` looks
+like a checkpoint of another model, and damaged optimizer state is read at
+the first training step, long after the restore. `verify_checkpoint` reads
+every value of a checkpoint through a CheckpointReader, which checks each
+value's checksum, so damage surfaces before anything is restored, as a
+DamagedCheckpointError naming the checkpoint, what is wrong and the fix.
+
+Recovery: `check_latest_checkpoint` verifies the checkpoint training would
+resume from. Without `restore_previous` the error names the newest older
+checkpoint that is intact; with it, the damaged files are renamed aside
+(`<file>.damaged`, kept for inspection) and the experiment's checkpoint
+list is rewritten so training resumes from that older checkpoint.
+
+Reading every value costs one read of the checkpoint (its size in I/O, one
+tensor in memory at a time); restoring reads it again, from the page cache
+on local disks.
+"""
+
+import os
+import re
+import shutil
+from typing import List, Optional
+
+from absl import logging
+import tensorflow as tf
+
+RESTORE_PREVIOUS_FLAG = '--restore_previous_checkpoint_on_error'
+DAMAGED_SUFFIX = '.damaged'
+# Temporary directories of TensorFlow's sharded checkpoint writes.
+_TEMP_DIR = re.compile(r'^ckpt-\d+_temp(_[0-9a-f]+)?/?$')
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint's files are missing, truncated or corrupt."""
+
+
+def _describe(error: BaseException) -> str:
+  """One line on what went wrong, from TensorFlow's error."""
+  message = getattr(error, 'message', None) or str(error)
+  message = message.strip().splitlines()[0] if message.strip() else ''
+  if isinstance(error, IndexError):
+    return f'a file is shorter than its index says (truncated): {message}'
+  if 'sstable' in message or 'Unable to read file' in message:
+    return f'its .index file is corrupt or truncated: {message}'
+  if 'Checksum does not match' in message:
+    return f'a value fails its checksum (corrupt .data file): {message}'
+  return f'{type(error).__name__}: {message}'
+
+
+def checkpoint_files(prefix: str) -> List[str]:
+  """The files of the checkpoint `prefix` (.index and .data shards)."""
+  return sorted(tf.io.gfile.glob(prefix + '.index') +
+                tf.io.gfile.glob(prefix + '.data-?????-of-?????'))
+
+
+def verify_checkpoint(prefix: str) -> None:
+  """Reads every value of the checkpoint `prefix`, checking checksums.
+
+  Raises:
+    DamagedCheckpointError: naming `prefix` and what is wrong (without the
+      fix, which depends on the caller; see damaged_error).
+  """
+  if not tf.io.gfile.exists(prefix + '.index'):
+    raise DamagedCheckpointError(
+        f'Checkpoint {prefix} is damaged: {prefix}.index is missing')
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    for key in sorted(reader.get_variable_to_shape_map()):
+      reader.get_tensor(key)
+  except (tf.errors.OpError, IndexError, ValueError, RuntimeError,
+          OSError) as e:
+    raise DamagedCheckpointError(
+        f'Checkpoint {prefix} is damaged: {_describe(e)}') from e
+
+
+def _older_checkpoints(prefix: str) -> List[str]:
+  """The experiment's checkpoints older than `prefix`, newest first."""
+  directory = os.path.dirname(prefix)
+  state = tf.train.get_checkpoint_state(directory)
+  paths = list(state.all_model_checkpoint_paths) if state else []
+  paths = [p if os.path.isabs(p) or '://' in p else os.path.join(directory, p)
+           for p in paths]
+  if prefix in paths:
+    paths = paths[:paths.index(prefix)]
+  return list(reversed(paths))
+
+
+def previous_good_checkpoint(prefix: str) -> Optional[str]:
+  """The newest intact checkpoint older than `prefix` (same list), or None."""
+  for path in _older_checkpoints(prefix):
+    try:
+      verify_checkpoint(path)
+    except DamagedCheckpointError as e:
+      logging.warning('%s', e)
+      continue
+    return path
+  return None
+
+
+def damaged_error(error: DamagedCheckpointError, prefix: str,
+                  fallback: Optional[str],
+                  flag: Optional[str] = RESTORE_PREVIOUS_FLAG
+                 ) -> DamagedCheckpointError:
+  """The error for a damaged `prefix`, with the fix."""
+  files = ', '.join(checkpoint_files(prefix)) or f'{prefix}.*'
+  if fallback and flag:
+    fix = (f'The previous checkpoint {fallback} is intact: rerun with '
+           f'{flag} to resume from it (the damaged files are kept as '
+           f'*{DAMAGED_SUFFIX}), or restore {files} from a backup.')
+  elif fallback:
+    fix = (f'The previous checkpoint {fallback} is intact: pass it instead, '
+           f'or restore {files} from a backup.')
+  else:
+    fix = (f'No older intact checkpoint exists: restore {files} from a '
+           'backup, or move them away to start again.')
+  return DamagedCheckpointError(f'{str(error).rstrip(".")}. {fix}')
+
+
+def verify_or_explain(prefix: str,
+                      flag: Optional[str] = RESTORE_PREVIOUS_FLAG) -> None:
+  """verify_checkpoint, with the previous intact checkpoint in the error."""
+  try:
+    verify_checkpoint(prefix)
+  except DamagedCheckpointError as e:
+    raise damaged_error(e, prefix, previous_good_checkpoint(prefix),
+                        flag) from e.__cause__
+
+
+def _set_aside(prefix: str) -> None:
+  for path in checkpoint_files(prefix):
+    tf.io.gfile.rename(path, path + DAMAGED_SUFFIX, overwrite=True)
+
+
+def check_latest_checkpoint(directory: str,
+                            restore_previous: bool = False) -> Optional[str]:
+  """Verifies the checkpoint training would resume from.
+
+  Args:
+    directory: the experiment directory (its `checkpoint` file lists the
+      checkpoints).
+    restore_previous: on damage, fall back to the newest intact older
+      checkpoint (renaming the damaged files and newer ones aside).
+
+  Returns:
+    The checkpoint training resumes from (None: none, start afresh).
+
+  Raises:
+    DamagedCheckpointError: damage, and no fallback (not allowed or none).
+  """
+  latest = tf.train.latest_checkpoint(directory)
+  if latest is None:
+    return None
+  try:
+    verify_checkpoint(latest)
+    return latest
+  except DamagedCheckpointError as e:
+    fallback = previous_good_checkpoint(latest)
+    if not restore_previous or fallback is None:
+      raise damaged_error(e, latest, fallback) from e.__cause__
+    logging.error('%s', e)
+  state = tf.train.get_checkpoint_state(directory)
+  paths = [p if os.path.isabs(p) or '://' in p else os.path.join(directory, p)
+           for p in state.all_model_checkpoint_paths]
+  keep = paths[:paths.index(fallback) + 1] if fallback in paths else [fallback]
+  for path in paths[len(keep):]:
+    _set_aside(path)
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, fallback, all_model_checkpoint_paths=keep)
+  logging.warning(
+      'Checkpoint %s is damaged; resuming from the previous intact '
+      'checkpoint %s (%s). The damaged files were renamed to *%s.', latest,
+      fallback, RESTORE_PREVIOUS_FLAG, DAMAGED_SUFFIX)
+  return fallback
+
+
+def remove_stale_temp_dirs(directory: str) -> List[str]:
+  """Removes `ckpt-N_temp` directories left by killed checkpoint writes.
+
+  Only call with the experiment's writer lock held: no other process is
+  then writing a checkpoint into `directory`.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  removed = []
+  for name in sorted(tf.io.gfile.listdir(directory)):
+    path = os.path.join(directory, name.rstrip('/'))
+    if not _TEMP_DIR.match(name) or not tf.io.gfile.isdir(path):
+      continue
+    logging.info('Removing %s, left by an interrupted checkpoint write.',
+                 path)
+    if '://' in path:
+      tf.io.gfile.rmtree(path)
+    elif os.path.islink(path):
+      os.remove(path)  # The link only, never what it points to.
+    else:
+      shutil.rmtree(path)
+    removed.append(path)
+  return removed
