@@ -46,7 +46,8 @@ superpixel S.
     labelled or not: a property of the superpixel map alone).
 
   connected_fraction: the fraction of those superpixels whose pixels form
-    one 4-connected region (all pixels).
+    one 4-connected region (all pixels; regions found with scikit-image's
+    measure.label(connectivity=1)).
 
 `SuperpixelMetricsAccumulator` sums the per-image values over a split and
 reports the mean over images (each image weighs the same, whatever its
@@ -60,8 +61,6 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy import sparse
-from scipy.sparse import csgraph
 
 DEFAULT_TOLERANCE = 2
 DEFAULT_IGNORE_LABEL = 255
@@ -114,34 +113,45 @@ def _within(mask: np.ndarray, tolerance: int) -> np.ndarray:
 
 def _contingency(superpixels: np.ndarray, labels: np.ndarray,
                  valid: np.ndarray) -> np.ndarray:
-  """int64 [num superpixels with labelled pixels, num classes]: |S n G|."""
-  _, sp_index = np.unique(superpixels[valid], return_inverse=True)
-  _, class_index = np.unique(labels[valid], return_inverse=True)
-  num_classes = int(class_index.max()) + 1
-  num_sp = int(sp_index.max()) + 1
-  flat = np.bincount(sp_index.ravel() * num_classes + class_index.ravel(),
-                     minlength=num_sp * num_classes)
-  return flat.reshape(num_sp, num_classes)
+  """int64 [superpixels with labelled pixels, classes (+ unused)]: |S n G|.
+
+  Rows of superpixels without a labelled pixel are dropped; columns of
+  class ids that do not occur are zero (they change no metric).
+  """
+  sp_ids = superpixels[valid]
+  class_ids = labels[valid].astype(np.int64)
+  num_sp = int(sp_ids.max()) + 1
+  num_classes = int(class_ids.max()) + 1
+  if class_ids.min() < 0 or num_sp * num_classes > max(4 * sp_ids.size,
+                                                       1 << 16):
+    # Sparse or negative ids: compact both to 0..n-1 first.
+    _, sp_ids = np.unique(sp_ids, return_inverse=True)
+    _, class_ids = np.unique(class_ids, return_inverse=True)
+    num_sp = int(sp_ids.max()) + 1
+    num_classes = int(class_ids.max()) + 1
+  table = np.bincount(sp_ids.ravel() * num_classes + class_ids.ravel(),
+                      minlength=num_sp * num_classes).reshape(num_sp,
+                                                              num_classes)
+  return table[table.sum(axis=1) > 0]
 
 
 def connected_components_per_superpixel(superpixels: np.ndarray
                                        ) -> Dict[int, int]:
   """Superpixel id -> number of 4-connected regions of its pixels."""
-  height, width = superpixels.shape
-  index = np.arange(height * width).reshape(height, width)
-  rows, cols = [], []
-  for a, b in (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-               ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
-    same = superpixels[a] == superpixels[b]
-    rows.append(index[a][same])
-    cols.append(index[b][same])
-  rows, cols = np.concatenate(rows), np.concatenate(cols)
-  graph = sparse.coo_matrix((np.ones(rows.size, np.int8), (rows, cols)),
-                            shape=(height * width, height * width))
-  _, component = csgraph.connected_components(graph, directed=False)
-  _, first_pixel = np.unique(component, return_index=True)
-  ids, counts = np.unique(superpixels.ravel()[first_pixel], return_counts=True)
-  return dict(zip(ids.tolist(), counts.tolist()))
+  counts = _region_counts(superpixels)
+  ids = np.flatnonzero(counts)
+  return dict(zip(ids.tolist(), counts[ids].tolist()))
+
+
+def _region_counts(superpixels: np.ndarray) -> np.ndarray:
+  """int64 [max id + 1]: number of 4-connected regions of each id."""
+  from skimage import measure  # pylint: disable=g-import-not-at-top
+  # Regions of equal value (connectivity=1: 4-neighbours), labelled 1..R;
+  # the ids are >= 0, so no pixel is background.
+  regions = measure.label(superpixels, connectivity=1, background=-1)
+  region_id = np.zeros(int(regions.max()) + 1, np.int64)
+  region_id[regions.ravel()] = superpixels.ravel()
+  return np.bincount(region_id[1:], minlength=int(superpixels.max()) + 1)
 
 
 def image_metrics(superpixels: np.ndarray, labels: np.ndarray,
@@ -187,9 +197,9 @@ def image_metrics(superpixels: np.ndarray, labels: np.ndarray,
   precision = (float((counted & _within(gt_boundary, tolerance)).sum()) /
                num_counted if num_counted else None)
 
-  components = connected_components_per_superpixel(superpixels)
-  num_superpixels = len(components)
-  connected = sum(1 for count in components.values() if count == 1)
+  regions = _region_counts(superpixels)
+  num_superpixels = int((regions > 0).sum())
+  connected = int((regions == 1).sum())
   return {
       'asa': float(asa),
       'boundary_recall': recall,

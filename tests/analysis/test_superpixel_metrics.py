@@ -170,15 +170,25 @@ def test_boundaries_match_skimage_find_boundaries(seed):
 
 
 @pytest.mark.parametrize('seed', range(5))
-def test_connectivity_matches_skimage_label(seed):
+def test_connectivity_matches_a_label_per_superpixel(seed):
+  # An independent count: scipy's 4-connected labelling of each
+  # superpixel's mask alone.
   superpixels, _ = _random_maps(seed)
-  # skimage labels 4-connected regions of equal value (connectivity=1).
-  regions = measure.label(superpixels + 1, connectivity=1, background=0)
-  expected = {}
-  for region in np.unique(regions):
-    sp = int(superpixels[regions == region][0])
-    expected[sp] = expected.get(sp, 0) + 1
+  expected = {int(sp): ndimage.label(superpixels == sp)[1]
+              for sp in np.unique(superpixels)}
   assert sm.connected_components_per_superpixel(superpixels) == expected
+  # The count of regions of equal value is skimage's.
+  regions = measure.label(superpixels, connectivity=1, background=-1)
+  assert sum(expected.values()) == regions.max()
+
+
+def test_sparse_ids_give_the_same_metrics():
+  superpixels, labels = _random_maps(0)
+  labels[:2] = 255
+  dense = sm.image_metrics(superpixels, labels)
+  sparse_labels = np.where(labels == 255, 255, labels * 1000)
+  sparse_ids = sm.image_metrics(superpixels * 100003 + 7, sparse_labels)
+  assert sparse_ids == pytest.approx(dense)
 
 
 @pytest.mark.parametrize('seed', range(5))
