@@ -44,6 +44,7 @@ import tf_keras
 from deeplab_sp import config as config_lib
 from deeplab_sp.analysis import superpixel_metrics
 from deeplab_sp.data import dataset_info
+from deeplab_sp.data import input_pipeline
 from deeplab_sp.protos import dataset_pb2
 from deeplab_sp.utils import io as io_lib
 from deeplab_sp.utils import visualization
@@ -370,7 +371,6 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
   options, num_classes, input_size = load_experiment(config_file)
   dataset_options = split_dataset_options(options, split, input_size,
                                           num_images)
-  from deeplab_sp.data import input_pipeline  # pylint: disable=g-import-not-at-top
   dataset = input_pipeline.build_dataset(dataset_options, is_training=False)
   fns = build_superpixel_fns(options, num_classes, input_size,
                              checkpoint_path, with_init='init' in baselines)

@@ -1,4 +1,4 @@
-"""The evaluator's `superpixels` section (deeplab_sp/analysis/superpixel_eval)."""
+"""The evaluator's `superpixels` section (analysis/superpixel_eval.py)."""
 
 import json
 import os
