@@ -4,6 +4,9 @@ Accumulates one confusion matrix over the whole evaluation split (padding
 and ignore pixels excluded), then reports mIoU, per-class IoU (absent classes
 as None, excluded from the mean) and pixel accuracy: as TensorBoard scalars,
 as a log table, and as `eval_results.json` in the experiment directory.
+With `superpixel_metrics`, the quality of the model's superpixels against the
+labels is added as the `superpixels` section and `superpixels/*` scalars
+(deeplab_sp/trainer/superpixel_eval.py).
 """
 
 import json
@@ -18,6 +21,7 @@ import tf_keras
 
 from deeplab_sp.trainer import metrics as metrics_lib
 from deeplab_sp.trainer import summaries
+from deeplab_sp.trainer import superpixel_eval
 from deeplab_sp.utils import io
 
 EVAL_RESULTS_FILENAME = 'eval_results.json'
@@ -39,6 +43,9 @@ class Evaluator(orbit.StandardEvaluator):
     experiment_dir: where eval_results.json is written (None: not written).
     colormap, vis_batch, image_summary_dir: image summaries of the first
       `num_vis_images` validation images (optional).
+    superpixel_metrics: also measure the model's 'superpixel_ids' against
+      the labels (ASA, boundary recall/precision, undersegmentation error,
+      connectivity; means over images).
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, model: tf_keras.Model,
@@ -46,7 +53,7 @@ class Evaluator(orbit.StandardEvaluator):
                global_step: tf.Variable,
                experiment_dir: Optional[str] = None,
                colormap=None, vis_batch=None, image_summary_dir=None,
-               num_vis_images: int = 0):
+               num_vis_images: int = 0, superpixel_metrics: bool = True):
     self.strategy = strategy
     self.model = model
     self.class_names = list(class_names)
@@ -65,6 +72,8 @@ class Evaluator(orbit.StandardEvaluator):
           0, dtype=tf.int64, trainable=False,
           synchronization=tf.VariableSynchronization.ON_READ,
           aggregation=tf.VariableAggregation.SUM)
+    self._superpixels = (superpixel_eval.SuperpixelEvaluation(
+        strategy, self.confusion.ignore_label) if superpixel_metrics else None)
     self._last_results_json = '{}'
     super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
         use_tf_function=True, use_tf_while_loop=False))
@@ -74,11 +83,13 @@ class Evaluator(orbit.StandardEvaluator):
     """The results of the last evaluation (the eval_results.json dict)."""
     return json.loads(self._last_results_json)
 
-  def eval_begin(self) -> None:
+  def eval_begin(self):
     self.confusion.reset()
     self.num_images.assign(tf.zeros_like(self.num_images))
+    # The superpixel accumulator is the orbit state passed to eval_reduce.
+    return self._superpixels.begin() if self._superpixels else None
 
-  def eval_step(self, iterator) -> None:
+  def eval_step(self, iterator):
 
     def step_fn(batch):
       outputs = self.model(batch['image'], training=False)
@@ -92,10 +103,18 @@ class Evaluator(orbit.StandardEvaluator):
           axis=[1, 2])  # [batch]
       self.num_images.assign_add(
           tf.reduce_sum(tf.cast(labelled, tf.int64)))
+      if self._superpixels:
+        return superpixel_eval.step_outputs(batch, outputs)
+      return None
 
-    self.strategy.run(step_fn, args=(next(iterator),))
+    return self.strategy.run(step_fn, args=(next(iterator),))
 
-  def eval_end(self) -> Dict[str, float]:
+  def eval_reduce(self, state=None, step_outputs=None):
+    if self._superpixels is None:
+      return state
+    return self._superpixels.reduce(state, step_outputs)
+
+  def eval_end(self, state=None) -> Dict[str, float]:
     step = int(self.global_step.numpy())
     result = metrics_lib.metrics_from_confusion_matrix(self.confusion.result())
     num_images = int(tf.convert_to_tensor(self.num_images).numpy())
@@ -110,6 +129,10 @@ class Evaluator(orbit.StandardEvaluator):
         'num_images': num_images,
         'num_valid_pixels': result.num_valid_pixels,
     }
+    if state is not None:
+      results[superpixel_eval.SECTION] = {
+          name: _json_number(value) if isinstance(value, float) else value
+          for name, value in self._superpixels.result(state).items()}
     if self.experiment_dir and self.strategy.extended.should_checkpoint:
       io.write_atomically(
           os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
@@ -120,6 +143,8 @@ class Evaluator(orbit.StandardEvaluator):
     for name, iou in zip(self.class_names, result.per_class_iou):
       if iou is not None:
         scalars[f'iou/{name}'] = iou
+    scalars.update(superpixel_eval.scalars(results.get(
+        superpixel_eval.SECTION, {})))
     return scalars
 
   def _write_images(self, step: int) -> None:

@@ -270,7 +270,8 @@ def _run_experiment(experiment: experiment_lib.Experiment,
         colormap=info.colormap,
         vis_batch=_first_local_batch(dataset_fn, eval_options, False, num_vis),
         image_summary_dir=summary_dir('eval_images'),
-        num_vis_images=num_vis)
+        num_vis_images=num_vis,
+        superpixel_metrics=options.evaluator_options.superpixel_metrics)
 
   trackables = dict(model=model, optimizer=optimizer.main,
                     backbone_optimizer=optimizer.backbone)
