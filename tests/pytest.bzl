@@ -22,10 +22,13 @@ tiny_experiment.py, pyproject.toml's pytest settings, configs/) in the
 runfiles. Tools the tests start as subprocesses are data (their py_binary
 targets, which bring their own deps).
 
-slow: files with tests marked @pytest.mark.slow. Such a file gets two
+slow: files with some tests marked @pytest.mark.slow. Such a file gets two
   targets: `test_x` runs its other tests, `test_x_slow` (size "large", tag
   "slow") the marked ones; `--test_tag_filters=-slow` skips the latter.
-  tests/test_bazel_files.py checks that the list is complete.
+  tests/test_bazel_files.py checks that every marked file is in `slow` or
+  `all_slow`.
+all_slow: files whose tests are all marked slow: one target `test_x`, size
+  "large", tag "slow".
 manual: {file: reason} for files that cannot run under Bazel; their targets
   are tagged "manual" (left out of //...; still runnable by name).
 sizes: {file: size} to override the size ("medium": 300 s; slow targets
@@ -57,14 +60,23 @@ def pytest_test(name, src, deps = [], data = [], args = [], tags = [], size = "m
         **kwargs
     )
 
-def pytest_tests(srcs, deps = [], data = [], slow = [], manual = {}, sizes = {}, tags = {}):
+def pytest_tests(srcs, deps = [], data = [], slow = [], all_slow = [], manual = {}, sizes = {}, tags = {}):
     """A pytest_test per file of srcs (see the module docstring)."""
     file_tags = tags
     for src in srcs:
         name = src[:-len(".py")]
         tags = file_tags.get(src, []) + (["manual"] if src in manual else [])
         size = sizes.get(src, "medium")
-        if src in slow:
+        if src in all_slow:
+            pytest_test(
+                name = name,
+                src = src,
+                deps = deps,
+                data = data,
+                size = sizes.get(src, "large"),
+                tags = tags + ["slow"],
+            )
+        elif src in slow:
             pytest_test(
                 name = name,
                 src = src,

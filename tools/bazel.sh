@@ -21,10 +21,14 @@
 #     /usr/share/bazel/tools/platforms. With them no build or test touches the
 #     network. `bazel coverage` is not supported offline.
 #
-# Users with internet access and their own Bazel can run plain `bazel` (with
-# python3 from the .venv first on PATH) and ignore the stand-ins: Bazel then
-# downloads the real repositories. The BUILD files use Bazel's native Python
-# rules and need a Bazel that still has them (4.x to 7.x; tested with 4.2.3).
+# Users with internet access and their own Bazel can ignore the stand-ins and
+# run plain `bazel` with the .venv's bin/ first on PATH: Bazel then downloads
+# the real repositories. The BUILD files use Bazel's native Python rules and
+# WORKSPACE, so they need a Bazel that still has both (tested with 4.2.3
+# only; 8.x removed them).
+#
+# DEEPLAB_SP_VENV=/path/to/venv uses that environment instead of .venv (it
+# must have the packages of pyproject.toml, with test extra).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
