@@ -1,59 +1,298 @@
-"""The Bazel files must name existing sources and cover every module."""
+"""The Bazel files cover the repository and name only files that exist.
+
+The BUILD and .bzl files are evaluated here in Python (the Starlark they use
+is Python syntax): each rule records its target, and glob() is evaluated on
+the package directory with Bazel's rules (`*` stays in one directory, `**`
+spans directories, a subdirectory with its own BUILD file is another
+package). So no Bazel is needed, and the checks see what the globs select
+today, after files were added or renamed.
+
+Under Bazel the test reads the source tree (its own path, resolved, points
+there) and is tagged "external", i.e. never cached.
+"""
 
 import ast
+import fnmatch
+import os
 import pathlib
 import re
+import types
+
+import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-_STRING = re.compile(r'"([^"]+)"')
+# Rules the BUILD files may call; anything else is an error here.
+RULES = ('py_library', 'py_binary', 'py_test', 'filegroup', 'genrule',
+         'sh_binary', 'sh_test', 'test_suite', 'alias')
+# Attributes that hold labels of files or targets.
+LABEL_ATTRS = ('srcs', 'data', 'deps', 'main')
 
 
-def _build_files():
-  return sorted(p for p in REPO_ROOT.rglob('BUILD')
-                if '.venv' not in p.parts and '.git' not in p.parts)
+def _ignored_dirs():
+  ignored = {'.git', '.venv'}
+  bazelignore = REPO_ROOT / '.bazelignore'
+  if bazelignore.exists():
+    ignored |= {line.strip().rstrip('/') for line in
+                bazelignore.read_text().splitlines()
+                if line.strip() and not line.startswith('#')}
+  return ignored
 
 
-def _named_sources(build_file):
-  """Source files named in srcs/data attributes of one BUILD file."""
-  text = build_file.read_text()
-  named = []
-  for match in re.finditer(r'(srcs|data)\s*=\s*\[([^\]]*)\]', text):
-    for name in _STRING.findall(match.group(2)):
-      if not name.startswith((':', '//', '@')):
-        named.append(build_file.parent / name)
-  return named
+def _walk(top=REPO_ROOT):
+  """(directory, file names) under top, without ignored dirs and bazel-*."""
+  ignored = _ignored_dirs()
+  for directory, subdirs, files in os.walk(top):
+    rel = pathlib.Path(directory).relative_to(REPO_ROOT).as_posix()
+    subdirs[:] = sorted(
+        d for d in subdirs
+        if not d.startswith(('bazel-', '__pycache__', '.pytest_cache'))
+        and (d if rel == '.' else f'{rel}/{d}') not in ignored)
+    yield pathlib.Path(directory), sorted(files)
 
 
-def test_workspace_and_build_files_exist():
-  assert (REPO_ROOT / 'WORKSPACE').is_file()
-  assert len(_build_files()) >= 4
+def _package_dirs():
+  return [d for d, files in _walk() if 'BUILD' in files]
 
 
-def test_build_files_are_valid_starlark_syntax():
-  for build_file in _build_files():
-    ast.parse(build_file.read_text(), filename=str(build_file))
+class _Globbed(str):
+  """A file name that a glob() selected (not named in a BUILD file)."""
 
 
-def test_every_named_source_exists():
-  missing = [str(p.relative_to(REPO_ROOT)) for b in _build_files()
-             for p in _named_sources(b) if not p.exists()]
-  assert not missing, f'BUILD files name missing files: {missing}'
+class _Target(types.SimpleNamespace):
+  pass
 
 
-def test_every_module_proto_and_tool_is_named():
-  named = {p.resolve() for b in _build_files() for p in _named_sources(b)}
-  expected = [p for p in (REPO_ROOT / 'deeplab_sp').rglob('*.py')
-              if not p.name.endswith('_pb2.py')]
-  expected += list((REPO_ROOT / 'protos').glob('*.proto'))
-  expected += list((REPO_ROOT / 'tools').glob('*.py'))
-  unnamed = sorted(str(p.relative_to(REPO_ROOT)) for p in expected
-                   if p.resolve() not in named)
-  assert not unnamed, f'not named by any BUILD file: {unnamed}'
+class _Workspace:
+  """Evaluates every BUILD file; holds the targets by (package, name)."""
+
+  def __init__(self):
+    self.targets = {}
+    self.package = None
+    self._bzl_cache = {}
+    self.native = types.SimpleNamespace(
+        glob=lambda *a, **k: self._glob(*a, **k),
+        package_name=lambda: self.package,
+        exports_files=lambda *a, **k: None,
+        package=lambda **k: None,
+        **{rule: self._rule_function(rule) for rule in RULES})
+    for package_dir in _package_dirs():
+      self._evaluate_build(package_dir)
+
+  # Starlark built-ins.
+
+  def _rule_function(self, kind):
+    def rule(name, **attrs):
+      key = (self.package, name)
+      assert key not in self.targets, f'//{self.package}:{name} defined twice'
+      self.targets[key] = _Target(package=self.package, name=name, kind=kind,
+                                  attrs=attrs)
+    return rule
+
+  def _glob(self, include, exclude=(), exclude_directories=1,
+            allow_empty=True):
+    del exclude_directories, allow_empty
+    package_dir = REPO_ROOT / self.package
+    subpackages = [d for d in _package_dirs()
+                   if d != package_dir and package_dir in d.parents]
+    selected = set()
+    for directory, files in _walk(package_dir):
+      if any(directory == s or s in directory.parents for s in subpackages):
+        continue
+      for name in files:
+        rel = (directory / name).relative_to(package_dir).as_posix()
+        if (any(_glob_match(rel, p) for p in include) and
+            not any(_glob_match(rel, p) for p in exclude)):
+          selected.add(rel)
+    return [_Globbed(name) for name in sorted(selected)]
+
+  def _load(self, label, *symbols, **aliases):
+    module = self._load_bzl(self._label_path(label))
+    scope = self._current_scope
+    for symbol in symbols:
+      scope[symbol] = module[symbol]
+    for alias, symbol in aliases.items():
+      scope[alias] = module[symbol]
+
+  def _load_bzl(self, path):
+    if path not in self._bzl_cache:
+      scope = {'native': self.native, 'fail': _fail}
+      exec(compile(path.read_text(), str(path), 'exec'), scope)  # pylint: disable=exec-used
+      self._bzl_cache[path] = scope
+    return self._bzl_cache[path]
+
+  def _evaluate_build(self, package_dir):
+    self.package = package_dir.relative_to(REPO_ROOT).as_posix()
+    if self.package == '.':
+      self.package = ''
+    scope = {'load': self._load, 'fail': _fail, 'glob': self.native.glob,
+             'package': self.native.package,
+             'exports_files': self.native.exports_files}
+    scope.update({rule: getattr(self.native, rule) for rule in RULES})
+    self._current_scope = scope
+    build_file = package_dir / 'BUILD'
+    exec(compile(build_file.read_text(), str(build_file), 'exec'), scope)  # pylint: disable=exec-used
+
+  # Labels.
+
+  def resolve(self, package, label):
+    """(package, name) of a label written in `package`; None if external."""
+    if label.startswith('@'):
+      return None
+    if label.startswith('//'):
+      path, _, name = label[2:].partition(':')
+      return path, name or path.rsplit('/', 1)[-1]
+    return package, label.lstrip(':')
+
+  def _label_path(self, label):
+    package, name = self.resolve(self.package, label)
+    return REPO_ROOT / package / name
+
+  def generated_files(self):
+    return {(t.package, out) for t in self.targets.values()
+            if t.kind == 'genrule' for out in t.attrs.get('outs', [])}
+
+  def source_files(self, target):
+    """Repository paths of the source files in a target's srcs."""
+    files = []
+    for label in target.attrs.get('srcs', []):
+      key = self.resolve(target.package, label)
+      if key and key not in self.targets and key not in self.generated_files():
+        files.append(pathlib.Path(*filter(None, key)).as_posix())
+    return files
 
 
-def test_workspace_requirements_file_exists():
+def _glob_match(path, pattern):
+  """Bazel's glob semantics: `*` within a path segment, `**` any segments."""
+  if pattern.endswith('**'):
+    pattern += '/*'
+  regex = ''
+  for part in pattern.split('/'):
+    if part == '**':
+      regex += '(?:[^/]+/)*'
+    else:
+      regex += fnmatch.translate(part)[4:-3].replace('.*', '[^/]*') + '/'
+  return re.fullmatch(regex[:-1], path) is not None
+
+
+def _fail(message):
+  raise AssertionError(message)
+
+
+@pytest.fixture(scope='module')
+def workspace():
+  return _Workspace()
+
+
+def _rel(path):
+  return pathlib.Path(path).relative_to(REPO_ROOT).as_posix()
+
+
+def _files(top, pattern):
+  return [_rel(d / f) for d, files in _walk(REPO_ROOT / top)
+          for f in files if fnmatch.fnmatch(f, pattern)]
+
+
+def test_bazel_files_are_python_syntax():
+  names = ('BUILD', 'WORKSPACE')
+  paths = [d / f for d, files in _walk() for f in files
+           if f in names or f.endswith('.bzl')]
+  for ignored in _ignored_dirs():
+    paths += [p for p in (REPO_ROOT / ignored).rglob('*')
+              if p.name in names or p.suffix == '.bzl']
+  assert len(paths) >= 10
+  for path in paths:
+    ast.parse(path.read_text(), filename=str(path))
+
+
+def test_workspace_downloads_nothing():
   text = (REPO_ROOT / 'WORKSPACE').read_text()
-  label = re.search(r'requirements_lock = "//(\w+):([\w.]+)"', text)
-  assert label, 'WORKSPACE has no requirements_lock label'
-  assert (REPO_ROOT / label.group(1) / label.group(2)).is_file()
+  code = '\n'.join(line for line in text.splitlines()
+                   if not line.lstrip().startswith('#'))
+  assert not re.search(r'http_archive|git_repository|http_file|pip_parse|'
+                       r'load\(', code), 'WORKSPACE must work offline'
+
+
+def test_every_python_directory_is_a_package():
+  """Each directory of deeplab_sp/ with .py files, and of tests/ with test
+  files, has its BUILD file (copy the template of deeplab_sp/py_package.bzl
+  or tests/pytest.bzl)."""
+  missing = [_rel(d) for d, files in _walk(REPO_ROOT / 'deeplab_sp')
+             if any(f.endswith('.py') for f in files) and 'BUILD' not in files]
+  missing += [_rel(d) for d, files in _walk(REPO_ROOT / 'tests')
+              if any(fnmatch.fnmatch(f, 'test_*.py') for f in files)
+              and 'BUILD' not in files]
+  assert not missing, f'directories without a BUILD file: {missing}'
+
+
+def test_no_package_without_modules():
+  """A BUILD file left behind in deeplab_sp/ after its modules moved."""
+  stale = [_rel(d) for d, files in _walk(REPO_ROOT / 'deeplab_sp')
+           if 'BUILD' in files and not any(f.endswith('.py') for f in files)]
+  assert not stale, f'BUILD files left in directories without modules: {stale}'
+
+
+def test_every_module_and_tool_is_in_a_target(workspace):
+  covered = {f for t in workspace.targets.values()
+             if t.kind.startswith('py_') for f in workspace.source_files(t)}
+  expected = [p for p in _files('deeplab_sp', '*.py')
+              if not p.endswith('_pb2.py')]
+  expected += [p for p in _files('tools', '*.py') if '/' not in p[6:]]
+  expected += _files('tests', 'test_*.py')
+  missing = sorted(set(expected) - covered)
+  assert not missing, f'in no py_library/py_binary/py_test: {missing}'
+
+
+def test_every_test_file_has_a_py_test(workspace):
+  tested = {f for t in workspace.targets.values() if t.kind == 'py_test'
+            for f in workspace.source_files(t)}
+  missing = sorted(set(_files('tests', 'test_*.py')) - tested)
+  assert not missing, f'test files without a py_test: {missing}'
+
+
+def test_slow_tests_have_slow_targets(workspace):
+  """A file with @pytest.mark.slow is in its BUILD file's `slow` list."""
+  slow_files = {f for t in workspace.targets.values() if t.kind == 'py_test'
+                and 'slow' in t.attrs.get('tags', [])
+                for f in workspace.source_files(t)}
+  marked = {f for f in _files('tests', 'test_*.py')
+            if re.search(r'^\s*@pytest\.mark\.slow\b|^pytestmark\b.*\bslow\b',
+                         (REPO_ROOT / f).read_text(), re.MULTILINE)}
+  missing = sorted(marked - slow_files)
+  assert not missing, f'add to `slow` in their BUILD file: {missing}'
+
+
+def test_named_labels_exist(workspace):
+  """Files named in BUILD files exist; labels of targets name defined ones."""
+  generated = workspace.generated_files()
+  dangling = []
+  for target in workspace.targets.values():
+    for attr in LABEL_ATTRS:
+      labels = target.attrs.get(attr, [])
+      for label in [labels] if isinstance(labels, str) else labels:
+        if isinstance(label, _Globbed) or label.startswith('$'):
+          continue
+        key = workspace.resolve(target.package, label)
+        if key is None or key in workspace.targets or key in generated:
+          continue
+        path = REPO_ROOT / key[0] / key[1]
+        if attr == 'deps' or not path.is_file():
+          dangling.append(f'//{target.package}:{target.name} {attr}: {label}')
+  assert not dangling, f'labels that name nothing: {dangling}'
+
+
+def test_protos_generate_one_module_per_proto(workspace):
+  outs = {out for t in workspace.targets.values() if t.kind == 'genrule'
+          and t.package == 'deeplab_sp/protos' for out in t.attrs['outs']}
+  expected = {p.stem + '_pb2.py'
+              for p in (REPO_ROOT / 'protos').glob('*.proto')}
+  assert outs == expected, ('protos/defs.bzl PROTO_SRCS must list exactly '
+                            'protos/*.proto')
+
+
+def test_glob_semantics():
+  assert _glob_match('a.py', '*.py')
+  assert not _glob_match('sub/a.py', '*.py')
+  assert _glob_match('sub/deeper/a.textproto', '**/*.textproto')
+  assert _glob_match('a.textproto', '**/*.textproto')
+  assert _glob_match('x/y', '**')

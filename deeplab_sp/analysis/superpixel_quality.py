@@ -47,7 +47,7 @@ from deeplab_sp.data import input_pipeline
 from deeplab_sp.protos import dataset_pb2
 from deeplab_sp.trainer import superpixel_metrics
 from deeplab_sp.utils import io as io_lib
-from deeplab_sp.utils import visualization
+from deeplab_sp import visualization
 
 LEARNED = 'learned'
 BASELINES = ('grid', 'slic', 'init')

@@ -22,7 +22,7 @@ from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import image_header
 from deeplab_sp.utils import io
-from deeplab_sp.utils import visualization
+from deeplab_sp import visualization
 
 Predictor = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import predict_lib
-from deeplab_sp.utils import visualization
+from deeplab_sp import visualization
 
 from google.protobuf import text_format
 import export_testing

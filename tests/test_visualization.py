@@ -1,10 +1,10 @@
-"""Tests of deeplab_sp.utils.visualization (numpy and TF variants)."""
+"""Tests of deeplab_sp.visualization (numpy and TF variants)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_sp.utils import visualization
+from deeplab_sp import visualization
 
 COLORMAP = ((10, 20, 30), (40, 50, 60), (70, 80, 90))
 
