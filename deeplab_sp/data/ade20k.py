@@ -1,6 +1,6 @@
 """ADE20K SceneParsing (ADEChallengeData2016) -> DeepLab2 records.
 
-SPEC section 4. Layout under the ADEChallengeData2016 root:
+Layout under the ADEChallengeData2016 root:
 
   images/{training,validation}/{name}.jpg
   annotations/{training,validation}/{name}.png   values 0..150, 0 = unlabeled

@@ -1,6 +1,6 @@
 """Cityscapes (gtFine) -> DeepLab2 semantic-segmentation records.
 
-SPEC section 4. Layout under the Cityscapes root:
+Layout under the Cityscapes root:
 
   leftImg8bit/{split}/{city}/{name}_leftImg8bit.png
   gtFine/{split}/{city}/{name}_gtFine_labelTrainIds.png   (preferred)

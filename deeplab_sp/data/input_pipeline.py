@@ -1,7 +1,7 @@
 """The tf.data input pipeline: records -> preprocessed, batched examples.
 
-SPEC section 4 and the paper's training recipe. `build_dataset` reads the
-DeepLab2-format shards of a DatasetOptions and yields dicts
+`build_dataset` reads the DeepLab2-format shards of a DatasetOptions and
+yields dicts
 
   'image'      float32 [batch, crop_height, crop_width, 3], RGB in [0, 255]
   'label'      int32 [batch, crop_height, crop_width], train ids, 255 ignore

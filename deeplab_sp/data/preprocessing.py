@@ -1,7 +1,7 @@
 """Per-example preprocessing: label mapping, resizing, augmentation, padding.
 
-SPEC section 4 and the paper's recipe (random scaling, cropping, flipping,
-colour jittering). Functions take one decoded example (image float32
+The paper's recipe (Sec. IV-A: random scaling, cropping, flipping, colour
+jittering). Functions take one decoded example (image float32
 [height, width, 3] in [0, 255], label int32 [height, width]) and, where
 random, a `seed` int32 [2] for the stateless random ops, so the result is a
 function of the example and the seed (the deterministic mode seeds it from

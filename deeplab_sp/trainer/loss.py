@@ -1,4 +1,4 @@
-"""Top-k% hardest-pixel softmax cross-entropy (SPEC section 4, paper Sec. IV-A).
+"""Top-k% hardest-pixel softmax cross-entropy (paper Sec. IV-A).
 
 The SP-Transformer is trained with a softmax cross-entropy on the dense
 (input-resolution) semantic logits, averaged over only the k% valid pixels

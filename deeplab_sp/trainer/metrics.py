@@ -1,4 +1,4 @@
-"""Streaming confusion matrix and the segmentation metrics (SPEC section 5).
+"""Streaming confusion matrix and mIoU (the Cityscapes benchmark's definition).
 
 mIoU = mean over classes c of TP_c / (TP_c + FP_c + FN_c), accumulated over
 the whole split (not averaged per image); pixel accuracy = sum TP / number of

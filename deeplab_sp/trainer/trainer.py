@@ -1,4 +1,4 @@
-"""The orbit StandardTrainer of the SP-Transformer (issue 5, items 2-4, 7, 8).
+"""The orbit StandardTrainer of the SP-Transformer.
 
 One training step: forward pass, top-k% cross-entropy on the dense logits
 (loss.py), gradients, and one step of the split AdamW (optimizer.py), under

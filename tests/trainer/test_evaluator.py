@@ -1,4 +1,4 @@
-"""The orbit Evaluator on hand-made predictions (issue 5, items 6 and 9)."""
+"""The orbit Evaluator on hand-made predictions."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Tests of the streaming confusion matrix and mIoU (SPEC section 5)."""
+"""Tests of the streaming confusion matrix and mIoU."""
 
 import math
 
