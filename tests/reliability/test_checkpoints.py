@@ -116,7 +116,7 @@ def test_restore_previous_checkpoint_on_error_resumes_from_it(experiment,
   options, model_dir, exp_dir = experiment
   latest = os.path.join(exp_dir, 'ckpt-4')
   DAMAGES['truncated_data'](latest)
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')
   train_lib.run_experiment(helpers.experiment(options, 'train'), model_dir,
                            restore_previous_checkpoint_on_error=True)
   assert f'resuming from the previous intact checkpoint {exp_dir}/ckpt-2' in (
