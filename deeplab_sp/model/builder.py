@@ -108,7 +108,7 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
       encoder_options.name,
       drop_path_keep_prob=encoder_options.drop_path_keep_prob,
       tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
-  return sp_transformer.SPTransformer(
+  model = sp_transformer.SPTransformer(
       encoder=encoder,
       hypercolumn=build_hypercolumn(model_options.hypercolumn,
                                     encoder.endpoint_strides),
@@ -118,6 +118,10 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
       association=build_association(model_options.superpixel_association),
       input_size=geometry.input_size,
       name='sp_transformer')
+  if encoder_options.sync_batchnorm:
+    # The whole model: any BatchNorm outside the encoder is included.
+    encoders.synchronize_batch_norm(model)
+  return model
 
 
 def build_model(model_options: model_pb2.ModelOptions, num_classes: int,

@@ -5,9 +5,10 @@ before TensorFlow initialises:
 
   python tests/trainer/replica_runner.py CHECK STRATEGY OUT_NPZ
 
-CHECK: 'loss' (the trainer's loss and gradients of one global batch) or
+CHECK: 'loss' (the trainer's loss and gradients of one global batch),
 'batchnorm' (one training step of the tiny model with synchronized
-BatchNorm: moving statistics and outputs). STRATEGY: 'single' (one device,
+BatchNorm: moving statistics, weights and outputs) or 'batchnorm_unsynced'
+(the same without synchronization). STRATEGY: 'single' (one device,
 the whole batch) or 'mirrored' (2 logical CPUs, half the batch each). The
 values are written to OUT_NPZ.
 """
@@ -82,13 +83,55 @@ def check_loss(strategy):
   return {k: v.numpy() for k, v in values.items()}
 
 
+def check_batchnorm(strategy, synchronized=True):
+  """One training step of the tiny SP-Transformer (tiny_convnet: BN)."""
+  import trainer_testing  # pylint: disable=g-import-not-at-top
+  import tiny_experiment  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.model import builder  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.trainer import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.trainer import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  model_options = tiny_experiment.model_options(
+      {'encoder.sync_batchnorm': synchronized})
+  options = trainer_testing.tiny_options().trainer_options
+  size, num_classes = 64, 5
+  batch = _batch(size, num_classes)
+  with strategy.scope():
+    model = builder.build_model(model_options, num_classes, (size, size))
+    _set_weights(model)
+    optimizer = optimizer_lib.SplitOptimizer(options)
+  trainer = trainer_lib.Trainer(
+      strategy, model, optimizer,
+      strategy.experimental_distribute_dataset(
+          tf.data.Dataset.from_tensors(batch)), options)
+  batch_norms = [v for v in model.variables if 'moving_' in v.name]
+  assert batch_norms, 'the tiny encoder has no BatchNormalization'
+  before = [v.numpy() for v in batch_norms]
+  trainer.train_step(iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch))))
+  values = {}
+  for old, variable in zip(before, batch_norms):
+    assert not np.allclose(old, variable.numpy()), variable.name
+    values['stat/' + variable.name] = variable.numpy()
+  for variable in model.trainable_variables:
+    values['weight/' + variable.name] = variable.numpy()
+  outputs = strategy.run(
+      tf.function(lambda images: model(images, training=False)),
+      args=(_distribute(strategy, batch)['image'],))
+  values['logits'] = _local(strategy, outputs['semantic_logits'])
+  return values
+
+
 def main(check, strategy_name, out):
   strategy = _strategy(strategy_name)
   # Imported after the device setup. tests/ holds the shared tiny config.
   tests_dir = pathlib.Path(__file__).resolve().parent
   sys.path.insert(0, str(tests_dir.parent))
   sys.path.insert(0, str(tests_dir))
-  values = {'loss': check_loss}[check](strategy)
+  values = {
+      'loss': check_loss,
+      'batchnorm': check_batchnorm,
+      'batchnorm_unsynced': lambda s: check_batchnorm(s, synchronized=False),
+  }[check](strategy)
   np.savez(out, **values)
   print('DONE', flush=True)
 

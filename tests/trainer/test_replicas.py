@@ -48,3 +48,19 @@ def test_top_k_loss_and_gradients_do_not_depend_on_replicas(tmp_path):
   assert values['loss'] > 0
   assert any(np.abs(v).max() > 1e-4 for k, v in values.items()
              if k.startswith('grad/'))
+
+
+@pytest.mark.slow
+def test_synchronized_batch_norm_step_does_not_depend_on_replicas(tmp_path):
+  single = _assert_same('batchnorm', tmp_path)
+  assert any(k.startswith('stat/') for k in single)
+  # Without synchronization each replica normalises with its own two images:
+  # the check above would fail. (Moving means, not variances: the fused
+  # unsynchronized kernel also corrects the variance's bias. The first
+  # layer's mean of replica means is the global mean; deeper layers see
+  # differently normalised inputs.)
+  unsynced = _run('batchnorm_unsynced', 'mirrored', tmp_path)
+  means = [k for k in single if 'moving_mean' in k]
+  assert means and not all(
+      np.allclose(unsynced[k], single[k], rtol=1e-5, atol=1e-5)
+      for k in means)
