@@ -93,10 +93,15 @@ def resize(image: tf.Tensor, label: tf.Tensor,
 def resize_longer_side(image: tf.Tensor, label: tf.Tensor,
                        longer_side: int) -> Tuple[tf.Tensor, tf.Tensor]:
   """Resizes (aspect ratio kept) so the longer side is `longer_side`."""
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  return resize(image, label,
+                longer_side_size(tf.shape(image)[:2], longer_side))
+
+
+def longer_side_size(size: tf.Tensor, longer_side: int) -> tf.Tensor:
+  """int32 [2]: `size` [height, width] scaled so its longer side is that."""
+  shape = tf.cast(size[:2], tf.float32)
   scale = longer_side / tf.reduce_max(shape)
-  size = tf.cast(tf.round(shape * scale), tf.int32)
-  return resize(image, label, tf.maximum(size, 1))
+  return tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
 
 
 def random_scale_factor(seed: tf.Tensor, min_scale: float, max_scale: float,
