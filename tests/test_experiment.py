@@ -35,6 +35,7 @@ def test_configs_directory_has_the_paper_experiments():
       'cityscapes/sp_transformer_r50.textproto',
       'cityscapes/sp_transformer_convnext_l.textproto',
       'ade20k/sp_transformer_r50.textproto',
+      'ade20k/sp_transformer_convnext_l.textproto',
       'cityscapes/ablation/ca1_sp32x64.textproto',
       'cityscapes/ablation/ca2_sp16x32.textproto',
       'cityscapes/ablation/ca2_sp32x64.textproto',
@@ -76,6 +77,25 @@ def test_paper_geometries():
   assert (geometry.superpixel_height, geometry.superpixel_width) == (4, 4)
   assert ade20k.train_dataset_options.batch_size == 64
   assert ade20k.trainer_options.training_number_of_steps == 100000
+
+  convnext = experiment.load_experiment(str(
+      REPO_ROOT / 'configs/ade20k/sp_transformer_convnext_l.textproto'))
+  assert convnext.input_size == (640, 640)
+  assert (convnext.geometry.grid_height, convnext.geometry.grid_width) == (
+      40, 40)
+  options = convnext.options
+  assert options.model_options.encoder.name == 'convnext_large'
+  assert options.model_options.encoder.drop_path_keep_prob == pytest.approx(
+      0.8)
+  assert options.train_dataset_options.batch_size == 64
+  assert options.trainer_options.training_number_of_steps == 150000
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_paper_configs_synchronize_batch_norm(path):
+  options = experiment.load_experiment(str(path)).options
+  paper = options.train_dataset_options.dataset in ('cityscapes', 'ade20k')
+  assert options.model_options.encoder.sync_batchnorm == paper
 
 
 def test_model_geometry_rejects_indivisible_size():

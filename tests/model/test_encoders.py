@@ -92,3 +92,15 @@ def test_sync_batchnorm_option_switches_the_models_batch_norms():
   assert not any(l.synchronized for l in batch_norms[False])
   assert ([v.name for v in models[True].variables] ==
           [v.name for v in models[False].variables])
+
+
+def test_convnext_drop_path_is_a_linear_ramp_over_the_blocks():
+  # model.proto: keep probability 1.0 at the first block, ramped linearly to
+  # drop_path_keep_prob at the last (DeepLab2's ConvNeXt).
+  encoder = encoders.build_encoder('convnext_large', drop_path_keep_prob=0.8)
+  rates = [layer.drop_path_rate for layer in encoder.backbone.layers
+           if hasattr(layer, 'drop_path_rate')]
+  num_blocks = sum(encoders._CONVNEXT_LARGE_DEPTHS)  # pylint: disable=protected-access
+  # The first block (rate 0) has no stochastic-depth layer.
+  np.testing.assert_allclose(
+      rates, np.linspace(0.0, 0.2, num_blocks)[1:], rtol=1e-6)
