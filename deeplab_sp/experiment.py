@@ -516,6 +516,13 @@ def _validate_dataset(path: str, field: str,
                       'must be >= 0 (0 = continuous).')
   _require_unit_interval(path, f'{field}.augmentations.color_jitter_strength',
                          aug.color_jitter_strength, False, False)
+  if (aug.color_augmentation != dataset_pb2.COLOR_JITTER and
+      aug.HasField('color_jitter_strength')):
+    raise ConfigError(
+        f'{path}: {field}.augmentations sets color_jitter_strength, which '
+        'only the COLOR_JITTER color_augmentation uses, and color_augmentation '
+        f'{dataset_pb2.ColorAugmentation.Name(aug.color_augmentation)}: remove '
+        'one of the two.')
 
 
 def _validate_name(path: str, name: str) -> None:

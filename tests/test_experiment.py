@@ -12,6 +12,7 @@ import pytest
 from deeplab_sp import experiment
 from deeplab_sp.data import dataset_info
 from deeplab_sp.protos import config_pb2
+from deeplab_sp.protos import dataset_pb2
 import tiny_experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -92,10 +93,13 @@ def test_paper_geometries():
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
-def test_paper_configs_synchronize_batch_norm(path):
+def test_paper_configs_synchronize_batch_norm_and_autoaugment(path):
   options = experiment.load_experiment(str(path)).options
   paper = options.train_dataset_options.dataset in ('cityscapes', 'ade20k')
   assert options.model_options.encoder.sync_batchnorm == paper
+  augmentation = options.train_dataset_options.augmentations
+  assert (augmentation.color_augmentation ==
+          dataset_pb2.AUTOAUGMENT_SIMPLE_CLASSIFICATION) == paper
 
 
 def test_model_geometry_rejects_indivisible_size():

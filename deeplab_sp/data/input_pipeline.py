@@ -156,6 +156,8 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
         reshuffle_each_iteration=True)
   if options.repeat:
     dataset = dataset.repeat()
+  color_augmentation = dataset_pb2.ColorAugmentation.Name(
+      augment.color_augmentation)
   # Example index (counted across epochs): the deterministic seed.
   dataset = dataset.enumerate()
 
@@ -171,7 +173,8 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
           max_scale=augment.max_scale_factor,
           scale_step=augment.scale_factor_step_size,
           flip=augment.random_flip,
-          jitter_strength=augment.color_jitter_strength)
+          jitter_strength=augment.color_jitter_strength,
+          color_augmentation=color_augmentation)
     else:
       original_label = label
       image, label = preprocessing.preprocess_for_eval(
