@@ -355,3 +355,13 @@ def test_validate_config_tool_one_line_for_a_directory(tmp_path):
   assert result.returncode == 1
   assert 'is a directory' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_sync_batchnorm_with_xla_is_a_config_error(tmp_path):
+  options = tiny_experiment.options({
+      'model_options.encoder.sync_batchnorm': True,
+      'trainer_options.use_xla': True,
+  })
+  with pytest.raises(experiment.ConfigError,
+                     match='sync_batchnorm.*use_xla'):
+    experiment.load_experiment(_write(tmp_path, str(options)))
