@@ -516,6 +516,13 @@ def _validate_dataset(path: str, field: str,
                       'must be >= 0 (0 = continuous).')
   _require_unit_interval(path, f'{field}.augmentations.color_jitter_strength',
                          aug.color_jitter_strength, False, False)
+  if (aug.color_augmentation != dataset_pb2.COLOR_JITTER and
+      aug.HasField('color_jitter_strength')):
+    raise ConfigError(
+        f'{path}: {field}.augmentations sets color_jitter_strength, which '
+        'only the COLOR_JITTER color_augmentation uses, and color_augmentation '
+        f'{dataset_pb2.ColorAugmentation.Name(aug.color_augmentation)}: remove '
+        'one of the two.')
 
 
 def _validate_name(path: str, name: str) -> None:
@@ -538,6 +545,16 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
   _validate_finite(path, options)
   _validate_model(path, options.model_options)
   _validate_trainer(path, options.trainer_options)
+  # use_xla compiles the forward pass as a function nested in the
+  # distributed step, where the cross-replica all-reduce of synchronized
+  # BatchNorm cannot run (tf.distribute refuses a merge_call there).
+  if (options.model_options.encoder.sync_batchnorm and
+      options.trainer_options.use_xla):
+    raise ConfigError(
+        f'{path}: model_options.encoder.sync_batchnorm cannot be combined '
+        'with trainer_options.use_xla (the compiled forward pass cannot '
+        'all-reduce BatchNorm statistics across replicas): set one of them '
+        'to false.')
 
   classes = {}
   if options.HasField('train_dataset_options') or mode in TRAIN_MODES:

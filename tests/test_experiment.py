@@ -12,6 +12,7 @@ import pytest
 from deeplab_sp import experiment
 from deeplab_sp.data import dataset_info
 from deeplab_sp.protos import config_pb2
+from deeplab_sp.protos import dataset_pb2
 import tiny_experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ def test_configs_directory_has_the_paper_experiments():
       'cityscapes/sp_transformer_r50.textproto',
       'cityscapes/sp_transformer_convnext_l.textproto',
       'ade20k/sp_transformer_r50.textproto',
+      'ade20k/sp_transformer_convnext_l.textproto',
       'cityscapes/ablation/ca1_sp32x64.textproto',
       'cityscapes/ablation/ca2_sp16x32.textproto',
       'cityscapes/ablation/ca2_sp32x64.textproto',
@@ -76,6 +78,28 @@ def test_paper_geometries():
   assert (geometry.superpixel_height, geometry.superpixel_width) == (4, 4)
   assert ade20k.train_dataset_options.batch_size == 64
   assert ade20k.trainer_options.training_number_of_steps == 100000
+
+  convnext = experiment.load_experiment(str(
+      REPO_ROOT / 'configs/ade20k/sp_transformer_convnext_l.textproto'))
+  assert convnext.input_size == (640, 640)
+  assert (convnext.geometry.grid_height, convnext.geometry.grid_width) == (
+      40, 40)
+  options = convnext.options
+  assert options.model_options.encoder.name == 'convnext_large'
+  assert options.model_options.encoder.drop_path_keep_prob == pytest.approx(
+      0.8)
+  assert options.train_dataset_options.batch_size == 64
+  assert options.trainer_options.training_number_of_steps == 150000
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_paper_configs_synchronize_batch_norm_and_autoaugment(path):
+  options = experiment.load_experiment(str(path)).options
+  paper = options.train_dataset_options.dataset in ('cityscapes', 'ade20k')
+  assert options.model_options.encoder.sync_batchnorm == paper
+  augmentation = options.train_dataset_options.augmentations
+  assert (augmentation.color_augmentation ==
+          dataset_pb2.AUTOAUGMENT_SIMPLE_CLASSIFICATION) == paper
 
 
 def test_model_geometry_rejects_indivisible_size():
@@ -331,3 +355,13 @@ def test_validate_config_tool_one_line_for_a_directory(tmp_path):
   assert result.returncode == 1
   assert 'is a directory' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_sync_batchnorm_with_xla_is_a_config_error(tmp_path):
+  options = tiny_experiment.options({
+      'model_options.encoder.sync_batchnorm': True,
+      'trainer_options.use_xla': True,
+  })
+  with pytest.raises(experiment.ConfigError,
+                     match='sync_batchnorm.*use_xla'):
+    experiment.load_experiment(_write(tmp_path, str(options)))

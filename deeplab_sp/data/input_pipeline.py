@@ -21,7 +21,13 @@ Evaluation: files and examples in order, read once (repeat false); resize
 ignore label; an image larger than crop_size is an error naming it. Every
 example is kept: the last batch is completed with all-ignore filler
 examples (image_name '') so shapes stay static and the metric is
-unaffected.
+unaffected. When resize_longer_side resizes the images (ADE20K), the batch
+also holds the label at its original size ('original_label', padded to the
+batch's largest, so not a static shape), its size ('original_size') and
+the size of the resized image ('resized_size'): the evaluator scores predictions resized back to the
+annotation's resolution (paper Sec. IV-A follows the standard ADE20K
+protocol), never resized labels. 'label' stays the resized label (for the
+superpixel metrics and the summaries).
 
 Sharding under tf.distribute: by file when there are at least as many files
 as input pipelines, else by example.
@@ -40,6 +46,14 @@ from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.protos import dataset_pb2
+
+# Keys of evaluation batches whose images are resized (resize_longer_side):
+# the label at its original size, int32 [batch, H_max, W_max] (padded with
+# the ignore label to the largest of the batch), its size int32 [batch, 2],
+# and the size int32 [batch, 2] of the resized image inside the padded crop.
+ORIGINAL_LABEL = 'original_label'
+ORIGINAL_SIZE = 'original_size'
+RESIZED_SIZE = 'resized_size'
 
 
 def _crop_size(options: dataset_pb2.DatasetOptions):
@@ -61,7 +75,8 @@ def _decode_and_map(serialized: tf.Tensor, info: dataset_info.DatasetInfo):
   return tf.cast(example['image'], tf.float32), label, name
 
 
-def _filler_examples(count: int, crop_size) -> tf.data.Dataset:
+def _filler_examples(count: int, crop_size,
+                     original_labels: bool) -> tf.data.Dataset:
   """`count` all-ignore examples that complete the last evaluation batch."""
   height, width = crop_size
   filler = {
@@ -71,6 +86,10 @@ def _filler_examples(count: int, crop_size) -> tf.data.Dataset:
                        tf.constant(dataset_info.IGNORE_LABEL, tf.int32)),
       'image_name': tf.constant(''),
   }
+  if original_labels:
+    filler[ORIGINAL_LABEL] = filler['label']
+    filler[ORIGINAL_SIZE] = tf.constant([height, width], tf.int32)
+    filler[RESIZED_SIZE] = filler[ORIGINAL_SIZE]
   return tf.data.Dataset.from_tensors(filler).repeat(count)
 
 
@@ -137,6 +156,8 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
         reshuffle_each_iteration=True)
   if options.repeat:
     dataset = dataset.repeat()
+  color_augmentation = dataset_pb2.ColorAugmentation.Name(
+      augment.color_augmentation)
   # Example index (counted across epochs): the deterministic seed.
   dataset = dataset.enumerate()
 
@@ -152,18 +173,37 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
           max_scale=augment.max_scale_factor,
           scale_step=augment.scale_factor_step_size,
           flip=augment.random_flip,
-          jitter_strength=augment.color_jitter_strength)
+          jitter_strength=augment.color_jitter_strength,
+          color_augmentation=color_augmentation)
     else:
+      original_label = label
       image, label = preprocessing.preprocess_for_eval(
           image, label, crop_size, name,
           resize_longer_side_to=options.resize_longer_side)
+      if options.resize_longer_side > 0:
+        # Scored at the annotation's own resolution (evaluator).
+        return {'image': image, 'label': label, 'image_name': name,
+                ORIGINAL_LABEL: original_label,
+                ORIGINAL_SIZE: tf.shape(original_label),
+                RESIZED_SIZE: preprocessing.longer_side_size(
+                    tf.shape(original_label), options.resize_longer_side)}
     return {'image': image, 'label': label, 'image_name': name}
 
   dataset = dataset.map(_preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=deterministic)
+  original_labels = not is_training and options.resize_longer_side > 0
   if not is_training and not options.repeat and batch_size > 1:
     # Completes the last batch; a whole batch of fillers is dropped below.
     dataset = dataset.concatenate(_filler_examples(batch_size - 1,
-                                                   crop_size))
-  dataset = dataset.batch(batch_size, drop_remainder=True)
+                                                   crop_size, original_labels))
+  if original_labels:
+    # The original labels differ in size: padded to the batch's largest.
+    dataset = dataset.padded_batch(
+        batch_size, drop_remainder=True,
+        padding_values={'image': 0.0, 'label': dataset_info.IGNORE_LABEL,
+                        'image_name': '',
+                        ORIGINAL_LABEL: dataset_info.IGNORE_LABEL,
+                        ORIGINAL_SIZE: 0, RESIZED_SIZE: 0})
+  else:
+    dataset = dataset.batch(batch_size, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,7 +1,8 @@
 """Per-example preprocessing: label mapping, resizing, augmentation, padding.
 
 The paper's recipe (Sec. IV-A: random scaling, cropping, flipping, colour
-jittering). Functions take one decoded example (image float32
+jittering; or, as DeepLab2's kMaX-DeepLab recipe, AutoAugment's photometric
+operations). Functions take one decoded example (image float32
 [height, width, 3] in [0, 255], label int32 [height, width]) and, where
 random, a `seed` int32 [2] for the stateless random ops, so the result is a
 function of the example and the seed (the deterministic mode seeds it from
@@ -15,6 +16,7 @@ inside the model).
 
 from typing import Optional, Sequence, Tuple
 
+from official.vision.ops import augment
 import tensorflow as tf
 
 from deeplab_sp.data import dataset_info
@@ -26,6 +28,29 @@ PAD_PIXEL_VALUE = 127.5
 # up to JITTER_SCALE * strength, hue by up to HUE_SCALE * strength.
 JITTER_SCALE = 0.8
 HUE_SCALE = 0.2
+
+# The photometric augmentation of training images (dataset.proto,
+# ColorAugmentation): the SimCLR-style jitter above, or AutoAugment with
+# AUTOAUGMENT_POLICY.
+COLOR_JITTER = 'COLOR_JITTER'
+AUTOAUGMENT = 'AUTOAUGMENT_SIMPLE_CLASSIFICATION'
+COLOR_AUGMENTATIONS = (COLOR_JITTER, AUTOAUGMENT)
+# DeepLab2's kMaX-DeepLab recipe, 'simple_classification_policy_magnitude_
+# scale_0.2': 5 sub-policies of 2 (operation, probability, magnitude on
+# AutoAugment's 0-10 scale, the searched magnitudes x 0.2). One sub-policy
+# is drawn per image; each of its operations is applied with its
+# probability. The official models library ships it as
+# 'panoptic_deeplab_policy'.
+AUTOAUGMENT_POLICY = tuple(
+    tuple(tuple(op) for op in sub_policy)
+    for sub_policy in augment.AutoAugment.panoptic_deeplab_policy())
+# Operations that change only pixel values: a policy made of them leaves the
+# labels valid. Geometric operations (rotate, shear, translate) and cutout
+# are not allowed.
+PHOTOMETRIC_OPERATIONS = frozenset((
+    'AutoContrast', 'Equalize', 'Invert', 'Posterize', 'Solarize',
+    'SolarizeAdd', 'Color', 'Contrast', 'Brightness', 'Sharpness',
+    'Grayscale'))
 
 
 def map_labels(label: tf.Tensor, info: dataset_info.DatasetInfo,
@@ -93,10 +118,15 @@ def resize(image: tf.Tensor, label: tf.Tensor,
 def resize_longer_side(image: tf.Tensor, label: tf.Tensor,
                        longer_side: int) -> Tuple[tf.Tensor, tf.Tensor]:
   """Resizes (aspect ratio kept) so the longer side is `longer_side`."""
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  return resize(image, label,
+                longer_side_size(tf.shape(image)[:2], longer_side))
+
+
+def longer_side_size(size: tf.Tensor, longer_side: int) -> tf.Tensor:
+  """int32 [2]: `size` [height, width] scaled so its longer side is that."""
+  shape = tf.cast(size[:2], tf.float32)
   scale = longer_side / tf.reduce_max(shape)
-  size = tf.cast(tf.round(shape * scale), tf.int32)
-  return resize(image, label, tf.maximum(size, 1))
+  return tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
 
 
 def random_scale_factor(seed: tf.Tensor, min_scale: float, max_scale: float,
@@ -176,15 +206,67 @@ def color_jitter(image: tf.Tensor, strength: float,
   return tf.clip_by_value(image, 0, 1) * 255.0
 
 
+def autoaugment(image: tf.Tensor, seed: tf.Tensor,
+                policy=AUTOAUGMENT_POLICY) -> tf.Tensor:
+  """AutoAugment's photometric operations, drawn from stateless seeds.
+
+  The operations are those of official.vision.ops.augment, with its mapping
+  from magnitudes to arguments; the draws (which sub-policy, which of its
+  operations) are stateless, so the result is a function of the image and
+  the seed (official's AutoAugment draws from the global random state).
+
+  Args:
+    image: float32 [height, width, 3] in [0, 255] (whole numbers: the
+      operations work on uint8).
+    seed: int32 [2].
+    policy: sub-policies of (operation, probability, magnitude); only
+      PHOTOMETRIC_OPERATIONS.
+
+  Returns:
+    float32 [height, width, 3] in [0, 255].
+
+  Raises:
+    ValueError: if the policy has a non-photometric operation.
+  """
+  for sub_policy in policy:
+    for name, _, _ in sub_policy:
+      if name not in PHOTOMETRIC_OPERATIONS:
+        raise ValueError(f'AutoAugment operation {name} is not photometric: '
+                         'it would move pixels away from their labels.')
+  arguments = augment.level_to_arg(cutout_const=0.0, translate_const=0.0)
+  pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  longest = max(len(sub_policy) for sub_policy in policy)
+  seeds = tf.random.experimental.stateless_split(seed, 1 + longest)
+  choice = tf.random.stateless_uniform([], seeds[0], 0, len(policy),
+                                       tf.int32)
+
+  def apply_sub_policy(sub_policy):
+    result = pixels
+    for i, (name, probability, magnitude) in enumerate(sub_policy):
+      args = arguments[name](magnitude)
+      operation = augment.NAME_TO_FUNC[name]
+      result = tf.cond(
+          tf.random.stateless_uniform([], seeds[1 + i]) < probability,
+          lambda x=result, op=operation, a=args: op(x, *a),
+          lambda x=result: x)
+    return result
+
+  branches = [lambda p=sub_policy: apply_sub_policy(p)
+              for sub_policy in policy]
+  result = tf.switch_case(choice, branches)
+  return tf.cast(tf.ensure_shape(result, image.shape), tf.float32)
+
+
 def preprocess_for_training(image: tf.Tensor, label: tf.Tensor,
                             crop_size: Sequence[int],
                             seed: tf.Tensor,
                             resize_longer_side_to: int = 0,
                             min_scale: float = 1.0, max_scale: float = 1.0,
                             scale_step: float = 0.0, flip: bool = False,
-                            jitter_strength: float = 0.0
+                            jitter_strength: float = 0.0,
+                            color_augmentation: str = COLOR_JITTER
                             ) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Resize, random scale, pad, random crop, flip and colour jitter.
+  """Resize, random scale, pad, random crop, flip and colour augmentation.
 
   Args:
     image: float32 [height, width, 3] in [0, 255].
@@ -196,14 +278,24 @@ def preprocess_for_training(image: tf.Tensor, label: tf.Tensor,
     max_scale: largest random scale factor.
     scale_step: step between scale factors (0: continuous).
     flip: random left-right flip.
-    jitter_strength: colour jitter strength in [0, 1].
+    jitter_strength: colour jitter strength in [0, 1] (COLOR_JITTER only).
+    color_augmentation: COLOR_JITTER (after the crop) or AUTOAUGMENT
+      (first, on the decoded image: the grey padding then does not enter
+      its image statistics, e.g. Equalize's histogram). Labels are never
+      changed by either.
 
   Returns:
     image float32 [crop_height, crop_width, 3], label int32 [crop_height,
     crop_width].
   """
+  if color_augmentation not in COLOR_AUGMENTATIONS:
+    raise ValueError(f'Unknown colour augmentation {color_augmentation!r}: '
+                     f'use one of {COLOR_AUGMENTATIONS}.')
   crop_height, crop_width = crop_size
   seeds = tf.random.experimental.stateless_split(seed, 4)
+  if color_augmentation == AUTOAUGMENT:
+    # seeds[3] is the jitter's, unused here.
+    image = autoaugment(image, seeds[3])
   if resize_longer_side_to > 0:
     image, label = resize_longer_side(image, label, resize_longer_side_to)
   factor = random_scale_factor(seeds[0], min_scale, max_scale, scale_step)
@@ -214,7 +306,8 @@ def preprocess_for_training(image: tf.Tensor, label: tf.Tensor,
   image, label = random_crop(image, label, crop_height, crop_width, seeds[1])
   if flip:
     image, label = random_flip(image, label, seeds[2])
-  image = color_jitter(image, jitter_strength, seeds[3])
+  if color_augmentation == COLOR_JITTER:
+    image = color_jitter(image, jitter_strength, seeds[3])
   image = tf.ensure_shape(image, [crop_height, crop_width, 3])
   label = tf.ensure_shape(label, [crop_height, crop_width])
   return image, label

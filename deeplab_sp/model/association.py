@@ -14,10 +14,11 @@ relative neighbour slot, so near a cell border the interpolation of slot k
 mixes the logits of different absolute superpixels; the slots are read with
 the neighbour indexing of the full-resolution pixel's own cell.
 Implementation choices, documented:
-  * the dot products are scaled by 1/sqrt(C) (the features are
-    layer-normalised, so unscaled logits would start out nearly one-hot),
-    by scaling the superpixel features (exact when sqrt(C) is a power of 2,
-    as for C = 16, 64, 256);
+  * by default (logit_scale SQRT_CHANNELS) the dot products are scaled by
+    1/sqrt(C) (the features are layer-normalised, so unscaled logits would
+    start out nearly one-hot), by scaling the superpixel features (exact when
+    sqrt(C) is a power of 2, as for C = 16, 64, 256); logit_scale NONE uses
+    the paper's unscaled form of (5);
   * before the upsampling, slots outside the grid (which hold a large
     negative mask value) are filled with the smallest valid logit of their
     pixel, so that the mask value never bleeds into valid slots of
@@ -35,6 +36,13 @@ import tf_keras
 
 from deeplab_sp.model import local_attention
 from deeplab_sp.model.kernels import xla_islands
+
+# How the dot products of equation (5) are scaled (model.proto,
+# AssociationLogitScale): divided by sqrt(C), or not at all (the paper's
+# form).
+SQRT_CHANNELS = 'SQRT_CHANNELS'
+NONE = 'NONE'
+LOGIT_SCALES = (SQRT_CHANNELS, NONE)
 
 
 def _argmax_slot(values):
@@ -107,24 +115,32 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     upsample_logits_before_softmax: the paper's order (True) or softmax and
       (6) at the hypercolumn stride (False).
     implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
+    logit_scale: SQRT_CHANNELS (I . S / sqrt(C)) or NONE (I . S, the
+      paper's equation 5).
   """
 
   def __init__(self, upsample_logits_before_softmax=True,
-               implementation=local_attention.NAIVE, **kwargs):
+               implementation=local_attention.NAIVE,
+               logit_scale=SQRT_CHANNELS, **kwargs):
     super().__init__(**kwargs)
+    if logit_scale not in LOGIT_SCALES:
+      raise ValueError(f'Unknown association logit scale {logit_scale!r}: '
+                       f'use one of {LOGIT_SCALES}.')
     self.upsample_logits_before_softmax = upsample_logits_before_softmax
     self.implementation = local_attention.normalize_implementation(
         implementation)
+    self.logit_scale = logit_scale
 
   def call(self, pixels, superpixels, superpixel_logits, image_size):
     height, width = int(image_size[0]), int(image_size[1])
     grid_height, grid_width = superpixels.shape[1], superpixels.shape[2]
     channels = pixels.shape[-1]
+    superpixels = tf.cast(superpixels, tf.float32)
+    if self.logit_scale == SQRT_CHANNELS:
+      superpixels /= math.sqrt(channels)
     # [B, Hh, Wh, 9], masked_logit at slots outside the grid.
     logits = local_attention.association_logits(
-        tf.cast(pixels, tf.float32),
-        tf.cast(superpixels, tf.float32) / math.sqrt(channels),
-        self.implementation)
+        tf.cast(pixels, tf.float32), superpixels, self.implementation)
     class_logits = tf.cast(superpixel_logits, tf.float32)
 
     if self.upsample_logits_before_softmax:
@@ -166,5 +182,6 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     config.update({
         'upsample_logits_before_softmax': self.upsample_logits_before_softmax,
         'implementation': self.implementation,
+        'logit_scale': self.logit_scale,
     })
     return config

@@ -3,7 +3,8 @@
 The options are those of protos/model.proto.
 
 This is the one place that reads the model protos: enum values become plain
-Python values here (`local_attention_implementation`), so the layers and
+Python values here (`local_attention_implementation`,
+`association_logit_scale`), so the layers and
 local_attention know nothing of protos.
 """
 
@@ -39,6 +40,26 @@ def local_attention_implementation(value) -> str:
     raise ValueError(
         f'Unknown LocalAttentionImplementation {value!r}: use one of '
         f'{local_attention.IMPLEMENTATIONS} (NAIVE = 0, EFFICIENT = 1).')
+  return name
+
+
+def association_logit_scale(value) -> str:
+  """association.SQRT_CHANNELS or NONE for an AssociationLogitScale.
+
+  Raises:
+    ValueError: if `value` is not a value of the enum.
+  """
+  if isinstance(value, bool) or not isinstance(value, int):
+    name = None
+  else:
+    try:
+      name = model_pb2.AssociationLogitScale.Name(value)
+    except ValueError:
+      name = None
+  if name not in association.LOGIT_SCALES:
+    raise ValueError(
+        f'Unknown AssociationLogitScale {value!r}: use one of '
+        f'{association.LOGIT_SCALES} (SQRT_CHANNELS = 0, NONE = 1).')
   return name
 
 
@@ -85,6 +106,7 @@ def build_association(options: model_pb2.SuperpixelAssociationOptions
   return association.SuperpixelAssociation(
       upsample_logits_before_softmax=options.upsample_logits_before_softmax,
       implementation=local_attention_implementation(options.implementation),
+      logit_scale=association_logit_scale(options.logit_scale),
       name='superpixel_association')
 
 
@@ -108,7 +130,7 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
       encoder_options.name,
       drop_path_keep_prob=encoder_options.drop_path_keep_prob,
       tiny_convnet_base_channels=encoder_options.tiny_convnet_base_channels)
-  return sp_transformer.SPTransformer(
+  model = sp_transformer.SPTransformer(
       encoder=encoder,
       hypercolumn=build_hypercolumn(model_options.hypercolumn,
                                     encoder.endpoint_strides),
@@ -118,6 +140,10 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
       association=build_association(model_options.superpixel_association),
       input_size=geometry.input_size,
       name='sp_transformer')
+  if encoder_options.sync_batchnorm:
+    # The whole model: any BatchNorm outside the encoder is included.
+    encoders.synchronize_batch_norm(model)
+  return model
 
 
 def build_model(model_options: model_pb2.ModelOptions, num_classes: int,

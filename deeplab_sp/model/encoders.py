@@ -226,6 +226,30 @@ class TinyConvNet(Encoder):
     return images / 127.5 - 1.0
 
 
+def synchronize_batch_norm(model: tf_keras.layers.Layer) -> int:
+  """Makes every BatchNormalization inside `model` cross-replica.
+
+  The layers are switched in place, built or not, so their variables (and
+  names: weight files and checkpoints still load) stay as they are. In
+  training they then all-reduce the batch sums over the replicas of the
+  tf.distribute strategy (tf_keras' synchronized=True path), which needs the
+  non-fused kernel.
+
+  Args:
+    model: a layer or model; its nested layers are searched recursively.
+
+  Returns:
+    The number of BatchNormalization layers switched.
+  """
+  count = 0
+  for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+    if isinstance(layer, tf_keras.layers.BatchNormalization):
+      layer.synchronized = True
+      layer.fused = False
+      count += 1
+  return count
+
+
 def build_encoder(name: str, drop_path_keep_prob: float = 1.0,
                   tiny_convnet_base_channels: int = 16) -> Encoder:
   """Returns the encoder `name` (one of ENCODER_NAMES), randomly initialised.

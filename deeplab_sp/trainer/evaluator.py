@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.trainer import metrics as metrics_lib
+from deeplab_sp.trainer import original_resolution
 from deeplab_sp.trainer import summaries
 from deeplab_sp.trainer import superpixel_eval
 from deeplab_sp.utils import io
@@ -93,9 +94,9 @@ class Evaluator(orbit.StandardEvaluator):
 
     def step_fn(batch):
       outputs = self.model(batch['image'], training=False)
-      predictions = tf.argmax(outputs['semantic_logits'], axis=-1,
-                              output_type=tf.int32)
-      self.confusion.update(batch['label'], predictions)
+      # At the labels' original resolution where the images were resized.
+      original_resolution.update_confusion(
+          self.confusion, batch, outputs['semantic_logits'])
       # Counts images with at least one labelled pixel: the all-ignore
       # examples that pad the last evaluation batch are not counted.
       labelled = tf.reduce_any(

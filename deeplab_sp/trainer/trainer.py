@@ -2,8 +2,9 @@
 
 One training step: forward pass, top-k% cross-entropy on the dense logits
 (loss.py), gradients, and one step of the split AdamW (optimizer.py), under
-any tf.distribute strategy. The per-replica loss is divided by the number of
-replicas so that the summed gradients equal those of the global-batch mean.
+any tf.distribute strategy. Each replica's loss is its images' share of the
+mean over the GLOBAL batch (loss.global_batch_mean), so the summed gradients
+equal those of the global-batch loss whatever the number of replicas.
 """
 
 import math
@@ -91,38 +92,61 @@ class Trainer(orbit.StandardTrainer):
   def train_loop_begin(self) -> None:
     self.train_loss.reset_state()
 
-  def _loss_and_gradients(self, images, labels):
+  def _loss_and_gradients(self, images, labels, global_batch_size):
     """Forward and backward pass of one replica's batch.
 
     Args:
       images: float32 [batch, height, width, 3].
       labels: int32 [batch, height, width].
+      global_batch_size: float32 scalar, the images of this step over all
+        replicas.
 
     Returns:
-      (gradients of the trainable variables, unscaled loss). The gradients
-      are of loss / num_replicas (times the loss scale with float16), so
-      their sum over replicas is the gradient of the global-batch loss.
+      (gradients of the trainable variables, this replica's share of the
+      loss). The gradients are of the share (times the loss scale with
+      float16), so their sum over replicas is the gradient of the
+      global-batch loss; the shares sum to that loss.
     """
+    num_replicas = self.strategy.num_replicas_in_sync
     with tf.GradientTape() as tape:
       outputs = self.model(images, training=True)
-      total = loss_lib.top_k_cross_entropy(
+      per_image = loss_lib.per_image_top_k_cross_entropy(
           labels, outputs['semantic_logits'],
           self.options.top_k_percent_pixels)
+      share = loss_lib.global_batch_mean(per_image, global_batch_size)
       if self.model.losses:
-        total += tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
-      scaled = self.optimizer.scale_loss(
-          total / self.strategy.num_replicas_in_sync)
-    return tape.gradient(scaled, self.model.trainable_variables), total
+        # Weight regularisers are the same on every replica: 1/n each.
+        share += tf.add_n([tf.cast(l, tf.float32)
+                           for l in self.model.losses]) / num_replicas
+      scaled = self.optimizer.scale_loss(share)
+    return tape.gradient(scaled, self.model.trainable_variables), share
+
+  def replica_gradients(self, batch):
+    """Gradients and loss share of one replica's batch (replica context).
+
+    Args:
+      batch: this replica's {'image', 'label', ...}.
+
+    Returns:
+      See _loss_and_gradients.
+    """
+    # Summed over replicas: exact also when the replicas' batches differ.
+    global_batch_size = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        tf.cast(tf.shape(batch['label'])[0], tf.float32))
+    return self._gradients_fn(batch['image'], batch['label'],
+                              global_batch_size)
 
   def train_step(self, iterator) -> None:
     """Runs one distributed training step on the next batch."""
 
     def step_fn(batch):
-      grads, total = self._gradients_fn(batch['image'], batch['label'])
+      grads, share = self.replica_gradients(batch)
       self.optimizer.apply_gradients(
           list(zip(grads, self.model.trainable_variables)),
           backbone_variables=self.model.encoder.trainable_variables)
-      self.train_loss.update_state(total)
+      # The metric averages over replicas: n shares average to their sum.
+      self.train_loss.update_state(share * self.strategy.num_replicas_in_sync)
 
     self.strategy.run(step_fn, args=(next(iterator),))
 

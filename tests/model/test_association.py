@@ -93,3 +93,53 @@ def test_both_orders_give_distributions_and_valid_ids():
       assert np.all(weights[:, ids < 0] == 0.0)
       hard = outputs['superpixel_ids'].numpy()[0]
       assert np.all((ids == hard[..., None]).any(-1))
+
+
+def _numpy_association(pixels, superpixels, class_logits, scale):
+  """Equations (5) and (6) at the pixels' resolution, in numpy."""
+  _, height, width, channels = pixels.shape
+  _, grid_height, grid_width, _ = superpixels.shape
+  ids = local_attention.neighbor_superpixel_ids(
+      height, width, grid_height, grid_width).numpy()
+  flat = superpixels[0].reshape(-1, channels)
+  logits = np.einsum('hwc,hwsc->hws', pixels[0],
+                     flat[np.maximum(ids, 0)]) * scale
+  logits = np.where(ids >= 0, logits, -np.inf)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  classes = class_logits[0].reshape(grid_height * grid_width, -1)
+  dense = np.einsum('hws,hwsk->hwk', weights, classes[np.maximum(ids, 0)])
+  return weights, dense
+
+
+@pytest.mark.parametrize('logit_scale', association.LOGIT_SCALES)
+@pytest.mark.parametrize('implementation', local_attention.IMPLEMENTATIONS)
+def test_logit_scales_match_equation_5(logit_scale, implementation):
+  rng = np.random.default_rng(1)
+  channels = 16
+  pixels = rng.normal(size=(1, 8, 12, channels)).astype(np.float32)
+  superpixels = rng.normal(size=(1, 2, 3, channels)).astype(np.float32)
+  class_logits = rng.normal(size=(1, 2, 3, 4)).astype(np.float32)
+  scale = 1.0 / np.sqrt(channels) if logit_scale == 'SQRT_CHANNELS' else 1.0
+  weights, dense = _numpy_association(pixels, superpixels, class_logits,
+                                      scale)
+  for upsample_first in (True, False):
+    # At the pixels' own resolution the upsampling is the identity.
+    outputs = association.SuperpixelAssociation(
+        upsample_first, implementation, logit_scale)(
+            pixels, superpixels, class_logits, (8, 12))
+    np.testing.assert_allclose(outputs['association'].numpy()[0], weights,
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs['semantic_logits'].numpy()[0], dense,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_logit_scale_option_reaches_the_layer_and_defaults_to_sqrt():
+  assert (model_pb2.SuperpixelAssociationOptions().logit_scale ==
+          model_pb2.SQRT_CHANNELS)
+  for name in association.LOGIT_SCALES:
+    options = model_pb2.SuperpixelAssociationOptions(
+        logit_scale=model_pb2.AssociationLogitScale.Value(name))
+    assert builder.build_association(options).logit_scale == name
+  with pytest.raises(ValueError, match='AssociationLogitScale'):
+    builder.association_logit_scale(7)

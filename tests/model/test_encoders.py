@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import tiny_experiment
+from deeplab_sp.model import builder
 from deeplab_sp.model import encoders
 
 
@@ -55,3 +57,50 @@ def test_encoder_checkpoint_round_trip(tmp_path):
   for stride, value in source(images, training=False).items():
     np.testing.assert_array_equal(target(images, training=False)[stride],
                                   value)
+
+
+def test_synchronized_resnet50_keeps_its_variables_and_weight_file(tmp_path):
+  reference = encoders.build_encoder('resnet50')
+  images = tf.random.stateless_uniform((1, 64, 64, 3), (5, 5), 0, 255)
+  reference(images)
+  path = str(tmp_path / 'resnet50_notop.h5')
+  reference.backbone.save_weights(path)
+  encoder = encoders.build_encoder('resnet50')
+  assert encoders.synchronize_batch_norm(encoder) == 53  # Every BN layer.
+  encoder(images)
+  assert ([v.name for v in encoder.variables] ==
+          [v.name for v in reference.variables])
+  encoder.load_pretrained_weights(path)
+  synced = encoder(images, training=False)
+  expected = reference(images, training=False)
+  for stride in expected:
+    np.testing.assert_allclose(synced[stride].numpy(),
+                               expected[stride].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sync_batchnorm_option_switches_the_models_batch_norms():
+  models = {}
+  for sync in (False, True):
+    tf_keras.backend.clear_session()  # The same automatic layer names.
+    options = tiny_experiment.model_options({'encoder.sync_batchnorm': sync})
+    models[sync] = builder.build_model(options, 5, (64, 64))
+  batch_norms = {
+      sync: [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(layer, tf_keras.layers.BatchNormalization)]
+      for sync, model in models.items()}
+  assert batch_norms[True] and all(l.synchronized for l in batch_norms[True])
+  assert not any(l.synchronized for l in batch_norms[False])
+  assert ([v.name for v in models[True].variables] ==
+          [v.name for v in models[False].variables])
+
+
+def test_convnext_drop_path_is_a_linear_ramp_over_the_blocks():
+  # model.proto: keep probability 1.0 at the first block, ramped linearly to
+  # drop_path_keep_prob at the last (DeepLab2's ConvNeXt).
+  encoder = encoders.build_encoder('convnext_large', drop_path_keep_prob=0.8)
+  rates = [layer.drop_path_rate for layer in encoder.backbone.layers
+           if hasattr(layer, 'drop_path_rate')]
+  num_blocks = sum(encoders._CONVNEXT_LARGE_DEPTHS)  # pylint: disable=protected-access
+  # The first block (rate 0) has no stochastic-depth layer.
+  np.testing.assert_allclose(
+      rates, np.linspace(0.0, 0.2, num_blocks)[1:], rtol=1e-6)

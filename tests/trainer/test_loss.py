@@ -19,10 +19,34 @@ def test_top_k_matches_numpy_and_skips_ignore():
   labels = rng.randint(0, 3, size=[2, 4, 5]).astype(np.int32)
   labels[0, 0, :] = 255  # 5 ignored pixels -> 35 valid.
   valid = labels != 255
-  ce = _pixel_ce(np.where(valid, labels, 0), logits)[valid]
-  k = int(np.ceil(0.2 * ce.size))  # 7
-  expected = np.sort(ce)[::-1][:k].mean()
+  ce = _pixel_ce(np.where(valid, labels, 0), logits)
+  # Per image: 15 valid pixels -> k = 3; 20 valid pixels -> k = 4.
+  per_image = [np.sort(ce[i][valid[i]])[::-1][:k].mean()
+               for i, k in enumerate([3, 4])]
+  got = loss.per_image_top_k_cross_entropy(labels, logits, top_k_percent=20.0)
+  np.testing.assert_allclose(got.numpy(), per_image, rtol=1e-5)
   got = loss.top_k_cross_entropy(labels, logits, top_k_percent=20.0)
+  np.testing.assert_allclose(got.numpy(), np.mean(per_image), rtol=1e-5)
+
+
+def test_global_batch_mean_shares_sum_to_the_batch_mean():
+  per_image = tf.constant([1.0, 2.0, 3.0, 6.0])
+  shares = [loss.global_batch_mean(per_image[:1], 4),
+            loss.global_batch_mean(per_image[1:], 4)]
+  np.testing.assert_allclose(float(tf.add_n(shares)), 3.0)
+
+
+def test_hundred_percent_weighs_images_not_pixels():
+  # Image 0 has 1 valid pixel, image 1 has 4: the batch loss is the mean of
+  # the two image means (DeepLab2), not the mean over the 5 pixels.
+  rng = np.random.RandomState(2)
+  logits = rng.normal(size=[2, 2, 2, 3]).astype(np.float32)
+  labels = rng.randint(0, 3, size=[2, 2, 2]).astype(np.int32)
+  labels[0].flat[1:] = 255
+  valid = labels != 255
+  ce = _pixel_ce(np.where(valid, labels, 0), logits)
+  expected = np.mean([ce[0][valid[0]].mean(), ce[1].mean()])
+  got = loss.top_k_cross_entropy(labels, logits, top_k_percent=100.0)
   np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
 
 
