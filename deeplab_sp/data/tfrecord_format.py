@@ -182,6 +182,17 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 
   JPEGs are decoded with the accurate integer DCT (libjpeg's default, as
   PIL uses), so the pixels equal those of the source file opened with PIL.
+  The one decoder of the project: the input pipeline, the SavedModel's
+  serving signature (export_lib) and tools/predict.py all call it, so a
+  served image reaches the model with the pixels of training and evaluation
+  (tf.io.decode_image's default DCT gives different pixels).
+
+  Args:
+    encoded: string scalar, the image file's bytes (PNG, JPEG, BMP or GIF;
+      a GIF's first frame).
+
+  Returns:
+    uint8 [height, width, 3].
   """
   def decode_jpeg():
     return tf.io.decode_jpeg(encoded, channels=IMAGE_CHANNELS,

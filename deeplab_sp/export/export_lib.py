@@ -4,9 +4,12 @@ The SavedModel is written in TF Serving's versioned layout,
 `<output_path>/<version>/`, with two signatures:
 
   serving_default(encoded_images: string [B]): JPEG/PNG/BMP/GIF bytes (what
-    TF Serving's REST API receives as {"b64": ...}); decoded with
-    tf.io.decode_image(channels=3, expand_animations=False). Bytes that are
-    not an image raise InvalidArgumentError (a client error, not a crash).
+    TF Serving's REST API receives as {"b64": ...}); decoded by
+    tfrecord_format.decode_image, the decoder of the training and evaluation
+    records, so a JPEG gives the model the pixels it gave it in training
+    (the accurate integer DCT, not tf.io.decode_image's default). Bytes that
+    are not an image raise InvalidArgumentError (a client error, not a
+    crash).
   serving_float(images: float32 [B, H, W, 3]): RGB in [0, 255], any H, W.
 
 Both return
@@ -52,6 +55,7 @@ import tensorflow as tf
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
+from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import image_header
 from deeplab_sp.export import version_dir
 from deeplab_sp.model import builder
@@ -156,7 +160,7 @@ class ServingModule(tf.Module):
     # The size in the header is checked before the decoder allocates it.
     with tf.control_dependencies(image_header.encoded_size_checks(
         encoded, self.max_input_pixels)):
-      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+      image = tfrecord_format.decode_image(encoded)
     image = tf.cast(image, tf.float32)
     padded, fitted = self._prepare(image)
     return padded, fitted, tf.shape(image)[:2]
