@@ -46,7 +46,10 @@ the limit bounds them too; the softmax is computed only when
 'probabilities' is exported. An empty batch returns empty outputs.
 """
 
+import contextlib
+import logging as python_logging
 import os
+import re
 from typing import Dict, Optional, Sequence, Tuple
 
 from absl import logging
@@ -343,6 +346,48 @@ def next_version(output_path: str) -> int:
   return max(versions, default=0) + 1
 
 
+# TensorFlow's note that inputs of a traced function get new names in the
+# SavedModel; the list of new names is captured.
+_RENAMING_NOTE = re.compile(
+    r'contains input name\(s\) .* will be renamed to (?P<names>.*) in the '
+    r'SavedModel')
+
+
+class _LoopCaptureRenamingFilter(python_logging.Filter):
+  """Drops TensorFlow's renaming note about the model's variables.
+
+  The signatures run the model inside tf.map_fn, so each model variable is
+  captured by the map's while loop, as a function input that TensorFlow
+  names `input_<n>` there and `map_<k>_while_input_<n>` in the SavedModel:
+  one INFO line listing a hundred names per signature. These are captured
+  variables, not the signature's inputs, whose names (`encoded_images`,
+  `images`) are kept; a note that renames anything else still shows.
+  """
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    match = _RENAMING_NOTE.search(record.getMessage())
+    if not match:
+      return True
+    names = [name.strip() for name in match.group('names').split(',')]
+    return not all(re.fullmatch(r'map(_\d+)?_while_input_\d+', name)
+                   for name in names)
+
+
+@contextlib.contextmanager
+def _without_loop_capture_renaming_notes():
+  # TensorFlow's SavedModel code logs the note through absl (today), or its
+  # own logger.
+  loggers = (logging.get_absl_logger(), tf.get_logger())
+  note_filter = _LoopCaptureRenamingFilter()
+  for logger in loggers:
+    logger.addFilter(note_filter)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(note_filter)
+
+
 def export_saved_model(module: ServingModule, output_path: str,
                        version: Optional[int] = None,
                        overwrite: bool = False) -> str:
@@ -385,7 +430,8 @@ def export_saved_model(module: ServingModule, output_path: str,
     signatures = {SERVING_DEFAULT: module.serve_encoded,
                   SERVING_FLOAT: module.serve_float}
     logging.info('Writing SavedModel to %s', temp_dir)
-    tf.saved_model.save(module, temp_dir, signatures=signatures)
+    with _without_loop_capture_renaming_notes():
+      tf.saved_model.save(module, temp_dir, signatures=signatures)
     if exists:
       version_dir.check_replaceable(export_dir)
       tf.io.gfile.rename(export_dir, old_dir)

@@ -1,11 +1,13 @@
 """Tests of deeplab_sp.export.export_lib: signatures, sizes, plain-TF load."""
 
 import io
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 
+from absl import logging as absl_logging
 import numpy as np
 from PIL import Image
 import pytest
@@ -234,3 +236,37 @@ def test_saved_model_cli_lists_both_signatures(exported):
   assert "signature_def['serving_default']" in result.stdout
   assert "signature_def['serving_float']" in result.stdout
   assert 'encoded_images' in result.stdout
+
+
+def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
+                                                                tmp_path):
+  module, _, _, _ = exported
+  messages = []
+
+  class Recorder(logging.Handler):
+
+    def emit(self, record):
+      messages.append(record.getMessage())
+
+  recorder = Recorder(level=logging.DEBUG)
+  loggers = [absl_logging.get_absl_logger(), tf.get_logger()]
+  old_levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(recorder)
+  try:
+    export_lib.export_saved_model(module, str(tmp_path / 'saved'), version=1)
+  finally:
+    for logger, level in zip(loggers, old_levels):
+      logger.removeHandler(recorder)
+      logger.setLevel(level)
+  assert messages, 'the export logs'
+  assert not [m for m in messages if 'renamed' in m], [
+      m[:200] for m in messages if 'renamed' in m]
+  # A note renaming anything else (e.g. a signature input) still shows.
+  note_filter = export_lib._LoopCaptureRenamingFilter()  # pylint: disable=protected-access
+  record = logging.LogRecord(
+      'tensorflow', logging.INFO, __file__, 1,
+      'Function `f` contains input name(s) a/b with unsupported characters '
+      'which will be renamed to a_b in the SavedModel.', None, None)
+  assert note_filter.filter(record)
