@@ -58,12 +58,17 @@ def _crop_size(options: dataset_pb2.DatasetOptions):
   return tuple(options.crop_size)
 
 
+# Starts the error of a record without a label (record_errors turns it into
+# a one-line error of the tools).
+MISSING_LABEL_MESSAGE = 'has a record without a label'
+
+
 def _require_label(example, shard: tf.Tensor) -> tf.Tensor:
   """The example's label, after asserting the record has one."""
   check = tf.debugging.Assert(
       example['has_label'],
       [tf.strings.join([
-          'TFRecord shard ', shard, ' has a record without a label '
+          'TFRecord shard ', shard, f' {MISSING_LABEL_MESSAGE} '
           '(image/segmentation/class/encoded is missing; image ',
           example['image_name'], '), e.g. a test split: such records can be '
           'used for prediction only. Fix: point the file_pattern of the '

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import input_pipeline
+from deeplab_sp.data import record_errors
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.protos import dataset_pb2
 
@@ -224,3 +225,17 @@ def test_records_without_label_name_the_shard_for_training_and_eval(
   message = str(error.value)
   assert str(shard) in message and 'without a label' in message
   assert 'berlin_000000_000019' in message and 'train or val' in message
+
+
+def test_training_and_evaluation_report_a_missing_label_as_one_error(
+    test_split):
+  shard, _ = test_split
+  options = dataset_pb2.DatasetOptions(
+      dataset='cityscapes', file_pattern=[str(shard)], batch_size=1,
+      crop_size=[8, 8], repeat=False)
+  with pytest.raises(record_errors.MissingLabelError) as error:
+    with record_errors.explain_data_errors([options]):
+      list(input_pipeline.build_dataset(options, False))
+  message = str(error.value)
+  assert message.startswith(f'TFRecord shard {shard} has a record without')
+  assert '\n' not in message and 'train or val' in message
