@@ -175,7 +175,7 @@ def _decode_label(encoded: tf.Tensor, label_format: tf.Tensor,
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-  """PNG or JPEG bytes -> uint8 [height, width, 3] RGB.
+  """Image file bytes (PNG, JPEG, BMP, GIF) -> uint8 [height, width, 3] RGB.
 
   The decoder is chosen from the bytes, not from the record's image/format
   (which may be wrong in records written by other tools).
