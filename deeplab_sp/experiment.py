@@ -501,6 +501,10 @@ def _validate_dataset(path: str, field: str,
     raise ConfigError(f'{path}: {field}.resize_longer_side must be >= 0.')
   _require_at_most(path, f'{field}.resize_longer_side',
                    options.resize_longer_side, MAX_CROP_SIDE, 'MAX_CROP_SIDE')
+  if options.panoptic_label_divisor < 0:
+    raise ConfigError(
+        f'{path}: {field}.panoptic_label_divisor must be >= 0 (0: the '
+        'records hold semantic labels; 1000: DeepLab2\'s panoptic records).')
   if options.shuffle_buffer_size < 0 or options.num_parallel_reads < 0 or (
       options.max_examples < 0):
     raise ConfigError(f'{path}: {field}.shuffle_buffer_size, '

@@ -55,6 +55,15 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     image = np.asarray(Image.open(path))
     # At the validation image's own size.
     assert image.shape[:2] == (64, 96), path
+  # The curves of the loss and the mIoU, from the history of evaluations.
+  curves = experiment_dir / 'training_curves.png'
+  assert f'curves:       {curves}' in output
+  with Image.open(curves) as image:
+    assert image.format == 'PNG'
+  history = (experiment_dir / 'eval_history.jsonl').read_text().splitlines()
+  assert [json.loads(line)['step'] for line in history] == [3]
+  # orbit's lines are in the log (stderr) only, not printed again.
+  assert 'training until step 3' not in output
   # The config the job ran reads the records of its own work_dir.
   config_text = (work_dir / 'main_job_config.textproto').read_text()
   assert str(work_dir / 'data' / 'synthetic' / 'train-*.tfrecord') in (

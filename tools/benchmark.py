@@ -31,6 +31,10 @@ Progress goes to stderr; the table (or JSON) to stdout and, with
 --output_file, to that file.
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 import json
 import sys
 

@@ -12,6 +12,10 @@ Usage (from the repository root):
       --config_file=configs/synthetic/sp_transformer_tiny.textproto
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 import dataclasses
 import json
 

@@ -14,6 +14,10 @@ Usage (from the repository root):
       --ade20k_root=/data/ADEChallengeData2016 --output_dir=data/ade20k
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 from absl import app
 from absl import flags
 from absl import logging

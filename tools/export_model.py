@@ -13,6 +13,10 @@ Example:
   .venv/bin/saved_model_cli show --dir exported/sp_transformer_tiny/1 --all
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 from absl import app
 from absl import flags
 

@@ -10,13 +10,24 @@ on the generated dataset:
      (tools/predict.py),
   5. measures the colour-only floor on the same data
      (deeplab_sp.analysis.color_baseline),
-and prints where each result is. Every step reuses what an earlier run left
-(records, checkpoints, the export), so a second run only reports.
+and prints where each result is, ending with a plot of the training loss
+and the validation mIoU by step (`<experiment>/training_curves.png`, from
+the TensorBoard loss scalars and eval_history.jsonl). Every step reuses what
+an earlier run left (records, checkpoints, the export), so a second run only
+reports.
+
+TensorFlow's start-up log lines are hidden in every step
+(deeplab_sp/utils/tf_startup.py); --verbose shows them. A
+TF_CPP_MIN_LOG_LEVEL set by the user always wins.
 
 Usage (from the repository root, after `bash tools/setup.sh`):
   python tools/main_job.py [--config_file=F] [--work_dir=work_dirs]
 The Quick start's `bash tools/main_job.sh` does the setup and runs this.
 """
+
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
 
 import json
 import pathlib
@@ -30,6 +41,7 @@ from google.protobuf import text_format
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import color_baseline
+from deeplab_sp.analysis import training_curves
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.utils import cli
 from deeplab_sp.utils import io
@@ -50,6 +62,9 @@ _TRAINING_STEPS = flags.DEFINE_integer(
     'training_steps', 0,
     'Override trainer_options.training_number_of_steps (0: the config\'s). '
     'For quick checks.')
+_VERBOSE = flags.DEFINE_bool(
+    'verbose', False,
+    "Show TensorFlow's start-up log lines in the steps (hidden by default).")
 _DATA_FLAGS = flags.DEFINE_list(
     'data_flags', [],
     'Extra flags for tools/build_synthetic_data.py, e.g. '
@@ -68,8 +83,9 @@ def _run(args, **kwargs):
   """Runs a command of this repository with the current interpreter."""
   command = [sys.executable] + [str(a) for a in args]
   print('$ ' + ' '.join(command[1:]), flush=True)
-  status = subprocess.run(command, check=False, cwd=REPO_ROOT,
-                          **kwargs).returncode
+  status = subprocess.run(
+      command, check=False, cwd=REPO_ROOT,
+      env=tf_startup.child_environment(_VERBOSE.value), **kwargs).returncode
   if status:
     raise StepFailedError(
         f'`{" ".join(command[1:])}` failed with exit code {status}; its '
@@ -202,6 +218,7 @@ def main(argv):
                              experiment.eval_dataset.name)
 
   results = json.loads(results_path.read_text())
+  curves = training_curves.write_curves(str(experiment_dir), experiment.name)
   print('\n== Results')
   print(f'mIoU of {experiment.name} at step {results["step"]}: '
         f'{results["miou"]:.4f} (pixel accuracy '
@@ -215,6 +232,7 @@ def main(argv):
   print(f'eval results: {experiment_dir / "eval_results.json"}')
   print(f'SavedModel:   {saved_model_dir}')
   print(f'predictions:  {prediction_dir}  ({len(pngs)} PNGs)')
+  print(f'curves:       {curves}  (loss and mIoU by step)')
   print(f'done in {time.time() - start:.0f} s')
   return 0
 

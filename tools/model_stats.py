@@ -9,6 +9,10 @@ FLOPs are for one image at the config's evaluation crop size. Compare with
 the paper's Table I/III (e.g. Cityscapes ResNet-50: 29M params, 253G FLOPs).
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 import json
 
 from absl import app

@@ -15,6 +15,10 @@ Examples:
     --images=a.jpg,b.png --output_dir=predictions
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 from absl import app
 from absl import flags
 

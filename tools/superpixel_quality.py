@@ -17,6 +17,10 @@ Example (from the repository root, after the main job trained the model):
     --checkpoint_path=work_dirs/experiments/synthetic_sp_transformer_tiny
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 import json
 
 from absl import app

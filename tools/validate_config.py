@@ -9,6 +9,10 @@ grid, pixels per superpixel), or exit 1 with a message naming the file, the
 line or field, and the fix.
 """
 
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
+
 import sys
 
 from absl import app

@@ -2,6 +2,16 @@
 
 Every dataset's labels are mapped at load time to train ids 0..num_classes-1,
 with IGNORE_LABEL for pixels excluded from the loss and the metric.
+
+Stored labels are semantic (this repository's builders) or panoptic
+(DeepLab2's builders). DeepLab2 stores semantic * 1000 + instance as raw
+int32: Cityscapes with semantic = train id (0..18, 255 ignore, so ignored
+pixels hold 255000 + instance), ADE20K with semantic = 0..150 (0 unlabeled).
+DatasetOptions.panoptic_label_divisor says which one a split holds (0:
+semantic, the default; DEEPLAB2_PANOPTIC_LABEL_DIVISOR for DeepLab2's
+records); it is an option rather than a guess from the bytes because both
+kinds of record may use the raw format. The semantic label (value // divisor)
+then goes through the mapping below, which is the same for both.
 """
 
 import dataclasses
@@ -10,6 +20,10 @@ from typing import Optional, Sequence, Tuple
 # The label value of pixels that are ignored by the loss and the metric,
 # after the dataset's label mapping (Cityscapes' convention).
 IGNORE_LABEL = 255
+
+# The label divisor of DeepLab2's panoptic records (its Cityscapes and
+# ADE20K builders): stored value = semantic * 1000 + instance.
+DEEPLAB2_PANOPTIC_LABEL_DIVISOR = 1000
 
 
 @dataclasses.dataclass(frozen=True)

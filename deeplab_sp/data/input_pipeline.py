@@ -10,6 +10,13 @@ yields dicts
 with static shapes. `batch` is the per-replica batch under tf.distribute
 (input_context.get_per_replica_batch_size(batch_size)), else batch_size.
 
+Labels: a panoptic label (DatasetOptions.panoptic_label_divisor > 0, e.g.
+1000 for DeepLab2's records) becomes its semantic label value // divisor;
+then the dataset's mapping gives train ids (dataset_info). A record without
+a label (e.g. DeepLab2's test split) cannot be trained or evaluated on: the
+pipeline stops with an error naming the shard and the image (such records
+are still readable by tfrecord_format.read_examples, for prediction).
+
 Training: files read in parallel (interleaved), examples shuffled, repeated,
 labels mapped to train ids (checked against the dataset's range), then
 resize_longer_side, random scale, pad to crop_size (ignore label), random
@@ -65,12 +72,37 @@ def _crop_size(options: dataset_pb2.DatasetOptions):
   return tuple(options.crop_size)
 
 
-def _decode_and_map(serialized: tf.Tensor, info: dataset_info.DatasetInfo):
+# Starts the error of a record without a label (record_errors turns it into
+# a one-line error of the tools).
+MISSING_LABEL_MESSAGE = 'has a record without a label'
+
+
+def _require_label(example, shard: tf.Tensor) -> tf.Tensor:
+  """The example's label, after asserting the record has one."""
+  check = tf.debugging.Assert(
+      example['has_label'],
+      [tf.strings.join([
+          'TFRecord shard ', shard, f' {MISSING_LABEL_MESSAGE} '
+          '(image/segmentation/class/encoded is missing; image ',
+          example['image_name'], '), e.g. a test split: such records can be '
+          'used for prediction only. Fix: point the file_pattern of the '
+          'training / evaluation dataset at a split with labels (train or '
+          'val).'])])
+  with tf.control_dependencies([check]):
+    return tf.identity(example['label'])
+
+
+def _decode_and_map(serialized: tf.Tensor, shard: tf.Tensor,
+                    info: dataset_info.DatasetInfo,
+                    panoptic_label_divisor: int):
   """Record -> image float32 [h, w, 3], label int32 [h, w] (train ids)."""
   example = tfrecord_format.parse_example(serialized)
   name = example['image_name']
-  label = preprocessing.check_sizes_match(example['image'], example['label'],
-                                          name)
+  label = _require_label(example, shard)
+  label = preprocessing.check_sizes_match(example['image'], label, name)
+  if panoptic_label_divisor > 0:
+    # semantic * divisor + instance -> semantic (values are non-negative).
+    label = tf.math.floordiv(label, panoptic_label_divisor)
   label = preprocessing.map_labels(label, info, name)
   return tf.cast(example['image'], tf.float32), label, name
 
@@ -140,8 +172,12 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
                               input_context.input_pipeline_id)
   if is_training and not augment.deterministic:
     dataset = dataset.shuffle(len(files), reshuffle_each_iteration=True)
+  # Each record travels with its shard's path, for the error of a record
+  # without a label.
   dataset = dataset.interleave(
-      tf.data.TFRecordDataset, cycle_length=parallel,
+      lambda shard: tf.data.TFRecordDataset(shard).map(
+          lambda serialized: (serialized, shard)),
+      cycle_length=parallel,
       num_parallel_calls=parallel, deterministic=deterministic)
   if (input_context is not None and input_context.num_input_pipelines > 1
       and not shard_by_file):
@@ -161,8 +197,10 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
   # Example index (counted across epochs): the deterministic seed.
   dataset = dataset.enumerate()
 
-  def _preprocess(index, serialized):
-    image, label, name = _decode_and_map(serialized, info)
+  def _preprocess(index, record):
+    serialized, shard = record
+    image, label, name = _decode_and_map(serialized, shard, info,
+                                         options.panoptic_label_divisor)
     if is_training:
       seed = (preprocessing.seed_from_index(augment.seed, index)
               if augment.deterministic else preprocessing.random_seed())

@@ -82,7 +82,9 @@ def map_labels(label: tf.Tensor, info: dataset_info.DatasetInfo,
           str(info.max_stored_label),
           f' (other than the ignore value {info.stored_ignore_label}) for '
           f'dataset {info.name!r}: rebuild the records with the right '
-          'labels or set DatasetOptions.dataset to the right dataset. '
+          'labels or set DatasetOptions.dataset to the right dataset (for '
+          'DeepLab2\'s panoptic records, whose values are semantic * 1000 + '
+          'instance, set DatasetOptions.panoptic_label_divisor: 1000). '
           'Largest value:']),
        tf.reduce_max(tf.where(bad, label, tf.reduce_min(label)))],
       summarize=1)

@@ -13,7 +13,10 @@ DamagedRecordError naming the shard (and the record's index and image name
 when an image or label is damaged) with the fix: rebuild the records.
 
 When the scan finds nothing wrong, the original error is re-raised
-unchanged (it was not caused by damaged data).
+unchanged (it was not caused by damaged data), except for a record without
+a label (input_pipeline.MISSING_LABEL_MESSAGE), which is re-raised as a
+MissingLabelError with the pipeline's message (it names the shard and the
+fix), so the tools print it as one line.
 """
 
 import contextlib
@@ -23,6 +26,7 @@ from typing import Iterator, Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
+from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import tfrecord_format
 
 REBUILD_HINT = ('rebuild the records with {tool} (or restore the shard from '
@@ -39,6 +43,19 @@ _DATA_ERROR = re.compile(
 
 class DamagedRecordError(ValueError):
   """A TFRecord shard, or an image or label inside one, is damaged."""
+
+
+class MissingLabelError(ValueError):
+  """A record without a label was read for training or evaluation."""
+
+
+def _assertion_message(error: BaseException) -> str:
+  """The text of a failed tf.debugging.Assert, without TF's brackets."""
+  text = getattr(error, 'message', None) or str(error)
+  for line in text.splitlines():
+    if 'assertion failed:' in line:
+      return line.split('assertion failed:', 1)[1].strip().strip('[]')
+  return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -138,6 +155,8 @@ def explain_data_errors(dataset_options: Sequence) -> Iterator[None]:
                  _first_line(e), len(shards))
     problem = find_damaged_shard(shards)
     if problem is None:
+      if input_pipeline.MISSING_LABEL_MESSAGE in str(e):
+        raise MissingLabelError(_assertion_message(e)) from e
       raise
     builders = sorted({f'tools/build_{options.dataset}_data.py'
                        for options in dataset_options

@@ -10,10 +10,13 @@ builder using those keys) load unchanged:
   image/height, image/width          int64
   image/channels                     int64, 3
   image/segmentation/class/encoded   PNG of the label map, or raw int32 bytes
+                                     (absent in records without a label,
+                                     e.g. DeepLab2's test split)
   image/segmentation/class/format    'png' or 'raw'
 
-Stored label values are the dataset's own (e.g. ADE20K 0..150); the mapping
-to train ids happens at load time (deeplab_sp.data.input_pipeline).
+Stored label values are the dataset's own (e.g. ADE20K 0..150), or panoptic
+values semantic * divisor + instance (DeepLab2's records); the conversion to
+train ids happens at load time (deeplab_sp.data.input_pipeline).
 
 Shards are named `{split}-{index:05d}-of-{count:05d}.tfrecord`.
 """
@@ -45,6 +48,10 @@ LABEL_FORMATS = (LABEL_FORMAT_PNG, LABEL_FORMAT_RAW)
 IMAGE_CHANNELS = 3
 
 SHARD_SUFFIX = '.tfrecord'
+
+# The 'label' of a record without one: every pixel holds this value, which
+# no dataset stores, and 'has_label' is false.
+MISSING_LABEL_VALUE = -1
 
 
 def shard_filename(split: str, index: int, count: int) -> str:
@@ -144,7 +151,9 @@ _FEATURES = {
                                             default_value='png'),
     IMAGE_HEIGHT_KEY: tf.io.FixedLenFeature((), tf.int64, default_value=0),
     IMAGE_WIDTH_KEY: tf.io.FixedLenFeature((), tf.int64, default_value=0),
-    LABEL_ENCODED_KEY: tf.io.FixedLenFeature((), tf.string),
+    # Absent (read as b'') in records without a label.
+    LABEL_ENCODED_KEY: tf.io.FixedLenFeature((), tf.string,
+                                             default_value=''),
     LABEL_FORMAT_KEY: tf.io.FixedLenFeature((), tf.string,
                                             default_value=LABEL_FORMAT_PNG),
 }
@@ -166,13 +175,24 @@ def _decode_label(encoded: tf.Tensor, label_format: tf.Tensor,
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-  """PNG or JPEG bytes -> uint8 [height, width, 3] RGB.
+  """Image file bytes (PNG, JPEG, BMP, GIF) -> uint8 [height, width, 3] RGB.
 
   The decoder is chosen from the bytes, not from the record's image/format
   (which may be wrong in records written by other tools).
 
   JPEGs are decoded with the accurate integer DCT (libjpeg's default, as
   PIL uses), so the pixels equal those of the source file opened with PIL.
+  The one decoder of the project: the input pipeline, the SavedModel's
+  serving signature (export_lib) and tools/predict.py all call it, so a
+  served image reaches the model with the pixels of training and evaluation
+  (tf.io.decode_image's default DCT gives different pixels).
+
+  Args:
+    encoded: string scalar, the image file's bytes (PNG, JPEG, BMP or GIF;
+      a GIF's first frame).
+
+  Returns:
+    uint8 [height, width, 3].
   """
   def decode_jpeg():
     return tf.io.decode_jpeg(encoded, channels=IMAGE_CHANNELS,
@@ -193,9 +213,11 @@ def parse_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
 
   Returns:
     A dict with 'image' uint8 [height, width, 3], 'label' int32
-    [height, width] (stored values, before the dataset's label mapping) and
-    'image_name' string scalar. The image and label sizes are not checked
-    against each other here (the input pipeline does it, naming the image).
+    [height, width] (stored values, before the dataset's label mapping),
+    'has_label' bool scalar (false for a record without a label, whose
+    'label' is MISSING_LABEL_VALUE everywhere) and 'image_name' string
+    scalar. The image and label sizes are not checked against each other
+    here (the input pipeline does it, naming the image).
   """
   parsed = tf.io.parse_single_example(serialized, _FEATURES)
   image = decode_image(parsed[IMAGE_ENCODED_KEY])
@@ -207,12 +229,17 @@ def parse_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
   image_shape = tf.shape(image)
   height = tf.where(height > 0, height, image_shape[0])
   width = tf.where(width > 0, width, image_shape[1])
-  label = _decode_label(parsed[LABEL_ENCODED_KEY], parsed[LABEL_FORMAT_KEY],
-                        height, width)
+  has_label = tf.strings.length(parsed[LABEL_ENCODED_KEY]) > 0
+  label = tf.cond(
+      has_label,
+      lambda: _decode_label(parsed[LABEL_ENCODED_KEY],
+                            parsed[LABEL_FORMAT_KEY], height, width),
+      lambda: tf.fill(tf.stack([height, width]), MISSING_LABEL_VALUE))
   label.set_shape([None, None])  # [height, width]
   return {
       'image': image,
       'label': label,
+      'has_label': has_label,
       'image_name': parsed[IMAGE_FILENAME_KEY],
   }
 
@@ -256,7 +283,8 @@ def read_examples(file_patterns, max_examples: Optional[int] = None):
 
   Yields:
     dicts with 'image' uint8 [height, width, 3], 'label' int32 [height,
-    width] (stored values) and 'image_name' str.
+    width] (stored values; None for a record without a label) and
+    'image_name' str.
   """
   files = list_record_files(file_patterns)
   dataset = tf.data.TFRecordDataset(files).map(parse_example)
@@ -265,7 +293,7 @@ def read_examples(file_patterns, max_examples: Optional[int] = None):
   for example in dataset.as_numpy_iterator():
     yield {
         'image': example['image'],
-        'label': example['label'],
+        'label': example['label'] if example['has_label'] else None,
         'image_name': example['image_name'].decode('utf-8'),
     }
 

@@ -4,9 +4,12 @@ The SavedModel is written in TF Serving's versioned layout,
 `<output_path>/<version>/`, with two signatures:
 
   serving_default(encoded_images: string [B]): JPEG/PNG/BMP/GIF bytes (what
-    TF Serving's REST API receives as {"b64": ...}); decoded with
-    tf.io.decode_image(channels=3, expand_animations=False). Bytes that are
-    not an image raise InvalidArgumentError (a client error, not a crash).
+    TF Serving's REST API receives as {"b64": ...}); decoded by
+    tfrecord_format.decode_image, the decoder of the training and evaluation
+    records, so a JPEG gives the model the pixels it gave it in training
+    (the accurate integer DCT, not tf.io.decode_image's default). Bytes that
+    are not an image raise InvalidArgumentError (a client error, not a
+    crash).
   serving_float(images: float32 [B, H, W, 3]): RGB in [0, 255], any H, W.
 
 Both return
@@ -43,7 +46,10 @@ the limit bounds them too; the softmax is computed only when
 'probabilities' is exported. An empty batch returns empty outputs.
 """
 
+import contextlib
+import logging as python_logging
 import os
+import re
 from typing import Dict, Optional, Sequence, Tuple
 
 from absl import logging
@@ -52,6 +58,7 @@ import tensorflow as tf
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import preprocessing
+from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import image_header
 from deeplab_sp.export import version_dir
 from deeplab_sp.model import builder
@@ -156,7 +163,7 @@ class ServingModule(tf.Module):
     # The size in the header is checked before the decoder allocates it.
     with tf.control_dependencies(image_header.encoded_size_checks(
         encoded, self.max_input_pixels)):
-      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+      image = tfrecord_format.decode_image(encoded)
     image = tf.cast(image, tf.float32)
     padded, fitted = self._prepare(image)
     return padded, fitted, tf.shape(image)[:2]
@@ -339,6 +346,48 @@ def next_version(output_path: str) -> int:
   return max(versions, default=0) + 1
 
 
+# TensorFlow's note that inputs of a traced function get new names in the
+# SavedModel; the list of new names is captured.
+_RENAMING_NOTE = re.compile(
+    r'contains input name\(s\) .* will be renamed to (?P<names>.*) in the '
+    r'SavedModel')
+
+
+class _LoopCaptureRenamingFilter(python_logging.Filter):
+  """Drops TensorFlow's renaming note about the model's variables.
+
+  The signatures run the model inside tf.map_fn, so each model variable is
+  captured by the map's while loop, as a function input that TensorFlow
+  names `input_<n>` there and `map_<k>_while_input_<n>` in the SavedModel:
+  one INFO line listing a hundred names per signature. These are captured
+  variables, not the signature's inputs, whose names (`encoded_images`,
+  `images`) are kept; a note that renames anything else still shows.
+  """
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    match = _RENAMING_NOTE.search(record.getMessage())
+    if not match:
+      return True
+    names = [name.strip() for name in match.group('names').split(',')]
+    return not all(re.fullmatch(r'map(_\d+)?_while_input_\d+', name)
+                   for name in names)
+
+
+@contextlib.contextmanager
+def _without_loop_capture_renaming_notes():
+  # TensorFlow's SavedModel code logs the note through absl (today), or its
+  # own logger.
+  loggers = (logging.get_absl_logger(), tf.get_logger())
+  note_filter = _LoopCaptureRenamingFilter()
+  for logger in loggers:
+    logger.addFilter(note_filter)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(note_filter)
+
+
 def export_saved_model(module: ServingModule, output_path: str,
                        version: Optional[int] = None,
                        overwrite: bool = False) -> str:
@@ -381,7 +430,8 @@ def export_saved_model(module: ServingModule, output_path: str,
     signatures = {SERVING_DEFAULT: module.serve_encoded,
                   SERVING_FLOAT: module.serve_float}
     logging.info('Writing SavedModel to %s', temp_dir)
-    tf.saved_model.save(module, temp_dir, signatures=signatures)
+    with _without_loop_capture_renaming_notes():
+      tf.saved_model.save(module, temp_dir, signatures=signatures)
     if exists:
       version_dir.check_replaceable(export_dir)
       tf.io.gfile.rename(export_dir, old_dir)

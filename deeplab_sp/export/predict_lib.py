@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import image_header
 from deeplab_sp.utils import io
@@ -104,7 +105,9 @@ def _read_image(path: str,
     with tf.io.gfile.GFile(path, 'rb') as f:
       data = f.read()
     _check_size(path, data, max_input_pixels)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    # The decoding of the records and of the SavedModel, so the overlay
+    # shows the pixels the model saw.
+    image = tfrecord_format.decode_image(data)
   except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
           tf.errors.PermissionDeniedError) as e:
     raise ValueError(f'Cannot read image {path}: {e.message.splitlines()[0]}'

@@ -3,7 +3,12 @@
 Accumulates one confusion matrix over the whole evaluation split (padding
 and ignore pixels excluded), then reports mIoU, per-class IoU (absent classes
 as None, excluded from the mean) and pixel accuracy: as TensorBoard scalars,
-as a log table, and as `eval_results.json` in the experiment directory.
+as a log table, and as `eval_results.json` in the experiment directory;
+each evaluation is also appended as one JSON line to `eval_history.jsonl`
+beside it (step, miou, per_class_iou, pixel_accuracy, wall_time in seconds
+since the epoch, and the `superpixels` section when measured), the history
+the curves of tools/main_job.py are drawn from. Progress is logged every
+`log_every_batches` batches.
 With `superpixel_metrics`, the quality of the model's superpixels against the
 labels is added as the `superpixels` section and `superpixels/*` scalars
 (deeplab_sp/trainer/superpixel_eval.py).
@@ -12,6 +17,7 @@ labels is added as the `superpixels` section and `superpixels/*` scalars
 import json
 import math
 import os
+import time
 from typing import Dict, Optional, Sequence
 
 from absl import logging
@@ -26,6 +32,21 @@ from deeplab_sp.trainer import superpixel_eval
 from deeplab_sp.utils import io
 
 EVAL_RESULTS_FILENAME = 'eval_results.json'
+EVAL_HISTORY_FILENAME = 'eval_history.jsonl'
+# The keys of eval_results.json that go into each line of the history.
+_HISTORY_KEYS = ('step', 'miou', 'per_class_iou', 'pixel_accuracy',
+                 'num_images', superpixel_eval.SECTION)
+# Batches between the evaluation's progress lines.
+DEFAULT_LOG_EVERY_BATCHES = 50
+
+
+def read_history(experiment_dir: str) -> list:
+  """The evaluations of eval_history.jsonl, oldest first ([] if none)."""
+  path = os.path.join(experiment_dir, EVAL_HISTORY_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return [json.loads(line) for line in f.read().splitlines() if line]
 
 
 def _json_number(value: Optional[float]) -> Optional[float]:
@@ -47,6 +68,7 @@ class Evaluator(orbit.StandardEvaluator):
     superpixel_metrics: also measure the model's 'superpixel_ids' against
       the labels (ASA, boundary recall/precision, undersegmentation error,
       connectivity; means over images).
+    log_every_batches: batches between progress lines (0: none).
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, model: tf_keras.Model,
@@ -54,8 +76,12 @@ class Evaluator(orbit.StandardEvaluator):
                global_step: tf.Variable,
                experiment_dir: Optional[str] = None,
                colormap=None, vis_batch=None, image_summary_dir=None,
-               num_vis_images: int = 0, superpixel_metrics: bool = True):
+               num_vis_images: int = 0, superpixel_metrics: bool = True,
+               log_every_batches: int = DEFAULT_LOG_EVERY_BATCHES):
     self.strategy = strategy
+    self.log_every_batches = log_every_batches
+    self._num_batches = 0
+    self._eval_start = 0.0
     self.model = model
     self.class_names = list(class_names)
     self.global_step = global_step
@@ -85,6 +111,8 @@ class Evaluator(orbit.StandardEvaluator):
     return json.loads(self._last_results_json)
 
   def eval_begin(self):
+    self._num_batches = 0
+    self._eval_start = time.time()
     self.confusion.reset()
     self.num_images.assign(tf.zeros_like(self.num_images))
     # The superpixel accumulator is the orbit state passed to eval_reduce.
@@ -111,6 +139,15 @@ class Evaluator(orbit.StandardEvaluator):
     return self.strategy.run(step_fn, args=(next(iterator),))
 
   def eval_reduce(self, state=None, step_outputs=None):
+    # orbit calls this in Python after every batch (the evaluation loop is
+    # a Python loop), so it can count them.
+    self._num_batches += 1
+    if self.log_every_batches > 0 and (
+        self._num_batches % self.log_every_batches == 0):
+      elapsed = time.time() - self._eval_start
+      logging.info('Evaluation: %d batches in %.0f s (%.2f batches/s).',
+                   self._num_batches, elapsed,
+                   self._num_batches / max(elapsed, 1e-9))
     if self._superpixels is None:
       return state
     return self._superpixels.reduce(state, step_outputs)
@@ -138,6 +175,11 @@ class Evaluator(orbit.StandardEvaluator):
       io.write_atomically(
           os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
           json.dumps(results, indent=2, sort_keys=True))
+      line = {key: results[key] for key in _HISTORY_KEYS if key in results}
+      line['wall_time'] = time.time()
+      io.append_line_atomically(
+          os.path.join(self.experiment_dir, EVAL_HISTORY_FILENAME),
+          json.dumps(line, sort_keys=True))
     self._last_results_json = json.dumps(results)  # A str: not tracked.
     self._write_images(step)
     scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy}

@@ -5,7 +5,9 @@ Wires the model (deeplab_sp.model.builder), the input pipeline
 Evaluator, and a tf.train.CheckpointManager in
 `<model_dir>/<experiment_name>/` under an orbit.Controller. Training resumes
 from the latest checkpoint of the experiment; otherwise the model is
-initialised from trainer_options.initial_checkpoint (if set).
+initialised from trainer_options.initial_checkpoint (if set). Training
+writes the experiment's config as the TensorBoard text summary `config` of
+`train/` when it starts (at the step it starts from).
 """
 
 import contextlib
@@ -14,7 +16,9 @@ import os
 from typing import Callable, Optional
 
 from absl import logging
+from google.protobuf import text_format
 import orbit
+from orbit import controller as orbit_controller
 import tensorflow as tf
 import tf_keras
 
@@ -30,6 +34,21 @@ from deeplab_sp.utils import io
 from deeplab_sp.utils import lock
 
 MODES = experiment_lib.MODES
+
+
+def _orbit_log(message: str) -> None:
+  """orbit's progress lines, logged once.
+
+  orbit.Controller reports each line (`train | step: ...`) both to the log
+  and with print(), so a terminal showed every line twice; the log, with its
+  time and source, is kept.
+  """
+  logging.info(message)
+
+
+logging.ABSLLogger.register_frame_to_skip(__file__, _orbit_log.__name__)
+# orbit has no option for this; its module-level helper is replaced.
+orbit_controller._log = _orbit_log  # pylint: disable=protected-access
 # Seconds between polls for a new checkpoint in continuous_eval.
 CHECKPOINT_POLL_SECONDS = 2
 
@@ -304,6 +323,9 @@ def _run_experiment(experiment: experiment_lib.Experiment,
         summary_dir=summary_dir('train'),
         eval_summary_dir=summary_dir('eval'))
   total_steps = trainer_options.training_number_of_steps
+  if trainer is not None and summary_dir('train'):
+    _write_config_summary(summary_dir('train'), experiment,
+                          int(global_step.numpy()))
 
   if mode == 'train':
     _restore(checkpoint_manager)
@@ -335,6 +357,20 @@ def _run_experiment(experiment: experiment_lib.Experiment,
                      total_steps,
                      options.evaluator_options.continuous_eval_timeout_seconds)
   return evaluator.last_results if evaluator else {}
+
+
+def _write_config_summary(directory: str,
+                          experiment: experiment_lib.Experiment,
+                          step: int) -> None:
+  """The config as TensorBoard text (`config`), a code block in Markdown."""
+  text = text_format.MessageToString(experiment.options)
+  # Four spaces: a Markdown code block, so TensorBoard keeps the layout.
+  markdown = (f'Config file: `{experiment.path}`\n\n' + ''.join(
+      f'    {line}\n' for line in text.splitlines()))
+  writer = tf.summary.create_file_writer(directory)
+  with writer.as_default():
+    tf.summary.text('config', markdown, step=step)
+  writer.close()
 
 
 def _restore(checkpoint_manager) -> None:

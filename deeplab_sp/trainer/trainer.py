@@ -7,8 +7,10 @@ mean over the GLOBAL batch (loss.global_batch_mean), so the summed gradients
 equal those of the global-batch loss whatever the number of replicas.
 """
 
+import datetime
 import math
-from typing import Dict, Optional
+import time
+from typing import Dict, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -80,6 +82,8 @@ class Trainer(orbit.StandardTrainer):
     self.last_loss: Optional[float] = None
     # Step of the last progress line (trainer_options.log_steps).
     self._last_logged_step: Optional[int] = None
+    # (time, step) the speed of the next progress line is measured from.
+    self._speed_since: Optional[Tuple[float, int]] = None
     # trainer_options.use_xla compiles the forward and backward pass; the
     # cross-replica gradient sum and the optimizer step stay outside XLA.
     self._gradients_fn = (
@@ -91,6 +95,23 @@ class Trainer(orbit.StandardTrainer):
 
   def train_loop_begin(self) -> None:
     self.train_loss.reset_state()
+    if self._speed_since is None:
+      self._speed_since = (time.time(),
+                           int(self.optimizer.iterations.numpy()))
+
+  def _speed_and_eta(self, step: int) -> str:
+    """', 12.3 steps/s, ETA 0:01:40' since the last progress line."""
+    now = time.time()
+    since_time, since_step = self._speed_since or (now, step)
+    self._speed_since = (now, step)
+    if step <= since_step or now <= since_time:
+      return ''
+    # Includes the first loop's tracing and compilation: the first line's
+    # speed is low, the next ones measure the steps alone.
+    rate = (step - since_step) / (now - since_time)
+    remaining = max(self.options.training_number_of_steps - step, 0)
+    eta = datetime.timedelta(seconds=round(remaining / rate))
+    return f', {rate:.3g} steps/s, ETA {eta}'
 
   def _loss_and_gradients(self, images, labels, global_batch_size):
     """Forward and backward pass of one replica's batch.
@@ -162,8 +183,8 @@ class Trainer(orbit.StandardTrainer):
     log_every = max(self.options.log_steps, 1)
     if (self._last_logged_step is None or
         step // log_every > self._last_logged_step // log_every):
-      logging.info('step %d: loss %.4f, learning rate %.3g', step, loss,
-                   learning_rate)
+      logging.info('step %d: loss %.4f, learning rate %.3g%s', step, loss,
+                   learning_rate, self._speed_and_eta(step))
       self._last_logged_step = step
     self._maybe_write_images(step)
     scalars = {'loss': loss, 'learning_rate': learning_rate}

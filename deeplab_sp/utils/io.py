@@ -54,6 +54,28 @@ def write_atomically(path: str, content: Union[str, bytes]) -> None:
       f.write(content)
 
 
+def append_line_atomically(path: str, line: str) -> None:
+  """Appends one line (a newline is added) to the text file `path`.
+
+  The old content and the new line are written to a temporary, which is
+  renamed over `path`: a reader sees the file with or without the new line,
+  never half of it, on a local disk and on gs:// alike (GCS objects cannot
+  be appended to, and a local append of a long line may be read half
+  written). Rewriting the file costs its size per call, which is fine for
+  files that grow by a line per evaluation. Two processes appending at the
+  same moment may lose one line (the last rename wins); the callers are one
+  writer per file.
+  """
+  assert '\n' not in line, 'one line, without newlines'
+  old = ''
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path, 'r') as f:
+      old = f.read()
+    if old and not old.endswith('\n'):
+      old += '\n'
+  write_atomically(path, old + line + '\n')
+
+
 def process_is_alive(pid: int) -> bool:
   """True if a process with `pid` runs on this machine."""
   if pid <= 0:

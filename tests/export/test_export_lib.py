@@ -1,17 +1,24 @@
 """Tests of deeplab_sp.export.export_lib: signatures, sizes, plain-TF load."""
 
+import io
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 
+from absl import logging as absl_logging
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
+from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import preprocessing
+from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import export_lib
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.protos import dataset_pb2
 import export_testing
 from export_testing import png_bytes
 from export_testing import random_image
@@ -101,6 +108,40 @@ def test_model_size_image_equals_keras_argmax(exported):
   floats = loaded.signatures['serving_float'](
       images=tf.constant(image[np.newaxis], tf.float32))
   np.testing.assert_array_equal(floats['semantic'].numpy(), expected)
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=90)
+  return buffer.getvalue()
+
+
+def test_jpeg_is_served_with_the_decoding_of_training(exported, tmp_path):
+  # A smooth image with edges: what JPEG is for, and where the DCT methods
+  # disagree.
+  rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+  image = np.stack([rows * 4, cols * 4, (rows + cols) * 2], -1)
+  image = (image + random_image(SIZE, SIZE, seed=5) // 8).astype(np.uint8)
+  jpeg = _jpeg_bytes(image)
+  # The input pipeline's decoding of the bytes, from a record.
+  with tf.io.TFRecordWriter(str(tmp_path / 'val-00000-of-00001.tfrecord')) as w:
+    w.write(tfrecord_format.make_example(
+        jpeg, 'jpeg', 'a', SIZE, SIZE, tfrecord_format.encode_label_png(
+            np.zeros([SIZE, SIZE], np.uint8))).SerializeToString())
+  options = dataset_pb2.DatasetOptions(
+      dataset='cityscapes', batch_size=1, crop_size=[SIZE, SIZE],
+      repeat=False, file_pattern=[str(tmp_path / 'val-*')])
+  pipeline_image = next(input_pipeline.build_dataset(options, False)
+                        .as_numpy_iterator())['image']
+  default_decoding = tf.io.decode_image(jpeg, channels=3).numpy()
+  assert (default_decoding != pipeline_image[0]).any(), (
+      'the test image must tell the two decodings apart')
+  module, export_dir, _, _ = exported
+  expected = np.argmax(module.model(pipeline_image)['semantic_logits'], -1)
+  loaded = tf.saved_model.load(export_dir)
+  served = loaded.signatures['serving_default'](
+      encoded_images=tf.constant([jpeg]))['semantic'].numpy()
+  np.testing.assert_array_equal(served, expected)
 
 
 def test_other_sizes_are_resized_padded_and_restored(exported):
@@ -195,3 +236,37 @@ def test_saved_model_cli_lists_both_signatures(exported):
   assert "signature_def['serving_default']" in result.stdout
   assert "signature_def['serving_float']" in result.stdout
   assert 'encoded_images' in result.stdout
+
+
+def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
+                                                                tmp_path):
+  module, _, _, _ = exported
+  messages = []
+
+  class Recorder(logging.Handler):
+
+    def emit(self, record):
+      messages.append(record.getMessage())
+
+  recorder = Recorder(level=logging.DEBUG)
+  loggers = [absl_logging.get_absl_logger(), tf.get_logger()]
+  old_levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(recorder)
+  try:
+    export_lib.export_saved_model(module, str(tmp_path / 'saved'), version=1)
+  finally:
+    for logger, level in zip(loggers, old_levels):
+      logger.removeHandler(recorder)
+      logger.setLevel(level)
+  assert messages, 'the export logs'
+  assert not [m for m in messages if 'renamed' in m], [
+      m[:200] for m in messages if 'renamed' in m]
+  # A note renaming anything else (e.g. a signature input) still shows.
+  note_filter = export_lib._LoopCaptureRenamingFilter()  # pylint: disable=protected-access
+  record = logging.LogRecord(
+      'tensorflow', logging.INFO, __file__, 1,
+      'Function `f` contains input name(s) a/b with unsupported characters '
+      'which will be renamed to a_b in the SavedModel.', None, None)
+  assert note_filter.filter(record)

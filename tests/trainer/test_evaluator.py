@@ -68,3 +68,32 @@ def test_results_equal_the_hand_computed_confusion_matrix(tmp_path):
   # A second evaluation starts from an empty confusion matrix.
   evaluator.evaluate(tf.constant(-1))
   assert evaluator.last_results == saved
+
+
+def test_progress_every_n_batches_and_one_history_line_each(tmp_path,
+                                                            monkeypatch):
+  lines = []
+
+  def record(message, *args):
+    if message.startswith('Evaluation: %d batches'):
+      lines.append(message % args)
+
+  monkeypatch.setattr(evaluator_lib.logging, 'info', record)
+  step = tf.Variable(3, dtype=tf.int64)
+  evaluator = evaluator_lib.Evaluator(
+      tf.distribute.get_strategy(), _FixedPredictions(), _dataset(),
+      _CLASS_NAMES, step, experiment_dir=str(tmp_path), log_every_batches=1,
+      superpixel_metrics=False)
+  evaluator.evaluate(tf.constant(-1))
+  assert [line.split(' in ')[0] for line in lines] == [
+      'Evaluation: 1 batches', 'Evaluation: 2 batches']
+  step.assign(4)
+  evaluator.evaluate(tf.constant(-1))
+  history = evaluator_lib.read_history(str(tmp_path))
+  assert [entry['step'] for entry in history] == [3, 4]
+  assert history[0]['per_class_iou'] == evaluator.last_results['per_class_iou']
+  # Whole lines only, each a JSON object; no temporary is left behind.
+  text = (tmp_path / evaluator_lib.EVAL_HISTORY_FILENAME).read_text()
+  assert text.endswith('\n') and text.count('\n') == 2
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      'eval_history.jsonl', 'eval_results.json']

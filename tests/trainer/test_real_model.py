@@ -35,3 +35,10 @@ def test_real_model_trains_and_evaluates(tmp_path):
   with open(exp_dir / 'eval_results.json') as f:
     assert json.load(f) == results
   assert results['step'] == 20 and 0.0 <= results['miou'] <= 1.0
+  # One history line per evaluation (every 10 steps), the last one equal to
+  # eval_results.json, superpixel section included.
+  history = [json.loads(line) for line in
+             (exp_dir / 'eval_history.jsonl').read_text().splitlines()]
+  assert [entry['step'] for entry in history] == [10, 20]
+  assert history[-1]['miou'] == results['miou']
+  assert history[-1]['superpixels'] == results['superpixels']

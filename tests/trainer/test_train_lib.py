@@ -8,6 +8,7 @@ evaluation and summaries are the real ones.
 import gc
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 from tensorflow.python.checkpoint import checkpoint as tf_checkpoint
 
+from deeplab_sp.trainer import evaluator as evaluator_lib
 from deeplab_sp.trainer import metrics
 from deeplab_sp.trainer import train_lib
 from deeplab_sp.trainer import trainer as trainer_lib
@@ -266,3 +268,64 @@ def test_progress_line_every_log_steps(tmp_path, monkeypatch):
   _run(options, 'train', tmp_path)
   # The first loop reports (the run has started), then each multiple of 10.
   assert logged_steps == [5, 10, 20]
+
+
+def test_each_evaluation_appends_a_history_line(tmp_path):
+  options = trainer_testing.tiny_options(steps=10)
+  options.trainer_options.steps_per_loop = 5
+  options.evaluator_options.eval_interval_steps = 5
+  before = time.time()
+  results = _run(options, 'train_and_eval', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  lines = (exp_dir / 'eval_history.jsonl').read_text().splitlines()
+  history = [json.loads(line) for line in lines]
+  assert [entry['step'] for entry in history] == [5, 10]
+  for entry in history:
+    assert set(entry) >= {'step', 'miou', 'per_class_iou', 'pixel_accuracy',
+                          'wall_time'}
+    assert before <= entry['wall_time'] <= time.time()
+  assert history[-1]['miou'] == results['miou']
+  assert history[-1]['per_class_iou'] == results['per_class_iou']
+  assert evaluator_lib.read_history(str(exp_dir)) == history
+  # Evaluating again (the experiment is finished) appends one more line.
+  _run(options, 'eval', tmp_path)
+  assert len((exp_dir / 'eval_history.jsonl').read_text().splitlines()) == 3
+
+
+def test_training_writes_the_config_as_text_once(tmp_path):
+  options = trainer_testing.tiny_options(steps=10)
+  _run(options, 'train', tmp_path)
+  texts = []
+  directory = tmp_path / 'test_experiment' / 'train'
+  for path in tf.io.gfile.glob(str(directory / 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'config':
+          texts.append((event.step, tf.make_ndarray(value.tensor).item()))
+  assert len(texts) == 1 and texts[0][0] == 0
+  assert b'training_number_of_steps: 10' in texts[0][1]
+
+
+def test_progress_line_has_speed_and_eta(tmp_path, monkeypatch):
+  options = trainer_testing.tiny_options(steps=10)
+  options.trainer_options.steps_per_loop = 5
+  options.trainer_options.log_steps = 5
+  lines = []
+
+  def record(message, *args):
+    if message.startswith('step %d: loss'):
+      lines.append(message % args)
+
+  monkeypatch.setattr(trainer_lib.logging, 'info', record)
+  _run(options, 'train', tmp_path)
+  assert len(lines) == 2
+  assert all(re.search(r'[\d.e+]+ steps/s, ETA \d+:\d\d:\d\d$', line)
+             for line in lines), lines
+  assert lines[-1].endswith('ETA 0:00:00')
+
+
+def test_orbit_lines_are_logged_not_printed(tmp_path, capsys):
+  options = trainer_testing.tiny_options(steps=5)
+  _run(options, 'train', tmp_path)
+  # orbit would also print each line to stdout; the log has it already.
+  assert 'train | step:' not in capsys.readouterr().out

@@ -1,0 +1,132 @@
+"""Clients of a SavedModel served by TF Serving: REST (JSON) and gRPC.
+
+The REST request of the `serving_default` signature, in TF Serving's
+columnar format, with each image file's bytes in base64 (TF Serving decodes
+an object {"b64": ...} into the bytes of a string tensor):
+
+  POST http://HOST:8501/v1/models/MODEL[/versions/N]:predict
+  {"signature_name": "serving_default",
+   "inputs": {"encoded_images": [{"b64": "<base64 of image 1>"}, ...]}}
+
+The answer is {"outputs": {"semantic": [[[...]]], "image_size": [[h, w]],
+"superpixel_ids": ...}}: the signature's outputs as nested lists (see
+deeplab_sp/export/export_lib.py). `decode_rest_request` and
+`run_rest_request` do in process what TF Serving does with the JSON, so a
+request can be checked against the SavedModel without a server.
+
+gRPC (port 8500) sends the same tensor as a PredictRequest; it needs the
+optional `tensorflow-serving-api` package (`pip install -e .[serving]`), and
+only `grpc_predict` imports it.
+"""
+
+import base64
+import json
+import urllib.request
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from deeplab_sp.export import export_lib
+
+SIGNATURE_NAME = export_lib.SERVING_DEFAULT
+INPUT_NAME = 'encoded_images'
+DEFAULT_REST_PORT = 8501
+DEFAULT_GRPC_PORT = 8500
+_SERVING_API_HINT = (
+    'gRPC needs the optional tensorflow-serving-api package: pip install '
+    '-e .[serving] (or use --protocol=rest).')
+
+
+def rest_request(images: Sequence[bytes]) -> dict:
+  """The JSON body (a dict) of a REST predict request for encoded images."""
+  return {
+      'signature_name': SIGNATURE_NAME,
+      'inputs': {INPUT_NAME: [
+          {'b64': base64.b64encode(data).decode('ascii')} for data in images]},
+  }
+
+
+def rest_url(server: str, model_name: str,
+             version: Optional[int] = None) -> str:
+  """`http://server/v1/models/<model>[/versions/<n>]:predict`."""
+  if '://' not in server:
+    server = f'http://{server}'
+  path = f'/v1/models/{model_name}'
+  if version:
+    path += f'/versions/{version}'
+  return f'{server.rstrip("/")}{path}:predict'
+
+
+def send_rest(url: str, request: dict, timeout: float = 60.0) -> dict:
+  """POSTs `request` to TF Serving; returns the answer's 'outputs'."""
+  body = json.dumps(request).encode('utf-8')
+  http_request = urllib.request.Request(
+      url, data=body, headers={'Content-Type': 'application/json'})
+  with urllib.request.urlopen(http_request, timeout=timeout) as answer:
+    return json.loads(answer.read().decode('utf-8'))['outputs']
+
+
+def decode_rest_request(request: dict) -> Dict[str, tf.Tensor]:
+  """The signature's inputs from the JSON body, as TF Serving makes them.
+
+  Raises:
+    ValueError: the body is not a columnar request of this signature.
+  """
+  if request.get('signature_name', SIGNATURE_NAME) != SIGNATURE_NAME:
+    raise ValueError(f'The request names signature '
+                     f'{request.get("signature_name")!r}; this client builds '
+                     f'{SIGNATURE_NAME!r} requests.')
+  values = request.get('inputs', {}).get(INPUT_NAME)
+  if not isinstance(values, list):
+    raise ValueError(f'The request has no "inputs": {{"{INPUT_NAME}": '
+                     '[...]}.')
+  images = []
+  for value in values:
+    if not (isinstance(value, dict) and set(value) == {'b64'}):
+      raise ValueError('Each image must be an object {"b64": "<base64>"}.')
+    images.append(base64.b64decode(value['b64']))
+  return {INPUT_NAME: tf.constant(images, tf.string)}
+
+
+def run_rest_request(signature, request: dict) -> dict:
+  """Runs the JSON body through a loaded signature; the answer's 'outputs'.
+
+  Args:
+    signature: e.g. tf.saved_model.load(dir).signatures['serving_default'].
+    request: the JSON body (a dict, as json.loads gives it).
+  """
+  outputs = signature(**decode_rest_request(request))
+  return {name: value.numpy().tolist() for name, value in outputs.items()}
+
+
+def grpc_request(model_name: str, images: Sequence[bytes],
+                 version: Optional[int] = None):
+  """A tensorflow_serving PredictRequest of `images` (needs the package)."""
+  try:
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(_SERVING_API_HINT) from e
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = model_name
+  request.model_spec.signature_name = SIGNATURE_NAME
+  if version:
+    request.model_spec.version.value = version
+  request.inputs[INPUT_NAME].CopyFrom(
+      tf.make_tensor_proto(list(images), dtype=tf.string))
+  return request
+
+
+def grpc_predict(server: str, model_name: str, images: Sequence[bytes],
+                 version: Optional[int] = None,
+                 timeout: float = 60.0) -> Dict[str, np.ndarray]:
+  """Sends a PredictRequest over gRPC; returns the outputs as arrays."""
+  request = grpc_request(model_name, images, version)
+  # The optional packages, only here (the REST path does not need them).
+  import grpc  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  with grpc.insecure_channel(server) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    answer = stub.Predict(request, timeout=timeout)
+  return {name: tf.make_ndarray(proto) for name, proto in
+          answer.outputs.items()}
