@@ -116,7 +116,8 @@ class Experiment:
   @property
   def keras_mixed_precision_policy(self) -> str:
     """The tf_keras global policy of trainer_options.mixed_precision."""
-    return MIXED_PRECISION_POLICIES[self.options.trainer_options.mixed_precision]
+    precision = self.options.trainer_options.mixed_precision
+    return MIXED_PRECISION_POLICIES[precision]
 
   def summary(self, with_path: bool = True) -> str:
     """A short human-readable summary of the experiment's geometry."""
@@ -461,7 +462,9 @@ def _validate_trainer(path: str, options) -> None:
         f'({options.save_summaries_steps}) must be a multiple of '
         f'{prefix}.steps_per_loop ({options.steps_per_loop}): summaries are '
         'written at the end of a loop. Change one of them, e.g. '
-        f'save_summaries_steps: {_next_multiple(options.save_summaries_steps, options.steps_per_loop)}.')
+        'save_summaries_steps: '
+        f'{_next_multiple(options.save_summaries_steps, options.steps_per_loop)}'
+        '.')
 
 
 def _next_multiple(value: int, step: int) -> int:

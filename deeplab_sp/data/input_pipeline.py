@@ -31,9 +31,9 @@ examples (image_name '') so shapes stay static and the metric is
 unaffected. When resize_longer_side resizes the images (ADE20K), the batch
 also holds the label at its original size ('original_label', padded to the
 batch's largest, so not a static shape), its size ('original_size') and
-the size of the resized image ('resized_size'): the evaluator scores predictions resized back to the
-annotation's resolution (paper Sec. IV-A follows the standard ADE20K
-protocol), never resized labels. 'label' stays the resized label (for the
+the size of the resized image ('resized_size'): the evaluator scores
+predictions resized back to the annotation's resolution (paper Sec. IV-A
+follows the standard ADE20K protocol), never resized labels. 'label' stays the resized label (for the
 superpixel metrics and the summaries).
 
 Sharding under tf.distribute: by file when there are at least as many files
