@@ -37,17 +37,22 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+from matplotlib import figure as figure_lib
+from matplotlib.backends import backend_agg
 import numpy as np
+from skimage import segmentation
 import tensorflow as tf
 import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
+from deeplab_sp import visualization
 from deeplab_sp.data import dataset_info
 from deeplab_sp.data import input_pipeline
+from deeplab_sp.export import export_lib
+from deeplab_sp.model import builder
 from deeplab_sp.protos import dataset_pb2
 from deeplab_sp.trainer import superpixel_metrics
 from deeplab_sp.utils import io as io_lib
-from deeplab_sp import visualization
 
 LEARNED = 'learned'
 BASELINES = ('grid', 'slic', 'init')
@@ -134,7 +139,6 @@ def slic_superpixels(image: np.ndarray, num_segments: int,
   With `match_count`, n_segments is raised until SLIC returns at least
   `num_segments` superpixels (see the module docstring).
   """
-  from skimage import segmentation  # pylint: disable=g-import-not-at-top
   rgb = np.clip(np.asarray(image, np.float64) / 255.0, 0.0, 1.0)
   below, above = None, None  # (n_segments, count, ids) either side.
   requested = num_segments
@@ -161,7 +165,6 @@ def slic_superpixels(image: np.ndarray, num_segments: int,
 
 
 def _build_model(options, num_classes, input_size):
-  from deeplab_sp.model import builder  # pylint: disable=g-import-not-at-top
   model_options = type(options.model_options)()
   model_options.CopyFrom(options.model_options)
   # Every weight comes from the checkpoint (or the seed): do not read the
@@ -186,7 +189,6 @@ def build_superpixel_fns(options, num_classes: int, input_size,
     FileNotFoundError: no checkpoint at `checkpoint_path`.
     ValueError: the checkpoint does not fit the config's model.
   """
-  from deeplab_sp.export import export_lib  # pylint: disable=g-import-not-at-top
   prefix = export_lib.resolve_checkpoint(checkpoint_path)
   fns = {}
   if with_init:
@@ -298,9 +300,6 @@ def figure_png(examples, methods: Sequence[str],
                colormap: Sequence[Sequence[int]]) -> bytes:
   """PNG bytes: per image, the image, its labels and each method's
   superpixel boundaries (skimage.segmentation.mark_boundaries)."""
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
-  from matplotlib import figure as figure_lib  # pylint: disable=g-import-not-at-top
-  from skimage import segmentation  # pylint: disable=g-import-not-at-top
   columns = 2 + len(methods)
   rows = max(1, len(examples))
   figure = figure_lib.Figure(figsize=(2.2 * columns, 2.3 * rows))

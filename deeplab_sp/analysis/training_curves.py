@@ -12,6 +12,8 @@ import io
 import os
 from typing import List, Tuple
 
+from matplotlib import figure as figure_lib
+from matplotlib.backends import backend_agg
 import tensorflow as tf
 from tensorflow.core.util import event_pb2  # pylint: disable=g-direct-tensorflow-import
 
@@ -46,8 +48,6 @@ def read_scalars(summary_dir: str, tag: str) -> List[Tuple[int, float]]:
 def curves_png(losses: List[Tuple[int, float]],
                history: List[dict], title: str = '') -> bytes:
   """PNG bytes: the loss (left) and the mIoU (right) against the step."""
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
-  from matplotlib import figure as figure_lib  # pylint: disable=g-import-not-at-top
   figure = figure_lib.Figure(figsize=(10, 3.8))
   backend_agg.FigureCanvasAgg(figure)
   loss_axis = figure.add_subplot(1, 2, 1)

@@ -61,6 +61,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
+from skimage import measure
 
 DEFAULT_TOLERANCE = 2
 DEFAULT_IGNORE_LABEL = 255
@@ -145,7 +146,6 @@ def connected_components_per_superpixel(superpixels: np.ndarray
 
 def _region_counts(superpixels: np.ndarray) -> np.ndarray:
   """int64 [max id + 1]: number of 4-connected regions of each id."""
-  from skimage import measure  # pylint: disable=g-import-not-at-top
   # Regions of equal value (connectivity=1: 4-neighbours), labelled 1..R;
   # the ids are >= 0, so no pixel is background.
   regions = measure.label(superpixels, connectivity=1, background=-1)
