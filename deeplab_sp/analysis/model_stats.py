@@ -6,44 +6,25 @@ TensorFlow's graph profiler on the frozen inference graph at the config's
 evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
 paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
 about 170G multiply-adds), so `multiply_adds` (= flops / 2) is the number to
-compare with Table I. TensorFlow has no FLOP statistics for Einsum (the
-attention of both local-attention implementations and of tf_keras'
-projections uses it); this module registers them (one multiply-add per
-combination of the equation's indices), so every matmul-like op is counted.
-Other ops without statistics (e.g. resizes, exp) are not counted.
+compare with Table I. TensorFlow itself has no FLOP statistics for Einsum
+(the attention of both local-attention implementations and of tf_keras'
+projections uses it); the Model Garden registers them (one multiply-add per
+combination of the equation's indices) when official.core.train_utils is
+imported, so every matmul-like op is counted. Registering them a second time
+is an error, so this module uses the Model Garden's. Other ops without
+statistics (e.g. resizes, exp) are not counted.
 """
 
-import math
 from typing import Dict
 
+from official.core import train_utils  # pylint: disable=unused-import
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.python.framework import graph_util  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model import sp_transformer
 from deeplab_sp.model.kernels import xla_islands
-
-
-def _einsum_flops(graph, node):
-  """FLOPs of a static-shape Einsum: 2 x the product of all index sizes."""
-  equation = node.attr['equation'].s.decode().replace(' ', '')
-  operands = equation.split('->')[0].split(',')
-  sizes = {}
-  for spec, name in zip(operands, node.input):
-    shape = graph_util.tensor_shape_from_node_def_name(graph, name)
-    if '.' in spec or not shape.is_fully_defined():
-      return ops.OpStats('flops', None)
-    sizes.update(zip(spec, shape.as_list()))
-  return ops.OpStats('flops', 2 * math.prod(sizes.values()))
-
-
-try:
-  ops.RegisterStatistics('Einsum', 'flops')(_einsum_flops)
-except KeyError:  # Already registered (by TensorFlow or a re-import).
-  pass
 
 
 def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
