@@ -23,44 +23,35 @@ from deeplab_sp.model import tokenization
 from deeplab_sp.protos import model_pb2
 
 
-def local_attention_implementation(value) -> str:
-  """local_attention.NAIVE or EFFICIENT for a LocalAttentionImplementation.
+def _enum_name(enum, value, allowed) -> str:
+  """The name of `value` in the proto `enum`, if it is one of `allowed`.
 
   Raises:
-    ValueError: if `value` is not a value of the enum.
+    ValueError: if `value` is not a value of the enum (a bool is not).
   """
-  if isinstance(value, bool) or not isinstance(value, int):
-    name = None
-  else:
+  name = None
+  if isinstance(value, int) and not isinstance(value, bool):
     try:
-      name = model_pb2.LocalAttentionImplementation.Name(value)
+      name = enum.Name(value)
     except ValueError:
-      name = None
-  if name not in local_attention.IMPLEMENTATIONS:
-    raise ValueError(
-        f'Unknown LocalAttentionImplementation {value!r}: use one of '
-        f'{local_attention.IMPLEMENTATIONS} (NAIVE = 0, EFFICIENT = 1).')
+      pass
+  if name not in allowed:
+    numbered = ', '.join(f'{n} = {enum.Value(n)}' for n in allowed)
+    raise ValueError(f'Unknown {enum.DESCRIPTOR.name} {value!r}: use one of '
+                     f'{tuple(allowed)} ({numbered}).')
   return name
+
+
+def local_attention_implementation(value) -> str:
+  """local_attention.NAIVE or EFFICIENT for a LocalAttentionImplementation."""
+  return _enum_name(model_pb2.LocalAttentionImplementation, value,
+                    local_attention.IMPLEMENTATIONS)
 
 
 def association_logit_scale(value) -> str:
-  """association.SQRT_CHANNELS or NONE for an AssociationLogitScale.
-
-  Raises:
-    ValueError: if `value` is not a value of the enum.
-  """
-  if isinstance(value, bool) or not isinstance(value, int):
-    name = None
-  else:
-    try:
-      name = model_pb2.AssociationLogitScale.Name(value)
-    except ValueError:
-      name = None
-  if name not in association.LOGIT_SCALES:
-    raise ValueError(
-        f'Unknown AssociationLogitScale {value!r}: use one of '
-        f'{association.LOGIT_SCALES} (SQRT_CHANNELS = 0, NONE = 1).')
-  return name
+  """association.SQRT_CHANNELS or NONE for an AssociationLogitScale."""
+  return _enum_name(model_pb2.AssociationLogitScale, value,
+                    association.LOGIT_SCALES)
 
 
 def build_hypercolumn(options: model_pb2.HypercolumnOptions,
