@@ -17,6 +17,7 @@ from deeplab_sp.model import position_embedding
 from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import resize
 from deeplab_sp.model.kernels import xla_islands
 
 # Paper, Sec. IV-A: every endpoint is projected to 256 channels.
@@ -97,8 +98,7 @@ def _resize(features, size):
   """Bilinear resize (half-pixel centres, no antialiasing), dtype kept."""
   if tuple(features.shape[1:3]) == tuple(size):
     return features
-  return tf.cast(tf.image.resize(features, size, method='bilinear'),
-                 features.dtype)
+  return resize.bilinear(features, size)
 
 
 def project_and_resize(projection: EndpointProjection, features: tf.Tensor,

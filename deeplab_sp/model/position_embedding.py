@@ -12,6 +12,8 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model.kernels import resize
+
 # The stored table is this many times smaller than the feature map (paper,
 # Sec. IV-A).
 POSITION_EMBEDDING_DOWNSAMPLING = 4
@@ -49,8 +51,7 @@ class AddPositionEmbedding(tf_keras.layers.Layer):
 
   def call(self, features):
     size = tf.shape(features)[1:3]
-    embedding = tf.image.resize(self.table[tf.newaxis], size,
-                                method='bilinear')
+    embedding = resize.bilinear(self.table[tf.newaxis], size)
     return features + tf.cast(embedding, features.dtype)
 
   def get_config(self):

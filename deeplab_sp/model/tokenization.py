@@ -40,6 +40,7 @@ from deeplab_sp.model import local_attention
 from deeplab_sp.model import position_embedding
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import resize
 
 _INIT_STDDEV = 0.02
 _LAYER_NORM_EPSILON = 1e-5
@@ -73,7 +74,7 @@ def _resize_neighborhood_table(table, cell_height, cell_width,
   image = tf.reshape(table, (3, 3, cell_height, cell_width, channels))
   image = tf.reshape(tf.transpose(image, (0, 2, 1, 3, 4)),
                      (3 * cell_height, 3 * cell_width, channels))
-  image = tf.image.resize(image[tf.newaxis],
+  image = resize.bilinear(image[tf.newaxis],
                           (3 * new_height, 3 * new_width))[0]
   image = tf.reshape(image, (3, new_height, 3, new_width, channels))
   image = tf.transpose(image, (0, 2, 1, 3, 4))

@@ -11,6 +11,8 @@ variables and the same results to float32 round-off:
   * attention.MultiHeadSelfAttention: tf_keras' MultiHeadAttention with
     self-attention as batched matmuls;
   * activations.gelu: the exact GELU through erf;
+  * resize.bilinear: tf.image.resize whose gradient keeps the input's
+    dtype (bfloat16 training steps compile with XLA);
   * xla_islands.fused / disabled() / enabled() / compiled_functions():
     memory-bound tails compiled by XLA inside a plain graph, and the switch
     that turns them off (the SavedModel export, FLOP counting).
