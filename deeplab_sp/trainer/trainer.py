@@ -158,18 +158,26 @@ class Trainer(orbit.StandardTrainer):
     return self._gradients_fn(batch['image'], batch['label'],
                               global_batch_size)
 
+  def replica_step(self, batch) -> None:
+    """One replica's whole training step (replica context).
+
+    Forward and backward pass, both optimizers' updates and the loss metric:
+    what a TPU compiles as one program (trainer/tpu_compat.py compiles this
+    method to check that it can).
+
+    Args:
+      batch: this replica's {'image', 'label', ...}.
+    """
+    grads, share = self.replica_gradients(batch)
+    self.optimizer.apply_gradients(
+        list(zip(grads, self.model.trainable_variables)),
+        backbone_variables=self.model.encoder.trainable_variables)
+    # The metric averages over replicas: n shares average to their sum.
+    self.train_loss.update_state(share * self.strategy.num_replicas_in_sync)
+
   def train_step(self, iterator) -> None:
     """Runs one distributed training step on the next batch."""
-
-    def step_fn(batch):
-      grads, share = self.replica_gradients(batch)
-      self.optimizer.apply_gradients(
-          list(zip(grads, self.model.trainable_variables)),
-          backbone_variables=self.model.encoder.trainable_variables)
-      # The metric averages over replicas: n shares average to their sum.
-      self.train_loss.update_state(share * self.strategy.num_replicas_in_sync)
-
-    self.strategy.run(step_fn, args=(next(iterator),))
+    self.strategy.run(self.replica_step, args=(next(iterator),))
 
   def train_loop_end(self) -> Dict[str, float]:
     """Checks the loss is finite and returns the scalars to summarise."""
