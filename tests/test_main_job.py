@@ -48,8 +48,8 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
   assert (version_dir / 'saved_model.pb').exists()
 
   prediction_dir = work_dir / 'predictions' / EXPERIMENT
-  labels = sorted(prediction_dir.glob('*_labels.png'))
-  overlays = sorted(prediction_dir.glob('*_superpixels.png'))
+  labels = sorted((prediction_dir / 'labels').glob('*_color.png'))
+  overlays = sorted((prediction_dir / 'superpixels').glob('*_superpixels.png'))
   assert len(labels) == 2 and len(overlays) == 2
   for path in labels + overlays:
     image = np.asarray(Image.open(path))
