@@ -42,7 +42,7 @@ COLOR = 'color'
 TRAIN_IDS = 'train_ids'
 LABEL_IDS = 'label_ids'
 OUTPUT_FORMATS = (COLOR, TRAIN_IDS, LABEL_IDS)
-# The file name suffix of each format (Cityscapes' own names for them).
+# The file name suffix of each format (after Cityscapes' gtFine names).
 _SUFFIXES = {COLOR: '_color.png', TRAIN_IDS: '_trainIds.png',
              LABEL_IDS: '_labelIds.png'}
 OVERLAY_SUFFIX = '_superpixels.png'

@@ -3,13 +3,14 @@
 On a mock val split (a few small images in Cityscapes' layout, with
 *_gtFine_labelIds.png holding evaluated, ignored and non-evaluated ids), a
 tiny Cityscapes model predicts through predict_lib twice: as labelIds,
-which cityscapesscripts' csEvalPixelLevelSemanticLabeling scores (as the
-README says to run it), and as train ids, which our evaluator's metric
-(deeplab_sp/trainer/metrics.py) scores against the labels converted as the
-record builder converts them. Both give the same per-class IoU over the 19
-classes and the same mIoU.
+which cityscapesscripts' csEvalPixelLevelSemanticLabeling scores (with the
+environment the README gives it; run here as its module), and as train
+ids, which our evaluator's metric (deeplab_sp/trainer/metrics.py) scores
+against the labels converted as the record builder converts them. Both
+give the same per-class IoU over the 19 classes and the same mIoU.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -37,14 +38,14 @@ _HEIGHT, _WIDTH = 48, 64
 _ABSENT_LABEL_IDS = (28, 31)  # bus, train.
 _LABEL_IDS = [i for i in range(cityscapes.MAX_LABEL_ID + 1)
               if i not in _ABSENT_LABEL_IDS]
-# The official evaluation's console script, beside the test's interpreter.
-_EVALUATOR = os.path.join(os.path.dirname(sys.executable),
-                          'csEvalPixelLevelSemanticLabeling')
+# The module of the official evaluation's console script,
+# csEvalPixelLevelSemanticLabeling (run here with the test's interpreter).
+_EVALUATOR = 'cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling'
 
 
 def _official_evaluation_problem():
   """Why the official evaluation cannot run here (None: it can)."""
-  if not os.path.exists(_EVALUATOR):
+  if importlib.util.find_spec('cityscapesscripts') is None:
     return ('cityscapesscripts is not installed; pip install -e '
             '".[cityscapes]" (tools/setup.sh does).')
   if not hasattr(np, 'in1d'):
@@ -124,8 +125,9 @@ def test_official_evaluation_matches_ours(model, tmp_path):
   environment = dict(os.environ, CITYSCAPES_DATASET=dataset_root,
                      CITYSCAPES_RESULTS=str(results_dir),
                      CITYSCAPES_EXPORT_DIR=str(export_dir))
-  result = subprocess.run([_EVALUATOR], env=environment, capture_output=True,
-                          text=True, timeout=300, check=False)
+  result = subprocess.run([sys.executable, '-m', _EVALUATOR],
+                          env=environment, capture_output=True, text=True,
+                          timeout=300, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert f'Evaluating {len(_IMAGES)} pairs of images' in result.stdout
   official = json.loads(

@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+# The source tree (under Bazel too: the resolved path of this file).
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 NO_GPU_LINE = 'failed call to cuInit'
 # Where TensorFlow's CUDA platform finds no GPU, it logs NO_GPU_LINE.
