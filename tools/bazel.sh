@@ -28,7 +28,8 @@
 # only; 8.x removed them).
 #
 # DEEPLAB_SP_VENV=/path/to/venv uses that environment instead of .venv (it
-# must have the packages of pyproject.toml, with test extra).
+# must have the packages of pyproject.toml, with the test extra; without the
+# cityscapes extra the test of the official Cityscapes evaluation skips).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

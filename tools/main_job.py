@@ -171,11 +171,13 @@ def _validation_images(data_dir, image_dir, count):
 
 
 def _predict(saved_model_dir, images, output_dir):
+  """Label maps into output_dir/labels, overlays into output_dir/superpixels."""
   _step('4/5 Predictions')
   _run(['tools/predict.py', f'--saved_model={saved_model_dir}',
         '--images=' + ','.join(str(p) for p in images),
-        f'--output_dir={output_dir}'])
-  return sorted(output_dir.glob('*.png'))
+        f'--output_dir={output_dir / "labels"}',
+        f'--overlay_dir={output_dir / "superpixels"}'])
+  return sorted(output_dir.glob('*/*.png'))
 
 
 def _color_baseline(data_dir, result_path, dataset):

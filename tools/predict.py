@@ -1,18 +1,25 @@
-"""Predicts label maps and superpixels for image files.
+"""Predicts label maps (and superpixel overlays) for image files.
 
 Runs an exported SavedModel (--saved_model) or a config plus checkpoint
-(--config_file and --checkpoint_path) on --images and writes, per image,
-<name>_labels.png (colour-coded label map) and <name>_superpixels.png (the
-image with superpixel boundaries) into --output_dir. An unreadable image
-stops the run, naming the file, before anything is written.
+(--config_file and --checkpoint_path) on --images and writes one label map
+per image into --output_dir, as --output_format says:
+  color      <name>_color.png: RGB in the dataset's colours (default);
+  train_ids  <name>_trainIds.png: one channel, the class index;
+  label_ids  <name>_labelIds.png: one channel, Cityscapes labelIds, what the
+             official Cityscapes evaluation and test server score.
+With --overlay_dir, <name>_superpixels.png (the image with superpixel
+boundaries) goes there; it must not be inside --output_dir. An unreadable
+image stops the run, naming the file, before anything is written.
 
 Examples:
   .venv/bin/python tools/predict.py --saved_model=exported/tiny/1 \
-    --images="photos/*.png" --output_dir=predictions
+    --images="photos/*.png" --output_dir=predictions \
+    --overlay_dir=superpixels
   .venv/bin/python tools/predict.py \
-    --config_file=configs/synthetic/sp_transformer_tiny.textproto \
-    --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
-    --images=a.jpg,b.png --output_dir=predictions
+    --config_file=configs/cityscapes/sp_transformer_r50.textproto \
+    --checkpoint_path=work_dirs/experiments/cityscapes_sp_transformer_r50 \
+    --images="/data/cityscapes/leftImg8bit/val/*/*.png" \
+    --output_format=label_ids --output_dir=work_dirs/cityscapes_val
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines
@@ -38,7 +45,17 @@ _IMAGES = flags.DEFINE_list(
     'images', None, 'Comma-separated image files or globs (JPEG, PNG, BMP, '
     'GIF).', required=True)
 _OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', None, 'Directory for the PNGs (created).', required=True)
+    'output_dir', None, 'Directory for the label maps, one PNG per image '
+    '(created).', required=True)
+_OUTPUT_FORMAT = flags.DEFINE_enum(
+    'output_format', predict_lib.COLOR, predict_lib.OUTPUT_FORMATS,
+    'color: RGB in the dataset\'s colours; train_ids: one channel, the class '
+    'index; label_ids: one channel, Cityscapes labelIds (the official '
+    'evaluation\'s and test server\'s format; Cityscapes models only).')
+_OVERLAY_DIR = flags.DEFINE_string(
+    'overlay_dir', None, 'Directory for the images with superpixel '
+    'boundaries drawn on them (created; not inside --output_dir). Default: '
+    'none written.')
 _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     'max_input_pixels', image_header.DEFAULT_MAX_INPUT_PIXELS,
     'Largest image (height * width) read; larger ones stop the run before '
@@ -55,14 +72,17 @@ def main(argv):
                          'and --checkpoint_path.')
   files = predict_lib.expand_images(_IMAGES.value)
   if _SAVED_MODEL.value:
-    predict, colormap = predict_lib.load_saved_model(_SAVED_MODEL.value)
+    model = predict_lib.load_saved_model(_SAVED_MODEL.value)
   else:
-    predict, colormap = predict_lib.load_checkpoint(_CONFIG_FILE.value,
-                                                    _CHECKPOINT_PATH.value)
-  written = predict_lib.predict_files(predict, colormap, files,
-                                      _OUTPUT_DIR.value,
-                                      _MAX_INPUT_PIXELS.value)
-  print(f'Wrote {len(set(written))} files to {_OUTPUT_DIR.value}')
+    model = predict_lib.load_checkpoint(_CONFIG_FILE.value,
+                                        _CHECKPOINT_PATH.value)
+  predict_lib.predict_files(model, files, _OUTPUT_DIR.value,
+                            _OUTPUT_FORMAT.value, _OVERLAY_DIR.value,
+                            _MAX_INPUT_PIXELS.value)
+  overlays = (f' and {len(files)} overlays to {_OVERLAY_DIR.value}'
+              if _OVERLAY_DIR.value else '')
+  print(f'Wrote {len(files)} label maps ({_OUTPUT_FORMAT.value}) to '
+        f'{_OUTPUT_DIR.value}{overlays}')
 
 
 if __name__ == '__main__':

@@ -10,6 +10,8 @@ Labels are stored as train ids (0..18, 255 = ignore). Where only
 *_gtFine_labelIds.png exist they are converted with the official Cityscapes
 label table (LABEL_ID_TO_TRAIN_ID: the 19 evaluated classes, everything else
 255). The record's image/filename is `{name}` (DeepLab2's convention).
+TRAIN_ID_TO_LABEL_ID maps predictions back to labelIds, the values the
+official evaluation (cityscapesscripts) and the test server score.
 """
 
 import os
@@ -63,6 +65,30 @@ LABEL_ID_TO_TRAIN_ID = (
     18,      # 33 bicycle
 )
 MAX_LABEL_ID = len(LABEL_ID_TO_TRAIN_ID) - 1
+# The way back, train id -> labelId, for predictions in the official
+# evaluation's and test server's format (they score *_gtFine_labelIds.png
+# values): the id of each of the 19 evaluated classes of the table above.
+TRAIN_ID_TO_LABEL_ID = (
+    7,   # 0 road
+    8,   # 1 sidewalk
+    11,  # 2 building
+    12,  # 3 wall
+    13,  # 4 fence
+    17,  # 5 pole
+    19,  # 6 traffic light
+    20,  # 7 traffic sign
+    21,  # 8 vegetation
+    22,  # 9 terrain
+    23,  # 10 sky
+    24,  # 11 person
+    25,  # 12 rider
+    26,  # 13 car
+    27,  # 14 truck
+    28,  # 15 bus
+    31,  # 16 train
+    32,  # 17 motorcycle
+    33,  # 18 bicycle
+)
 
 IMAGE_SUFFIX = '_leftImg8bit.png'
 TRAIN_ID_SUFFIX = '_gtFine_labelTrainIds.png'
@@ -77,6 +103,18 @@ def label_ids_to_train_ids(label: np.ndarray, path: str) -> np.ndarray:
   source_files.check_label_range(label, path, MAX_LABEL_ID, None,
                                  'Cityscapes labelIds')
   return np.asarray(LABEL_ID_TO_TRAIN_ID, np.uint8)[label]
+
+
+def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+  """Predicted train ids (0..18) -> labelIds (uint8); ValueError otherwise."""
+  train_ids = np.asarray(train_ids)
+  if train_ids.size and (train_ids.min() < 0 or
+                         train_ids.max() >= len(TRAIN_ID_TO_LABEL_ID)):
+    raise ValueError(
+        f'Cityscapes train ids are 0..{len(TRAIN_ID_TO_LABEL_ID) - 1}; got '
+        f'values {train_ids.min()}..{train_ids.max()}. Only a model trained '
+        'on Cityscapes\' 19 classes has labelIds.')
+  return np.asarray(TRAIN_ID_TO_LABEL_ID, np.uint8)[train_ids]
 
 
 def check_train_ids(label: np.ndarray, path: str) -> np.ndarray:

@@ -1,24 +1,35 @@
 """Runs an exported SavedModel, or a config plus checkpoint, on image files.
 
-For every image `<name>.<ext>` it writes, into the output directory,
-  <name>_labels.png: the label map coloured with the dataset's colormap;
-  <name>_superpixels.png: the image with the boundaries of the hard
-    superpixel assignment drawn on it (paper Fig. 4 style).
+For every image `<name>.<ext>` it writes one label map into the output
+directory, in one of OUTPUT_FORMATS:
+  color:     <name>_color.png, RGB in the dataset's colours (to look at);
+  train_ids: <name>_trainIds.png, one channel, the class index (train id);
+  label_ids: <name>_labelIds.png, one channel, Cityscapes labelIds: what the
+    official Cityscapes evaluation (cityscapesscripts) and its test server
+    score (Cityscapes models only).
+With an overlay directory it also writes there <name>_superpixels.png, the
+image with the boundaries of the hard superpixel assignment drawn on it
+(paper Fig. 4 style). Overlays never share the label maps' directory: the
+official evaluation takes every PNG under its results directory whose name
+starts with an image's `<city>_<seq>_<frame>` as that image's prediction.
 All inputs are decoded first, so an unreadable image stops the run before
 anything is written. An image larger than max_input_pixels (height *
 width, read from its header before decoding) is refused the same way.
 Inputs that share a name (a.png and a.jpg, or dir1/a.png and dir2/a.png)
-get distinct outputs (`a_labels.png`, `a_2_labels.png`, ...), so no output
+get distinct outputs (`a_color.png`, `a_2_color.png`, ...), so no output
 overwrites another. PNGs are written to a temporary name, then renamed.
 """
 
+import dataclasses
 import os
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.data import cityscapes
+from deeplab_sp.data import dataset_info
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import image_header
@@ -26,6 +37,29 @@ from deeplab_sp.utils import io
 from deeplab_sp import visualization
 
 Predictor = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
+
+COLOR = 'color'
+TRAIN_IDS = 'train_ids'
+LABEL_IDS = 'label_ids'
+OUTPUT_FORMATS = (COLOR, TRAIN_IDS, LABEL_IDS)
+# The file name suffix of each format (after Cityscapes' gtFine names).
+_SUFFIXES = {COLOR: '_color.png', TRAIN_IDS: '_trainIds.png',
+             LABEL_IDS: '_labelIds.png'}
+OVERLAY_SUFFIX = '_superpixels.png'
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A model to predict with, and the facts of its dataset it carries.
+
+  Attributes:
+    predict: encoded images (string [B]) -> the serving outputs.
+    colormap: int [K, 3], one colour per class.
+    class_names: the K class names.
+  """
+  predict: Predictor
+  colormap: np.ndarray
+  class_names: Tuple[str, ...]
 
 
 def expand_images(patterns: Sequence[str]) -> List[str]:
@@ -52,32 +86,67 @@ def expand_images(patterns: Sequence[str]) -> List[str]:
   return sorted(set(files))
 
 
-def load_saved_model(saved_model_dir: str
-                    ) -> Tuple[Predictor, np.ndarray]:
-  """Returns (serving_default function, colormap [K, 3]) of a SavedModel."""
+def load_saved_model(saved_model_dir: str) -> LoadedModel:
+  """The serving_default function of a SavedModel, with its dataset facts."""
   if not tf.io.gfile.exists(os.path.join(saved_model_dir, 'saved_model.pb')):
     raise FileNotFoundError(
         f'{saved_model_dir} has no saved_model.pb; pass the version '
         'directory written by tools/export_model.py, e.g. exported/1.')
   loaded = tf.saved_model.load(saved_model_dir)
   serve = loaded.signatures[export_lib.SERVING_DEFAULT]
-  colormap = loaded.colormap.numpy()
 
   def predict(encoded_images, loaded=loaded):  # `loaded` keeps variables alive.
     del loaded  # Unused.
     return serve(encoded_images=encoded_images)
-  return predict, colormap
+  return LoadedModel(predict, loaded.colormap.numpy(),
+                     _names(loaded.class_names))
 
 
-def load_checkpoint(config_file: str, checkpoint_path: str
-                   ) -> Tuple[Predictor, np.ndarray]:
-  """Returns (predict function, colormap [K, 3]) of a config + checkpoint."""
+def load_checkpoint(config_file: str, checkpoint_path: str) -> LoadedModel:
+  """The predict function of a config + checkpoint, with its dataset facts."""
   experiment = experiment_lib.load_experiment(config_file, mode=None)
   module = export_lib.build_serving_module(experiment, checkpoint_path)
 
   def predict(encoded_images):
     return module.serve_encoded(encoded_images)  # Keeps `module` alive.
-  return predict, module.colormap.numpy()
+  return LoadedModel(predict, module.colormap.numpy(),
+                     _names(module.class_names))
+
+
+def _names(class_names: tf.Variable) -> Tuple[str, ...]:
+  return tuple(name.decode() for name in class_names.numpy())
+
+
+def check_output_format(model: LoadedModel, output_format: str) -> None:
+  """ValueError unless `model` can write label maps in `output_format`."""
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f'Unknown output format {output_format!r}; use one of '
+                     f'{", ".join(OUTPUT_FORMATS)}.')
+  cityscapes_names = dataset_info.CITYSCAPES.class_names
+  if output_format == LABEL_IDS and model.class_names != cityscapes_names:
+    shown = ', '.join(model.class_names[:4])
+    if len(model.class_names) > 4:
+      shown += ', ...'
+    raise ValueError(
+        f'--output_format={LABEL_IDS} writes Cityscapes labelIds, but the '
+        f"model's {len(model.class_names)} classes ({shown}) are not the 19 "
+        f'Cityscapes classes; use --output_format={TRAIN_IDS} (class '
+        f'indices) or {COLOR}.')
+
+
+def encode_label_map(semantic: np.ndarray, model: LoadedModel,
+                     output_format: str) -> np.ndarray:
+  """int [H, W] class indices -> the PNG's pixels in `output_format`.
+
+  Returns uint8 [H, W, 3] for COLOR, uint8 [H, W] for LABEL_IDS and for
+  TRAIN_IDS of up to 256 classes (uint16 above).
+  """
+  if output_format == COLOR:
+    return visualization.colorize_label_map(semantic, model.colormap)
+  if output_format == LABEL_IDS:
+    return cityscapes.train_ids_to_label_ids(semantic)
+  dtype = np.uint8 if len(model.class_names) <= 256 else np.uint16
+  return semantic.astype(dtype)
 
 
 def _check_size(path: str, data: bytes, max_input_pixels: int) -> None:
@@ -126,6 +195,9 @@ def _error_summary(error: tf.errors.OpError) -> str:
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
+  """Writes uint8 or uint16 [H, W] (one channel) or [H, W, 3] (RGB)."""
+  if image.ndim == 2:
+    image = image[:, :, np.newaxis]
   io.write_atomically(path, tf.io.encode_png(image).numpy())
 
 
@@ -144,36 +216,63 @@ def output_names(files: Sequence[str]) -> List[str]:
   return names
 
 
-def predict_files(predict: Predictor, colormap: np.ndarray,
-                  files: Sequence[str], output_dir: str,
+def predict_files(model: LoadedModel, files: Sequence[str], output_dir: str,
+                  output_format: str = COLOR,
+                  overlay_dir: Optional[str] = None,
                   max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS
                  ) -> List[str]:
-  """Writes the two PNGs of every file; returns the paths written.
+  """Writes a label map per file (and an overlay); returns the paths written.
+
+  Args:
+    model: from load_saved_model or load_checkpoint.
+    files: the image files.
+    output_dir: where the label maps go (created).
+    output_format: one of OUTPUT_FORMATS.
+    overlay_dir: where the superpixel overlays go (created); None: none are
+      written. It must not be output_dir, nor inside it.
+    max_input_pixels: the largest image (height * width) read.
 
   Raises:
-    ValueError: naming the first unreadable or too large image (nothing is
+    ValueError: naming the first unreadable or too large image, or a format
+      the model cannot write, or an overlay_dir in output_dir (nothing is
       written).
   """
+  check_output_format(model, output_format)
+  if overlay_dir is not None and _is_within(overlay_dir, output_dir):
+    raise ValueError(
+        f'The overlay directory {overlay_dir} is inside the output directory '
+        f'{output_dir}: the official Cityscapes evaluation would take each '
+        'overlay for a second prediction. Pass a directory beside it.')
   # Fails before writing.
   images = [_read_image(path, max_input_pixels) for path in files]
   tf.io.gfile.makedirs(output_dir)
+  if overlay_dir is not None:
+    tf.io.gfile.makedirs(overlay_dir)
   written = []
   names = output_names(files)
   for index, (path, name, (data, image)) in enumerate(
       zip(files, names, images)):
     try:
-      outputs = predict(tf.constant([data]))
+      outputs = model.predict(tf.constant([data]))
     except tf.errors.InvalidArgumentError as e:  # E.g. the model's limit.
       raise ValueError(f'The model refused image {path}: '
                        f'{_error_summary(e)}') from None
     semantic = outputs['semantic'].numpy()[0]
-    ids = outputs['superpixel_ids'].numpy()[0]
-    labels_path = os.path.join(output_dir, f'{name}_labels.png')
-    overlay_path = os.path.join(output_dir, f'{name}_superpixels.png')
-    _write_png(labels_path,
-               visualization.colorize_label_map(semantic, colormap))
-    _write_png(overlay_path, visualization.overlay_boundaries(image, ids))
-    written.extend([labels_path, overlay_path])
-    print(f'[{index + 1}/{len(files)}] {path} -> {labels_path}, '
-          f'{overlay_path}', flush=True)
+    paths = [os.path.join(output_dir, name + _SUFFIXES[output_format])]
+    _write_png(paths[0], encode_label_map(semantic, model, output_format))
+    if overlay_dir is not None:
+      paths.append(os.path.join(overlay_dir, name + OVERLAY_SUFFIX))
+      ids = outputs['superpixel_ids'].numpy()[0]
+      _write_png(paths[1], visualization.overlay_boundaries(image, ids))
+    written.extend(paths)
+    print(f'[{index + 1}/{len(files)}] {path} -> {", ".join(paths)}',
+          flush=True)
   return written
+
+
+def _is_within(path: str, directory: str) -> bool:
+  """Whether `path` is `directory` or below it (local paths resolved)."""
+  if '://' not in path and '://' not in directory:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+  path, directory = path.rstrip('/'), directory.rstrip('/')
+  return path == directory or path.startswith(directory + '/')

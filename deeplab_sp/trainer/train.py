@@ -8,13 +8,13 @@ Usage (from the repository root):
 
 Outputs (checkpoints ckpt-<step>, TensorBoard summaries, eval_results.json)
 go to <model_dir>/<experiment_name>/. Rerunning the same command resumes
-# First, before anything loads TensorFlow: hides its start-up log lines
-# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
-from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
-
 from the latest checkpoint. Also runnable as
 `python -m deeplab_sp.trainer.train`.
 """
+
+# First, before anything loads TensorFlow: hides its start-up log lines
+# unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
+from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
 
 import sys
 

@@ -78,6 +78,18 @@ def test_label_id_table_matches_official_train_ids():
                        28: 15, 31: 16, 32: 17, 33: 18}
 
 
+def test_train_id_to_label_id_table_inverts_the_label_id_table():
+  train_ids = np.arange(19).reshape(1, 19)
+  label_ids = cityscapes.train_ids_to_label_ids(train_ids)
+  assert label_ids.dtype == np.uint8
+  np.testing.assert_array_equal(
+      np.asarray(cityscapes.LABEL_ID_TO_TRAIN_ID)[label_ids], train_ids)
+  assert label_ids[0, 0] == 7 and label_ids[0, 18] == 33  # road, bicycle
+  for bad in (19, 255, -1):
+    with pytest.raises(ValueError, match='0..18'):
+      cityscapes.train_ids_to_label_ids(np.array([[0, bad]]))
+
+
 def _ade20k_tree(root):
   expected = {}
   for seed, (directory, name) in enumerate([

@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from deeplab_sp.data import cityscapes
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import predict_lib
 from deeplab_sp import visualization
@@ -46,41 +47,79 @@ def write_images(directory, sizes):
 
 def test_predict_files_writes_label_and_overlay_pngs(setup, tmp_path):
   config_file, prefix, module = setup
-  predict, colormap = predict_lib.load_checkpoint(config_file, prefix)
+  model = predict_lib.load_checkpoint(config_file, prefix)
   files = write_images(str(tmp_path), [(64, 64), (30, 50)])
   output_dir = str(tmp_path / 'out')
-  written = predict_lib.predict_files(predict, colormap, files, output_dir)
-  assert sorted(os.listdir(output_dir)) == [
-      'image0_labels.png', 'image0_superpixels.png', 'image1_labels.png',
-      'image1_superpixels.png']
+  overlay_dir = str(tmp_path / 'overlays')
+  written = predict_lib.predict_files(model, files, output_dir,
+                                      overlay_dir=overlay_dir)
+  assert sorted(os.listdir(output_dir)) == ['image0_color.png',
+                                            'image1_color.png']
+  assert sorted(os.listdir(overlay_dir)) == ['image0_superpixels.png',
+                                             'image1_superpixels.png']
   assert len(written) == 4
   image = np.array(Image.open(files[0]))
   outputs = module.model(image[np.newaxis].astype(np.float32))
-  expected_labels = visualization.colorize_label_map(
-      np.argmax(outputs['semantic_logits'][0].numpy(), -1), colormap)
+  semantic = np.argmax(outputs['semantic_logits'][0].numpy(), -1)
+  expected_labels = visualization.colorize_label_map(semantic, model.colormap)
   np.testing.assert_array_equal(
-      np.array(Image.open(os.path.join(output_dir, 'image0_labels.png'))),
+      np.array(Image.open(os.path.join(output_dir, 'image0_color.png'))),
       expected_labels)
   expected_overlay = visualization.overlay_boundaries(
       image, outputs['superpixel_ids'][0].numpy())
   np.testing.assert_array_equal(
-      np.array(Image.open(os.path.join(output_dir,
+      np.array(Image.open(os.path.join(overlay_dir,
                                        'image0_superpixels.png'))),
       expected_overlay)
   assert np.array(Image.open(
-      os.path.join(output_dir, 'image1_labels.png'))).shape == (30, 50, 3)
+      os.path.join(output_dir, 'image1_color.png'))).shape == (30, 50, 3)
+
+  # One single-channel PNG per image, without overlays: train ids, and
+  # Cityscapes labelIds (the model is on Cityscapes' classes).
+  for output_format, suffix, expected in [
+      ('train_ids', '_trainIds.png', semantic),
+      ('label_ids', '_labelIds.png',
+       np.asarray(cityscapes.TRAIN_ID_TO_LABEL_ID)[semantic])]:
+    directory = tmp_path / output_format
+    predict_lib.predict_files(model, files, str(directory), output_format)
+    assert sorted(os.listdir(directory)) == [f'image0{suffix}',
+                                             f'image1{suffix}']
+    with Image.open(directory / f'image0{suffix}') as png:
+      assert png.mode == 'L'
+      np.testing.assert_array_equal(np.array(png), expected)
+
+
+def test_output_format_errors(setup, tmp_path):
+  config_file, prefix, _ = setup
+  model = predict_lib.load_checkpoint(config_file, prefix)
+  files = write_images(str(tmp_path), [(32, 32)])
+  output_dir = tmp_path / 'out'
+  # Overlays inside the label directory would be scored as predictions.
+  with pytest.raises(ValueError, match='inside the output directory'):
+    predict_lib.predict_files(model, files, str(output_dir),
+                              overlay_dir=str(output_dir / 'overlays'))
+  six_classes = predict_lib.LoadedModel(
+      model.predict, model.colormap[:6], ('ground', 'sky', 'building',
+                                          'pole', 'wire', 'vehicle'))
+  with pytest.raises(ValueError,
+                     match=r"model's 6 classes \(ground, sky, building, "
+                     r'pole, ...\) are not the 19 Cityscapes classes'):
+    predict_lib.predict_files(six_classes, files, str(output_dir),
+                              'label_ids')
+  with pytest.raises(ValueError, match='Unknown output format'):
+    predict_lib.predict_files(model, files, str(output_dir), 'labels')
+  assert not output_dir.exists()
 
 
 def test_unreadable_image_stops_before_writing(setup, tmp_path):
   config_file, prefix, _ = setup
-  predict, colormap = predict_lib.load_checkpoint(config_file, prefix)
+  model = predict_lib.load_checkpoint(config_file, prefix)
   files = write_images(str(tmp_path), [(64, 64)])
   bad = tmp_path / 'broken.png'
   bad.write_bytes(b'not a png')
   output_dir = tmp_path / 'out'
   with pytest.raises(ValueError, match='broken.png'):
-    predict_lib.predict_files(predict, colormap, files + [str(bad)],
-                              str(output_dir))
+    predict_lib.predict_files(model, files + [str(bad)], str(output_dir))
   assert not output_dir.exists()
   with pytest.raises(FileNotFoundError, match='matches no file'):
     predict_lib.expand_images([str(tmp_path / 'none*.jpg')])
@@ -105,11 +144,16 @@ def test_export_then_predict_tools(setup, tmp_path):
   output_dir = tmp_path / 'out'
   predict = run_tool('tools/predict.py', f'--saved_model={saved_model}',
                      f'--images={tmp_path / "*.png"}',
-                     f'--output_dir={output_dir}')
+                     f'--output_dir={output_dir}', '--output_format=label_ids',
+                     f'--overlay_dir={tmp_path / "overlays"}')
   assert predict.returncode == 0, predict.stderr[-3000:]
   assert '[1/1]' in predict.stdout
-  assert sorted(os.listdir(output_dir)) == ['image0_labels.png',
-                                            'image0_superpixels.png']
+  assert sorted(os.listdir(output_dir)) == ['image0_labelIds.png']
+  assert os.listdir(tmp_path / 'overlays') == ['image0_superpixels.png']
+  # The model of a SavedModel carries its classes: Cityscapes' here.
+  with Image.open(output_dir / 'image0_labelIds.png') as png:
+    assert png.mode == 'L' and png.size == (64, 40)
+    assert set(np.unique(png)) <= set(cityscapes.TRAIN_ID_TO_LABEL_ID)
   (tmp_path / 'bad.jpg').write_bytes(b'garbage')
   failed = run_tool('tools/predict.py', f'--saved_model={saved_model}',
                     f'--images={tmp_path / "bad.jpg"}',

@@ -147,13 +147,17 @@ def test_predict_gives_inputs_sharing_a_name_distinct_outputs(saved_model,
         path, format=kind)
   before = helpers.snapshot(inputs)
   output_dir = tmp_path / 'out'
+  overlay_dir = tmp_path / 'overlays'
   result = helpers.run_tool([
       'tools/predict.py', f'--saved_model={saved_model}',
-      f'--images={inputs}/*/a.*', f'--output_dir={output_dir}'])
+      f'--images={inputs}/*/a.*', f'--output_dir={output_dir}',
+      f'--overlay_dir={overlay_dir}'])
   assert result.returncode == 0, result.stderr[-3000:]
-  written = sorted(os.listdir(output_dir))
-  assert len(written) == 6, written
-  assert f'Wrote 6 files to {output_dir}' in result.stdout
+  assert sorted(os.listdir(output_dir)) == [
+      'a_2_color.png', 'a_3_color.png', 'a_color.png']
+  assert len(os.listdir(overlay_dir)) == 3
+  assert (f'Wrote 3 label maps (color) to {output_dir} and 3 overlays to '
+          f'{overlay_dir}') in result.stdout
   assert helpers.snapshot(inputs) == before
   assert predict_lib.output_names(['x/a.png', 'y/a.png', 'a_2.jpg']) == [
       'a', 'a_2', 'a_2_2']
