@@ -3,8 +3,9 @@
 Runs an exported SavedModel (--saved_model) or a config plus checkpoint
 (--config_file and --checkpoint_path) on --images and writes, per image,
 <name>_labels.png (colour-coded label map) and <name>_superpixels.png (the
-image with superpixel boundaries) into --output_dir. An unreadable image
-stops the run, naming the file, before anything is written.
+image with superpixel boundaries; only for a model with superpixels, not
+the per-pixel baselines) into --output_dir. An unreadable image stops the
+run, naming the file, before anything is written.
 
 Examples:
   .venv/bin/python tools/predict.py --saved_model=exported/tiny/1 \

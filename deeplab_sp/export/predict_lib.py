@@ -3,7 +3,9 @@
 For every image `<name>.<ext>` it writes, into the output directory,
   <name>_labels.png: the label map coloured with the dataset's colormap;
   <name>_superpixels.png: the image with the boundaries of the hard
-    superpixel assignment drawn on it (paper Fig. 4 style).
+    superpixel assignment drawn on it (paper Fig. 4 style), when the model
+    outputs 'superpixel_ids' (not the per-pixel baselines, nor a SavedModel
+    exported without them).
 All inputs are decoded first, so an unreadable image stops the run before
 anything is written. An image larger than max_input_pixels (height *
 width, read from its header before decoding) is refused the same way.
@@ -148,7 +150,7 @@ def predict_files(predict: Predictor, colormap: np.ndarray,
                   files: Sequence[str], output_dir: str,
                   max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS
                  ) -> List[str]:
-  """Writes the two PNGs of every file; returns the paths written.
+  """Writes the PNGs of every file; returns the paths written.
 
   Raises:
     ValueError: naming the first unreadable or too large image (nothing is
@@ -167,13 +169,16 @@ def predict_files(predict: Predictor, colormap: np.ndarray,
       raise ValueError(f'The model refused image {path}: '
                        f'{_error_summary(e)}') from None
     semantic = outputs['semantic'].numpy()[0]
-    ids = outputs['superpixel_ids'].numpy()[0]
     labels_path = os.path.join(output_dir, f'{name}_labels.png')
-    overlay_path = os.path.join(output_dir, f'{name}_superpixels.png')
     _write_png(labels_path,
                visualization.colorize_label_map(semantic, colormap))
-    _write_png(overlay_path, visualization.overlay_boundaries(image, ids))
-    written.extend([labels_path, overlay_path])
-    print(f'[{index + 1}/{len(files)}] {path} -> {labels_path}, '
-          f'{overlay_path}', flush=True)
+    paths = [labels_path]
+    if 'superpixel_ids' in outputs:
+      ids = outputs['superpixel_ids'].numpy()[0]
+      overlay_path = os.path.join(output_dir, f'{name}_superpixels.png')
+      _write_png(overlay_path, visualization.overlay_boundaries(image, ids))
+      paths.append(overlay_path)
+    written.extend(paths)
+    print(f'[{index + 1}/{len(files)}] {path} -> {", ".join(paths)}',
+          flush=True)
   return written

@@ -71,6 +71,27 @@ def test_predict_files_writes_label_and_overlay_pngs(setup, tmp_path):
       os.path.join(output_dir, 'image1_labels.png'))).shape == (30, 50, 3)
 
 
+def test_without_superpixel_ids_only_label_maps_are_written(tmp_path):
+  tf.keras.utils.set_random_seed(2)
+  module = export_lib.build_serving_module(
+      export_testing.tiny_baseline('DEEPLABV3PLUS'))
+  export_dir = export_lib.export_saved_model(module, str(tmp_path / 'saved'))
+  predict, colormap = predict_lib.load_saved_model(export_dir)
+  files = write_images(str(tmp_path), [(64, 64), (30, 50)])
+  output_dir = str(tmp_path / 'out')
+  written = predict_lib.predict_files(predict, colormap, files, output_dir)
+  assert sorted(os.listdir(output_dir)) == ['image0_labels.png',
+                                            'image1_labels.png']
+  assert written == [os.path.join(output_dir, name)
+                     for name in ('image0_labels.png', 'image1_labels.png')]
+  image = np.array(Image.open(files[0]))
+  logits = module.model(image[np.newaxis].astype(np.float32))
+  np.testing.assert_array_equal(
+      np.array(Image.open(written[0])),
+      visualization.colorize_label_map(
+          np.argmax(logits['semantic_logits'][0].numpy(), -1), colormap))
+
+
 def test_unreadable_image_stops_before_writing(setup, tmp_path):
   config_file, prefix, _ = setup
   predict, colormap = predict_lib.load_checkpoint(config_file, prefix)
