@@ -35,6 +35,7 @@ from google.protobuf import text_format
 import tensorflow as tf
 
 from deeplab_sp.data import dataset_info
+from deeplab_sp.model import builder
 from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
 from deeplab_sp.protos import config_pb2
@@ -90,7 +91,9 @@ class Experiment:
     num_classes: classes the model predicts.
     input_size: (height, width) the model is built for: the describing
       dataset's crop_size.
-    geometry: the model's feature-map sizes at `input_size`.
+    geometry: the SP-Transformer's feature-map sizes at `input_size`; None
+      for the per-pixel baselines (model_options.meta_architecture), which
+      have no superpixel grid.
   """
   options: config_pb2.ExperimentOptions
   path: str
@@ -100,7 +103,7 @@ class Experiment:
   dataset: dataset_info.DatasetInfo
   num_classes: int
   input_size: Tuple[int, int]
-  geometry: Geometry
+  geometry: Optional[Geometry]
 
   def copy_options(self) -> config_pb2.ExperimentOptions:
     """A mutable copy of `options` (to derive another experiment)."""
@@ -114,6 +117,17 @@ class Experiment:
     return self.options.experiment_name
 
   @property
+  def meta_architecture(self) -> str:
+    """The network: one of builder.META_ARCHITECTURES."""
+    return builder.meta_architecture(
+        self.options.model_options.meta_architecture)
+
+  @property
+  def has_superpixels(self) -> bool:
+    """Whether the network has superpixels (only the SP-Transformer)."""
+    return builder.has_superpixels(self.options.model_options)
+
+  @property
   def keras_mixed_precision_policy(self) -> str:
     """The tf_keras global policy of trainer_options.mixed_precision."""
     precision = self.options.trainer_options.mixed_precision
@@ -125,31 +139,35 @@ class Experiment:
     lines = [f'config: {self.path}'] if with_path else []
     lines.append(f'experiment: {self.name}')
     model = options.model_options
-    tokenization = model.superpixel_tokenization
-    implementation = model_pb2.LocalAttentionImplementation.Name(
-        tokenization.implementation)
-    lines.append(
-        f'model: encoder {model.encoder.name}, hypercolumn '
-        f'{model.hypercolumn.channels} ch at stride '
-        f'{model.hypercolumn.output_stride}, {tokenization.num_layers} '
-        f'cross-attention layer(s) ({tokenization.channels} ch, '
-        f'{tokenization.num_heads} heads, {implementation}), '
-        f'{model.superpixel_classifier.num_layers} self-attention layer(s)')
+    lines.append(f'model: {_model_summary(model)}')
     for field, info in (('train_dataset_options', self.train_dataset),
                         ('eval_dataset_options', self.eval_dataset)):
       if info is None:
         continue
       dataset = getattr(options, field)
-      geometry = model_geometry(model, crop_size(dataset))
+      height, width = crop_size(dataset)
+      geometry = model_geometry(model, (height, width))
+      if geometry is not None:
+        features = (
+            f'hypercolumn {geometry.hypercolumn_height}x'
+            f'{geometry.hypercolumn_width}, superpixel grid '
+            f'{geometry.grid_height}x{geometry.grid_width}, '
+            f'{geometry.superpixel_height}x{geometry.superpixel_width} = '
+            f'{geometry.superpixel_height * geometry.superpixel_width} '
+            'hypercolumn pixels per superpixel')
+      elif self.meta_architecture == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
+        stride = model.hypercolumn.output_stride
+        features = (f'hypercolumn and logits {height // stride}x'
+                    f'{width // stride}')
+      else:
+        stride = model.deeplabv3plus.low_level_stride
+        features = (f'ASPP {height // builder.ASPP_STRIDE}x'
+                    f'{width // builder.ASPP_STRIDE}, logits '
+                    f'{height // stride}x{width // stride}')
       lines.append(
           f'{field.split("_")[0]}: dataset {dataset.dataset} '
-          f'({info.num_classes} classes), crop {geometry.input_height}x'
-          f'{geometry.input_width}, batch {dataset.batch_size}, hypercolumn '
-          f'{geometry.hypercolumn_height}x{geometry.hypercolumn_width}, '
-          f'superpixel grid {geometry.grid_height}x{geometry.grid_width}, '
-          f'{geometry.superpixel_height}x{geometry.superpixel_width} = '
-          f'{geometry.superpixel_height * geometry.superpixel_width} '
-          'hypercolumn pixels per superpixel, files '
+          f'({info.num_classes} classes), crop {height}x{width}, batch '
+          f'{dataset.batch_size}, {features}, files '
           f'{", ".join(dataset.file_pattern) or "(none)"}')
     trainer = options.trainer_options
     lines.append(
@@ -159,6 +177,33 @@ class Experiment:
         f'weight decay {trainer.weight_decay:g}, top-k '
         f'{trainer.top_k_percent_pixels:g}% pixels')
     return '\n'.join(lines)
+
+
+def _model_summary(model: model_pb2.ModelOptions) -> str:
+  """One line describing the network of `model`."""
+  name = builder.meta_architecture(model.meta_architecture)
+  encoder = f'encoder {model.encoder.name}'
+  hypercolumn = (f'hypercolumn {model.hypercolumn.channels} ch at stride '
+                 f'{model.hypercolumn.output_stride}')
+  if name == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
+    return (f'{name}: {encoder}, {hypercolumn}, per-pixel MLP classifier '
+            f'({model.pixel_classifier.hidden_channels} hidden ch), no '
+            'superpixels')
+  if name == builder.DEEPLABV3PLUS:
+    options = model.deeplabv3plus
+    rates = ', '.join(str(r) for r in builder.atrous_rates(options))
+    return (f'{name}: {encoder}, ASPP at stride {builder.ASPP_STRIDE} '
+            f'({options.aspp_channels} ch, rates {rates}), decoder at stride '
+            f'{options.low_level_stride} ({options.low_level_channels} + '
+            f'{options.decoder_channels} ch, {options.decoder_num_convs} '
+            'conv(s)), no superpixels')
+  tokenization = model.superpixel_tokenization
+  implementation = model_pb2.LocalAttentionImplementation.Name(
+      tokenization.implementation)
+  return (f'{encoder}, {hypercolumn}, {tokenization.num_layers} '
+          f'cross-attention layer(s) ({tokenization.channels} ch, '
+          f'{tokenization.num_heads} heads, {implementation}), '
+          f'{model.superpixel_classifier.num_layers} self-attention layer(s)')
 
 
 def load_experiment(path: str,
@@ -265,18 +310,18 @@ def crop_size(dataset_options: dataset_pb2.DatasetOptions) -> Tuple[int, int]:
 def model_geometry(model_options: model_pb2.ModelOptions,
                    input_size: Sequence[int],
                    path: Optional[str] = None,
-                   field: Optional[str] = None) -> Geometry:
+                   field: Optional[str] = None) -> Optional[Geometry]:
   """The Geometry of `model_options` at `input_size` (height, width).
+
+  None for the per-pixel baselines, once their input-size check passed
+  (builder.model_geometry).
 
   Raises:
     ConfigError: the GeometryError of model/geometry.py, prefixed with
       `path` and `field` (what the size came from) when given.
   """
   try:
-    return geometry_lib.compute_geometry(
-        input_size, model_options.hypercolumn.output_stride,
-        model_options.superpixel_tokenization.grid_height,
-        model_options.superpixel_tokenization.grid_width)
+    return builder.model_geometry(model_options, input_size)
   except geometry_lib.GeometryError as e:
     prefix = ': '.join(part for part in (path, field) if part)
     raise ConfigError(f'{prefix}: {e}' if prefix else str(e)) from None
@@ -355,8 +400,71 @@ def _validate_finite(path: str, message, prefix: str = '') -> None:
                             'number.')
 
 
+def _validate_meta_architecture(path: str,
+                                options: model_pb2.ModelOptions) -> str:
+  """The network's name, once no option message it ignores is set."""
+  try:
+    name = builder.meta_architecture(options.meta_architecture)
+  except ValueError as e:
+    raise ConfigError(f'{path}: model_options.meta_architecture: {e}'
+                      ) from None
+  unread = builder.unread_options(options)
+  if unread:
+    fields = ', '.join(f'model_options.{field}' for field in unread)
+    read = ', '.join(builder.OPTIONS_READ[name])
+    raise ConfigError(
+        f'{path}: {fields} {"is" if len(unread) == 1 else "are"} set, but '
+        f'model_options.meta_architecture {name} does not use '
+        f'{"it" if len(unread) == 1 else "them"} (it reads {read}). Remove '
+        f'{"it" if len(unread) == 1 else "them"}, or set the '
+        'meta_architecture that does (protos/model.proto).')
+  return name
+
+
+def _validate_pixel_classifier(path: str,
+                               options: model_pb2.PixelClassifierOptions
+                              ) -> None:
+  field = 'model_options.pixel_classifier.hidden_channels'
+  if options.hidden_channels < 0:
+    raise ConfigError(f'{path}: {field} must be >= 0 (0 = a linear '
+                      f'classifier), got {options.hidden_channels}.')
+  _require_at_most(path, field, options.hidden_channels, MAX_CHANNELS,
+                   'MAX_CHANNELS')
+
+
+def _validate_deeplabv3plus(path: str, options: model_pb2.ModelOptions
+                           ) -> None:
+  deeplab = options.deeplabv3plus
+  prefix = 'model_options.deeplabv3plus'
+  for field in ('aspp_channels', 'low_level_channels', 'decoder_channels'):
+    _require_positive(path, f'{prefix}.{field}', getattr(deeplab, field))
+    _require_at_most(path, f'{prefix}.{field}', getattr(deeplab, field),
+                     MAX_CHANNELS, 'MAX_CHANNELS')
+  if deeplab.decoder_num_convs < 0:
+    raise ConfigError(f'{path}: {prefix}.decoder_num_convs must be >= 0, got '
+                      f'{deeplab.decoder_num_convs}.')
+  _require_at_most(path, f'{prefix}.decoder_num_convs',
+                   deeplab.decoder_num_convs, MAX_LAYERS, 'MAX_LAYERS')
+  for rate in deeplab.atrous_rates:
+    _require_positive(path, f'{prefix}.atrous_rates', rate)
+    _require_at_most(path, f'{prefix}.atrous_rates', rate, MAX_CROP_SIDE,
+                     'MAX_CROP_SIDE')
+  _require_unit_interval(path, f'{prefix}.aspp_dropout_rate',
+                         deeplab.aspp_dropout_rate, False, True)
+  encoder = options.encoder.name
+  strides = [s for s in encoders.ENDPOINT_STRIDES[encoder]
+             if s < builder.ASPP_STRIDE]
+  if deeplab.low_level_stride not in strides:
+    raise ConfigError(
+        f'{path}: {prefix}.low_level_stride is {deeplab.low_level_stride}; '
+        f'encoder {encoder} has endpoints below the ASPP stride '
+        f'{builder.ASPP_STRIDE} at strides {", ".join(map(str, strides))} '
+        '(Chen et al. use 4).')
+
+
 def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
   """Checks names, counts and ranges of ModelOptions."""
+  name = _validate_meta_architecture(path, options)
   _validate_choice(path, 'model_options.encoder.name', options.encoder.name,
                    encoders.ENCODER_NAMES)
   _require_unit_interval(path, 'model_options.encoder.drop_path_keep_prob',
@@ -375,6 +483,9 @@ def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
         'not exist. Give the local path of the Keras-applications weight file '
         '(.h5, include_top=False) or a TF checkpoint prefix, or leave it '
         'empty to train from scratch. Nothing is downloaded.')
+  if name == builder.DEEPLABV3PLUS:
+    _validate_deeplabv3plus(path, options)
+    return
 
   hypercolumn = options.hypercolumn
   prefix = 'model_options.hypercolumn'
@@ -386,6 +497,9 @@ def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
   for field in ('channels', 'mlp_hidden_channels'):
     _require_at_most(path, f'{prefix}.{field}', getattr(hypercolumn, field),
                      MAX_CHANNELS, 'MAX_CHANNELS')
+  if name == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
+    _validate_pixel_classifier(path, options.pixel_classifier)
+    return
 
   tokenization = options.superpixel_tokenization
   prefix = 'model_options.superpixel_tokenization'

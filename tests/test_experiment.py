@@ -42,6 +42,10 @@ def test_configs_directory_has_the_paper_experiments():
       'cityscapes/ablation/ca2_sp32x64.textproto',
       'cityscapes/ablation/ca2_sp64x128.textproto',
       'synthetic/sp_transformer_tiny.textproto',
+      'synthetic/hypercolumn_pixel_classifier_tiny.textproto',
+      'synthetic/deeplabv3plus_tiny.textproto',
+      'cityscapes/hypercolumn_pixel_classifier_r50.textproto',
+      'cityscapes/deeplabv3plus_r50.textproto',
   } <= names
 
 
@@ -51,7 +55,10 @@ def test_every_config_loads_and_validates(path):
   assert loaded.name == loaded.options.experiment_name
   assert loaded.input_size == experiment.crop_size(
       loaded.options.eval_dataset_options)
-  assert loaded.geometry.input_size == loaded.input_size
+  if loaded.has_superpixels:
+    assert loaded.geometry.input_size == loaded.input_size
+  else:  # A per-pixel baseline: no superpixel grid.
+    assert loaded.geometry is None
   assert loaded.num_classes == loaded.dataset.num_classes
 
 
@@ -367,3 +374,93 @@ def test_sync_batchnorm_with_xla_is_a_config_error(tmp_path):
   with pytest.raises(experiment.ConfigError,
                      match='sync_batchnorm.*use_xla'):
     experiment.load_experiment(_write(tmp_path, str(options)))
+
+
+# The per-pixel baselines (model_options.meta_architecture).
+
+_BASELINE_CONFIGS = {
+    'HYPERCOLUMN_PIXEL_CLASSIFIER': 'hypercolumn_pixel_classifier',
+    'DEEPLABV3PLUS': 'deeplabv3plus',
+}
+
+
+@pytest.mark.parametrize('meta', sorted(_BASELINE_CONFIGS))
+def test_baseline_configs_differ_from_the_default_only_in_the_model(meta):
+  default = experiment.load_experiment(str(DEFAULT_CONFIG)).options
+  for folder, suffix in (('synthetic', 'tiny'), ('cityscapes', 'r50')):
+    loaded = experiment.load_experiment(str(
+        REPO_ROOT / 'configs' / folder /
+        f'{_BASELINE_CONFIGS[meta]}_{suffix}.textproto'))
+    assert loaded.meta_architecture == meta and not loaded.has_superpixels
+    sp_config = REPO_ROOT / 'configs' / folder / (
+        f'sp_transformer_{suffix}.textproto')
+    reference = experiment.load_experiment(str(sp_config)).options
+    for field in ('trainer_options', 'train_dataset_options',
+                  'eval_dataset_options', 'evaluator_options'):
+      assert getattr(loaded.options, field) == getattr(reference, field)
+    assert (loaded.options.model_options.encoder.name ==
+            reference.model_options.encoder.name)
+  assert default.model_options.meta_architecture == 0  # SP_TRANSFORMER.
+
+
+def test_summary_of_the_baselines():
+  text = experiment.load_experiment(str(
+      REPO_ROOT / 'configs/synthetic/deeplabv3plus_tiny.textproto')).summary()
+  assert 'DEEPLABV3PLUS' in text and 'no superpixels' in text
+  assert 'ASPP 4x4, logits 32x32' in text and 'rates 1, 2, 3' in text
+  text = experiment.load_experiment(str(
+      REPO_ROOT / 'configs/cityscapes/'
+      'hypercolumn_pixel_classifier_r50.textproto')).summary()
+  assert 'hypercolumn and logits 128x256' in text
+
+
+@pytest.mark.parametrize('meta,overrides,expected', [
+    # A message the network does not read.
+    ('SP_TRANSFORMER', {'model_options.pixel_classifier.hidden_channels': 8},
+     r'model_options.pixel_classifier is set, but '
+     r'model_options.meta_architecture SP_TRANSFORMER does not use it'),
+    ('HYPERCOLUMN_PIXEL_CLASSIFIER',
+     {'model_options.superpixel_tokenization.grid_height': 4,
+      'model_options.deeplabv3plus.aspp_channels': 8},
+     r'superpixel_tokenization, model_options.deeplabv3plus are set'),
+    ('DEEPLABV3PLUS', {'model_options.hypercolumn.channels': 8},
+     r'hypercolumn is set.*reads encoder, deeplabv3plus'),
+    # Ranges.
+    ('HYPERCOLUMN_PIXEL_CLASSIFIER',
+     {'model_options.pixel_classifier.hidden_channels': -1},
+     'hidden_channels must be >= 0'),
+    ('DEEPLABV3PLUS', {'model_options.deeplabv3plus.low_level_stride': 32},
+     'low_level_stride is 32; encoder tiny_convnet has endpoints below the '
+     'ASPP stride 32 at strides 2, 4, 8, 16'),
+    ('DEEPLABV3PLUS', {'model_options.deeplabv3plus.aspp_channels': 0},
+     'aspp_channels must be positive'),
+    ('DEEPLABV3PLUS', {'model_options.deeplabv3plus.atrous_rates': [2, 0]},
+     'atrous_rates must be positive'),
+    ('DEEPLABV3PLUS', {'model_options.deeplabv3plus.aspp_dropout_rate': 1.0},
+     r'aspp_dropout_rate must be in \[0, 1\)'),
+    ('DEEPLABV3PLUS', {'model_options.deeplabv3plus.decoder_num_convs': -1},
+     'decoder_num_convs must be >= 0'),
+    # Sizes: multiples of the encoder's stride (and the hypercolumn's).
+    ('DEEPLABV3PLUS', {'eval_dataset_options.crop_size': [96, 112]},
+     r'eval_dataset_options.crop_size: Input size 96x112 is not a multiple '
+     'of 32'),
+    ('HYPERCOLUMN_PIXEL_CLASSIFIER',
+     {'model_options.hypercolumn.output_stride': 64,
+      'train_dataset_options.crop_size': [96, 128]},
+     r'96x128 is not a multiple of 64'),
+])
+def test_baseline_options_are_validated(meta, overrides, expected):
+  options = tiny_experiment.options(overrides, meta_architecture=meta)
+  with pytest.raises(experiment.ConfigError, match=expected):
+    experiment.experiment_from_options(options, 'bad.textproto')
+
+
+def test_a_baseline_of_another_encoder_names_its_strides():
+  options = tiny_experiment.options(
+      {'model_options.encoder.name': 'convnext_large',
+       'model_options.deeplabv3plus.low_level_stride': 2},
+      meta_architecture='DEEPLABV3PLUS')
+  with pytest.raises(experiment.ConfigError,
+                     match='convnext_large has endpoints below the ASPP '
+                     'stride 32 at strides 4, 8, 16'):
+    experiment.experiment_from_options(options)

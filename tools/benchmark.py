@@ -21,6 +21,12 @@ Quick look at the default experiment, as JSON:
       --config_file=configs/synthetic/sp_transformer_tiny.textproto \
       --format=json
 
+A per-pixel baseline (model_options.meta_architecture) has no local
+attention: its own components (e.g. DeepLabV3+'s encoder, aspp, decoder) and
+total are timed once; --implementations and --measure_memory do not apply:
+  .venv/bin/python tools/benchmark.py \
+      --config_file=configs/cityscapes/deeplabv3plus_r50.textproto
+
 Only the stages built on the local attention (the real tokenization and
 association layers on random features at the config's geometry; no
 encoder, hypercolumn or classifier):
@@ -56,9 +62,11 @@ _HEIGHT = flags.DEFINE_integer(
 _WIDTH = flags.DEFINE_integer('width', None, 'Input width in pixels.')
 _BATCH = flags.DEFINE_integer('batch', 1, 'Images per call.')
 _COMPONENTS = flags.DEFINE_list(
-    'components', ','.join(benchmark.COMPONENTS),
-    'Comma-separated components to time, among '
-    f'{",".join(benchmark.COMPONENTS)}.')
+    'components', [],
+    'Comma-separated components to time; default: all of the model\'s '
+    f'(SP-Transformer: {",".join(benchmark.COMPONENTS)}; with --ops_only: '
+    f'{",".join(benchmark.OPS_ONLY_COMPONENTS)}; a per-pixel baseline: its '
+    'own, e.g. encoder,aspp,decoder,total).')
 _IMPLEMENTATIONS = flags.DEFINE_list(
     'implementations', ','.join(benchmark.IMPLEMENTATIONS),
     'Local attention implementations to compare.')

@@ -1,4 +1,4 @@
-"""Exports a trained SP-Transformer as a SavedModel for TF Serving.
+"""Exports a trained model (SP-Transformer or baseline) for TF Serving.
 
 Writes <output_path>/<version>/ (TF Serving's layout) with the signatures
 serving_default (encoded JPEG/PNG bytes) and serving_float (float RGB
@@ -43,7 +43,8 @@ _INCLUDE_PROBABILITIES = flags.DEFINE_bool(
     '[B, H, W, num_classes] (large).')
 _INCLUDE_SUPERPIXEL_IDS = flags.DEFINE_bool(
     'include_superpixel_ids', True, "Add the output 'superpixel_ids' "
-    '[B, H, W] (hard superpixel assignment).')
+    '[B, H, W] (hard superpixel assignment). Models without superpixels (the '
+    'per-pixel baselines) never have it.')
 _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     'max_input_pixels', image_header.DEFAULT_MAX_INPUT_PIXELS,
     'Largest image (height * width pixels) the signatures accept; larger '

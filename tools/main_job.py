@@ -6,7 +6,8 @@ on the generated dataset:
   1. builds the generated dataset (tools/build_synthetic_data.py),
   2. trains and evaluates (deeplab_sp/trainer/train.py --mode=train_and_eval),
   3. exports a SavedModel for TF Serving (tools/export_model.py),
-  4. writes label-map and superpixel-overlay PNGs for a few validation images
+  4. writes label-map (and, for the SP-Transformer, superpixel-overlay) PNGs
+     for a few validation images
      (tools/predict.py),
   5. measures the colour-only floor on the same data
      (deeplab_sp.analysis.color_baseline),

@@ -4,9 +4,12 @@ Usage:
   python tools/model_stats.py \
       --config_file=configs/cityscapes/sp_transformer_r50.textproto [--format=json]
 
-Components: encoder, hypercolumn, tokenization, classifier, association.
-FLOPs are for one image at the config's evaluation crop size. Compare with
-the paper's Table I/III (e.g. Cityscapes ResNet-50: 29M params, 253G FLOPs).
+Components: the model's own; for the SP-Transformer encoder, hypercolumn,
+tokenization, classifier, association; for the baselines encoder,
+hypercolumn, pixel_classifier (HYPERCOLUMN_PIXEL_CLASSIFIER) or encoder,
+aspp, decoder (DEEPLABV3PLUS). FLOPs are for one image at the config's
+evaluation crop size. Compare with the paper's Table I/III (e.g. Cityscapes
+ResNet-50: 29M params, 253G FLOPs).
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines

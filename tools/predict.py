@@ -8,7 +8,8 @@ per image into --output_dir, as --output_format says:
   label_ids  <name>_labelIds.png: one channel, Cityscapes labelIds, what the
              official Cityscapes evaluation and test server score.
 With --overlay_dir, <name>_superpixels.png (the image with superpixel
-boundaries) goes there; it must not be inside --output_dir. An unreadable
+boundaries; not for the per-pixel baselines) goes there; it must not be
+inside --output_dir. An unreadable
 image stops the run, naming the file, before anything is written.
 
 Examples:

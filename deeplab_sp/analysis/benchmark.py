@@ -23,6 +23,12 @@ Peak memory. One tokenization call's peak, measured in a fresh subprocess
 as the growth of its resident set on CPU, by the allocator on GPU
 (peak_memory.py says how and why).
 
+A network without superpixels (a per-pixel baseline of
+model_options.meta_architecture) has no local attention to compare: it is
+timed once, component by component (its class's COMPONENTS, e.g. encoder,
+aspp, decoder), with 'total' and 'total_over_encoder' as above, and its
+results are keyed by its meta-architecture's name.
+
 The `ops_only` mode times only the two stages built on the local attention,
 without the encoder, hypercolumn and classifier: the model's real
 SuperpixelTokenization and SuperpixelAssociation layers (built from the
@@ -84,7 +90,9 @@ class BenchmarkSettings:
   Attributes:
     height, width: input image size; None: the config's model input size.
     batch: images per call.
-    components: subset of COMPONENTS to time.
+    components: the components to time; empty: all of them (COMPONENTS;
+      OPS_ONLY_COMPONENTS with ops_only; a per-pixel network's COMPONENTS
+      and 'total').
     implementations: subset of IMPLEMENTATIONS to compare.
     execution_modes: subset of EXECUTION_MODES (plain tf.function, XLA).
     num_warmup: untimed calls before timing (the first traces/compiles).
@@ -97,7 +105,7 @@ class BenchmarkSettings:
   height: Optional[int] = None
   width: Optional[int] = None
   batch: int = 1
-  components: Sequence[str] = COMPONENTS
+  components: Sequence[str] = ()
   implementations: Sequence[str] = IMPLEMENTATIONS
   execution_modes: Sequence[str] = EXECUTION_MODES
   num_warmup: int = 2
@@ -106,18 +114,23 @@ class BenchmarkSettings:
   ops_only: bool = False
 
 
-def validate_settings(settings: BenchmarkSettings) -> None:
-  """Raises ValueError naming the bad setting and the fix."""
-  allowed = OPS_ONLY_COMPONENTS if settings.ops_only else COMPONENTS
+def validate_settings(settings: BenchmarkSettings,
+                      allowed: Optional[Sequence[str]] = None) -> None:
+  """Raises ValueError naming the bad setting and the fix.
+
+  Args:
+    settings: the settings to check.
+    allowed: the components the model has (default: the SP-Transformer's,
+      or those of ops_only).
+  """
+  if allowed is None:
+    allowed = OPS_ONLY_COMPONENTS if settings.ops_only else COMPONENTS
   for name in settings.components:
     if name not in allowed:
       raise ValueError(
           f'Unknown component {name!r}: choose among {", ".join(allowed)}' +
           (' (ops_only times only the local attention ops).'
            if settings.ops_only else '.'))
-  if not settings.components:
-    raise ValueError('No component to time: pass at least one of '
-                     f'{", ".join(allowed)}.')
   for name in settings.execution_modes:
     if name not in EXECUTION_MODES:
       raise ValueError(f'Unknown execution mode {name!r}: choose among '
@@ -160,12 +173,10 @@ def input_size(experiment: experiment_lib.Experiment,
 
 
 def model_geometry(model_options: model_pb2.ModelOptions,
-                   size) -> geometry_lib.Geometry:
-  """The model's feature-map sizes at `size`; GeometryError if it misfits."""
-  return geometry_lib.compute_geometry(
-      size, model_options.hypercolumn.output_stride,
-      model_options.superpixel_tokenization.grid_height,
-      model_options.superpixel_tokenization.grid_width)
+                   size) -> Optional[geometry_lib.Geometry]:
+  """The model's feature-map sizes at `size` (None for a per-pixel network);
+  GeometryError if it misfits."""
+  return builder.model_geometry(model_options, size)
 
 
 def build_model(experiment: experiment_lib.Experiment, implementation: str,
@@ -195,7 +206,7 @@ def record_component_inputs(model, images: tf.Tensor,
   times is recorded (and later timed) at its first call.
   """
   calls = timing.record_calls(
-      model, images, {name: _COMPONENT_ATTRIBUTES[name]
+      model, images, {name: _COMPONENT_ATTRIBUTES.get(name, name)
                       for name in components if name != 'total'})
   if 'total' in components:
     calls['total'] = (model, (images,), {'training': False})
@@ -287,8 +298,15 @@ def run_benchmark(experiment: experiment_lib.Experiment,
     (peak in the first execution mode) and, with 'encoder' and 'total',
     'total_over_encoder' {mode: ratio}; with both implementations,
     'speedup' {mode: {component: NAIVE ms / EFFICIENT ms}} and
-    'memory_ratio' (NAIVE peak / EFFICIENT peak).
+    'memory_ratio' (NAIVE peak / EFFICIENT peak). A per-pixel network has
+    one entry, keyed by its meta-architecture's name (see the module
+    docstring).
   """
+  if not experiment.has_superpixels:
+    return _run_per_pixel_benchmark(experiment, settings, progress)
+  settings = dataclasses.replace(settings, components=tuple(
+      settings.components) or (
+          OPS_ONLY_COMPONENTS if settings.ops_only else COMPONENTS))
   validate_settings(settings)
   options = experiment.options
   size = input_size(experiment, settings)
@@ -300,7 +318,7 @@ def run_benchmark(experiment: experiment_lib.Experiment,
       num_layers=options.model_options.superpixel_tokenization.num_layers,
       channels=options.model_options.superpixel_tokenization.channels,
       encoder=options.model_options.encoder.name,
-      device=_device_name())}
+      device=device_name())}
   for implementation in settings.implementations:
     implementation = local_attention.normalize_implementation(implementation)
     progress(f'{implementation}: building the model at {size[0]}x{size[1]}, '
@@ -309,16 +327,7 @@ def run_benchmark(experiment: experiment_lib.Experiment,
     rounds = time_components(model, images, settings, progress)
     del model
     gc.collect()
-    entry = {'ms': {mode: {name: statistics.median(times)
-                           for name, times in times_by_name.items()}
-                    for mode, times_by_name in rounds.items()}}
-    if 'encoder' in settings.components and 'total' in settings.components:
-      # The median over rounds of total / encoder within a round.
-      entry['total_over_encoder'] = {
-          mode: statistics.median(
-              total / encoder for total, encoder in zip(
-                  times_by_name['total'], times_by_name['encoder']))
-          for mode, times_by_name in rounds.items()}
+    entry = _medians(rounds)
     if settings.measure_memory and 'tokenization' in settings.components:
       progress(f'{implementation}: measuring the tokenization peak memory')
       entry['tokenization_peak_bytes'] = tokenization_peak_bytes(
@@ -340,7 +349,57 @@ def run_benchmark(experiment: experiment_lib.Experiment,
   return results
 
 
-def _device_name():
+def _medians(rounds: Dict[str, Dict[str, list]]) -> dict:
+  """{'ms': {mode: {component: median}}} of time_components' rounds, and
+  'total_over_encoder' {mode: median over rounds of total / encoder} when
+  both were timed."""
+  entry = {'ms': {mode: {name: statistics.median(times)
+                         for name, times in times_by_name.items()}
+                  for mode, times_by_name in rounds.items()}}
+  if all('encoder' in times and 'total' in times
+         for times in rounds.values()):
+    # The median over rounds of total / encoder within a round.
+    entry['total_over_encoder'] = {
+        mode: statistics.median(
+            total / encoder for total, encoder in zip(
+                times_by_name['total'], times_by_name['encoder']))
+        for mode, times_by_name in rounds.items()}
+  return entry
+
+
+def _run_per_pixel_benchmark(experiment: experiment_lib.Experiment,
+                             settings: BenchmarkSettings,
+                             progress=logging.info) -> dict:
+  """run_benchmark for a network without superpixels: its own components.
+
+  The local attention implementations and the tokenization memory do not
+  apply and are ignored; ops_only is an error.
+  """
+  name = experiment.meta_architecture
+  if settings.ops_only:
+    raise ValueError(f'{name} has no local attention: ops_only times the '
+                     "SP-Transformer's tokenization and association only.")
+  size = input_size(experiment, settings)
+  progress(f'{name}: building the model at {size[0]}x{size[1]}, batch '
+           f'{settings.batch}')
+  model = builder.build_model(experiment.options.model_options,
+                              experiment.num_classes, input_size=size)
+  allowed = (*type(model).COMPONENTS, 'total')
+  settings = dataclasses.replace(
+      settings, components=tuple(settings.components) or allowed)
+  validate_settings(settings, allowed)
+  rounds = time_components(model, random_images(settings.batch, size),
+                           settings, progress)
+  return {
+      'settings': dict(
+          dataclasses.asdict(settings), height=size[0], width=size[1],
+          geometry=None, meta_architecture=name,
+          encoder=experiment.options.model_options.encoder.name,
+          device=device_name()),
+      name: _medians(rounds)}
+
+
+def device_name():
   gpus = tf.config.list_physical_devices('GPU')
   if gpus:
     return f'GPU ({len(gpus)})'
@@ -350,15 +409,22 @@ def _device_name():
 def format_table(results: dict) -> str:
   """A Table IV-style text table of `run_benchmark`'s results."""
   settings = results['settings']
-  implementations = [i for i in IMPLEMENTATIONS if i in results]
   geometry = settings['geometry']
+  if geometry is None:  # A per-pixel network: one column.
+    implementations = [settings['meta_architecture']]
+    model = f"{settings['meta_architecture']} (no superpixels)"
+  else:
+    implementations = [i for i in IMPLEMENTATIONS if i in results]
+    model = (
+        f"hypercolumn {geometry['hypercolumn_height']}x"
+        f"{geometry['hypercolumn_width']}, superpixels "
+        f"{geometry['grid_height']}x{geometry['grid_width']}, "
+        f"{settings['num_layers']} tokenization layers x "
+        f"{settings['channels']} channels")
   lines = [
       f"Input {settings['height']}x{settings['width']}, batch "
-      f"{settings['batch']}, encoder {settings['encoder']}, hypercolumn "
-      f"{geometry['hypercolumn_height']}x{geometry['hypercolumn_width']}, "
-      f"superpixels {geometry['grid_height']}x{geometry['grid_width']}, "
-      f"{settings['num_layers']} tokenization layers x "
-      f"{settings['channels']} channels, {settings['device']}"
+      f"{settings['batch']}, encoder {settings['encoder']}, {model}, "
+      f"{settings['device']}"
       + (' (ops only)' if settings['ops_only'] else '') + '.',
       f"Median of {settings['num_runs']} runs after "
       f"{max(settings['num_warmup'], 1)} warm-up, milliseconds.", '']

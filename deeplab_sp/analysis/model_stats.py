@@ -1,7 +1,10 @@
-"""Parameter counts per component and FLOPs of the SP-Transformer.
+"""Parameter counts per component and FLOPs of a model of this project.
 
 Compared with Tables I and III of the SP-Transformer paper (arXiv
-2309.16889). FLOPs are counted by
+2309.16889). The components are the model's own (`COMPONENTS` of its class:
+the SP-Transformer's encoder, hypercolumn, tokenization, classifier and
+association; a baseline's, e.g. DeepLabV3+'s encoder, aspp and decoder).
+FLOPs are counted by
 TensorFlow's graph profiler on the frozen inference graph at the config's
 evaluation size, batch 1, where a multiply-add counts as 2 FLOPs. The
 paper's FLOP column matches multiply-adds (ResNet-50 alone at 1024x2048 is
@@ -20,20 +23,20 @@ from typing import Dict
 from official.core import train_utils  # pylint: disable=unused-import
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.model import builder
-from deeplab_sp.model import sp_transformer
 from deeplab_sp.model.kernels import xla_islands
 
 
-def component_params(model: sp_transformer.SPTransformer) -> Dict[str, int]:
-  """Number of weights (trainable and not) of each component."""
+def component_params(model: tf_keras.Model) -> Dict[str, int]:
+  """Number of weights (trainable and not) of each of model.COMPONENTS."""
   return {name: int(getattr(model, name).count_params())
-          for name in sp_transformer.COMPONENTS}
+          for name in model.COMPONENTS}
 
 
-def count_flops(model: sp_transformer.SPTransformer) -> int:
+def count_flops(model: tf_keras.Model) -> int:
   """FLOPs of one forward pass at model.input_size, batch 1."""
   # Every op in the one graph the profiler reads (no XLA function calls).
   with xla_islands.disabled():

@@ -357,6 +357,13 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
     raise ValueError(f'--num_images must be >= 0 (0: all), got {num_images}.')
   baselines = parse_baselines(baselines)
   experiment = experiment_lib.load_experiment(config_file, mode=None)
+  if not experiment.has_superpixels:
+    raise ValueError(
+        f'{config_file}: model_options.meta_architecture is '
+        f'{experiment.meta_architecture}, a per-pixel network without '
+        'superpixels; superpixel_quality measures the superpixels of an '
+        'SP-Transformer (meta_architecture: SP_TRANSFORMER). Pass the config '
+        'and checkpoint of one.')
   options = experiment.options
   num_classes, input_size = experiment.num_classes, experiment.input_size
   dataset_options = split_dataset_options(options, split, input_size,

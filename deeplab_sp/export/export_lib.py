@@ -1,4 +1,4 @@
-"""Exports an SP-Transformer as a SavedModel for TF Serving.
+"""Exports a segmentation model as a SavedModel for TF Serving.
 
 The SavedModel is written in TF Serving's versioned layout,
 `<output_path>/<version>/`, with two signatures:
@@ -17,7 +17,8 @@ Both return
     image at the image's own size;
   'image_size': int32 [B, 2], each image's (height, width);
   'superpixel_ids': int32 [B, Hmax, Wmax], hard superpixel assignment
-    (absolute ids row * grid_width + col), unless disabled;
+    (absolute ids row * grid_width + col), unless disabled or the model has
+    no superpixels (the per-pixel baselines);
   'probabilities': float32 [B, Hmax, Wmax, K], unless disabled (off by
     default: it is K times larger than the label map).
 When the images of one batch have different sizes, every output is padded
@@ -93,8 +94,8 @@ class ServingModule(tf.Module):
 
     Args:
       model: maps float32 [B, H_model, W_model, 3] to a dict with
-        'semantic_logits' [B, H_model, W_model, K] and 'superpixel_ids'
-        [B, H_model, W_model].
+        'semantic_logits' [B, H_model, W_model, K] and, if
+        include_superpixel_ids, 'superpixel_ids' [B, H_model, W_model].
       input_size: (H_model, W_model), the size the model is built for.
       num_classes: K.
       colormap: K (r, g, b) triples stored with the model (default grey).
@@ -178,6 +179,8 @@ class ServingModule(tf.Module):
       sizes: int32 [B, 2], each image's own size.
     """
     padded = tf.ensure_shape(padded, [None, *self.input_size, 3])
+    # Without the output, the ids are an empty [0, 0] stand-in throughout.
+    ids_size = self.input_size if self.include_superpixel_ids else (0, 0)
 
     def run_one(image):
       # One image at a time with a static batch of 1: the model's layers may
@@ -185,34 +188,37 @@ class ServingModule(tf.Module):
       # No XLA clusters: TF Serving does not JIT-compile them on CPU.
       with xla_islands.disabled():
         outputs = self.model(image[tf.newaxis], training=False)
-      return (tf.cast(outputs['semantic_logits'][0], tf.float32),
-              tf.cast(outputs['superpixel_ids'][0], tf.int32))
+      ids = (tf.cast(outputs['superpixel_ids'][0], tf.int32)
+             if self.include_superpixel_ids else tf.zeros(ids_size, tf.int32))
+      return tf.cast(outputs['semantic_logits'][0], tf.float32), ids
 
     # [B, H_model, W_model, K] and [B, H_model, W_model]
     logits, ids = tf.map_fn(
         run_one, padded,
         fn_output_signature=(
             tf.TensorSpec([*self.input_size, self.num_classes], tf.float32),
-            tf.TensorSpec(self.input_size, tf.int32)))
+            tf.TensorSpec(ids_size, tf.int32)))
     # [2]; zeros for an empty batch (whose outputs are empty).
     max_size = tf.maximum(tf.reduce_max(sizes, axis=0), 0)
 
     def restore(args):
       image_logits, image_ids, image_fitted, size = args
       image_logits = image_logits[:image_fitted[0], :image_fitted[1]]
-      image_ids = image_ids[:image_fitted[0], :image_fitted[1], tf.newaxis]
       same = tf.reduce_all(tf.equal(image_fitted, size))
       image_logits = tf.cond(
           same, lambda: image_logits,
           lambda: tf.image.resize(image_logits, size, method='bilinear'))
-      image_ids = tf.cond(
-          same, lambda: image_ids,
-          lambda: tf.image.resize(image_ids, size, method='nearest'))[..., 0]
-      # [h, w, K] and [h, w]
+      # [h, w, K]
       semantic = tf.argmax(image_logits, axis=-1, output_type=tf.int32)
       pad = [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]]
       semantic = tf.pad(semantic, pad, constant_values=IGNORE_LABEL)
-      image_ids = tf.pad(image_ids, pad, constant_values=SUPERPIXEL_ID_PAD)
+      if self.include_superpixel_ids:
+        image_ids = image_ids[:image_fitted[0], :image_fitted[1], tf.newaxis]
+        image_ids = tf.cond(
+            same, lambda: image_ids,
+            lambda: tf.image.resize(image_ids, size, method='nearest'))[..., 0]
+        # [h, w]
+        image_ids = tf.pad(image_ids, pad, constant_values=SUPERPIXEL_ID_PAD)
       if not self.include_probabilities:
         # Not computed (a softmax over every pixel) when not exported.
         return semantic, image_ids, tf.zeros([0, 0, self.num_classes])
@@ -284,7 +290,8 @@ def build_serving_module(experiment: experiment_lib.Experiment,
     checkpoint_path: a checkpoint prefix or a directory (its latest
       checkpoint is used); None keeps the initial weights (tests).
     include_probabilities, include_superpixel_ids, max_input_pixels: see
-      ServingModule.
+      ServingModule; a model without superpixels (the per-pixel baselines)
+      has no 'superpixel_ids' output whatever include_superpixel_ids says.
 
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
@@ -302,6 +309,10 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   model(tf.zeros([1, *input_size, 3]), training=False)
   if checkpoint_path is not None:
     restore_checkpoint(model, checkpoint_path)
+  if include_superpixel_ids and not experiment.has_superpixels:
+    logging.info('%s has no superpixels: the SavedModel has no '
+                 "'superpixel_ids' output.", experiment.meta_architecture)
+    include_superpixel_ids = False
   info = experiment.dataset
   return ServingModule(model, input_size, num_classes, info.colormap,
                        info.class_names, include_probabilities,

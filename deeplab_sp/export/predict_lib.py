@@ -9,9 +9,11 @@ directory, in one of OUTPUT_FORMATS:
     score (Cityscapes models only).
 With an overlay directory it also writes there <name>_superpixels.png, the
 image with the boundaries of the hard superpixel assignment drawn on it
-(paper Fig. 4 style). Overlays never share the label maps' directory: the
-official evaluation takes every PNG under its results directory whose name
-starts with an image's `<city>_<seq>_<frame>` as that image's prediction.
+(paper Fig. 4 style), when the model outputs 'superpixel_ids' (not the
+per-pixel baselines, nor a SavedModel exported without them). Overlays
+never share the label maps' directory: the official evaluation takes every
+PNG under its results directory whose name starts with an image's
+`<city>_<seq>_<frame>` as that image's prediction.
 All inputs are decoded first, so an unreadable image stops the run before
 anything is written. An image larger than max_input_pixels (height *
 width, read from its header before decoding) is refused the same way.
@@ -260,7 +262,7 @@ def predict_files(model: LoadedModel, files: Sequence[str], output_dir: str,
     semantic = outputs['semantic'].numpy()[0]
     paths = [os.path.join(output_dir, name + _SUFFIXES[output_format])]
     _write_png(paths[0], encode_label_map(semantic, model, output_format))
-    if overlay_dir is not None:
+    if overlay_dir is not None and 'superpixel_ids' in outputs:
       paths.append(os.path.join(overlay_dir, name + OVERLAY_SUFFIX))
       ids = outputs['superpixel_ids'].numpy()[0]
       _write_png(paths[1], visualization.overlay_boundaries(image, ids))

@@ -8,7 +8,9 @@ implementation whose weight files users already have), wrapped so that they
 return their endpoints. ConvNeXt has no stride-2 feature (its stem has
 stride 4), so its endpoints are the outputs of stages 1, 2 and 4 (strides 4,
 8 and 32). `tiny_convnet` is a small network for the default experiment and
-the tests (not in the paper).
+the tests (not in the paper). Other endpoints can be asked for
+(`endpoint_strides`), e.g. the stride-4 features of DeepLabV3+'s decoder;
+`ENDPOINT_STRIDES` lists each encoder's.
 
 Every encoder takes RGB images in [0, 255] and applies its own input
 normalisation: ResNet-50 the Keras-applications 'caffe' preprocessing (BGR,
@@ -20,13 +22,29 @@ Keras-applications weight file of the backbone (`.h5`, include_top=False) or
 a TF checkpoint of our encoder. Nothing is ever downloaded.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 from tf_keras.src.applications import convnext as keras_convnext
 
 ENCODER_NAMES = ('resnet50', 'convnext_large', 'tiny_convnet')
+
+# Every encoder reduces the input 32 times at its deepest endpoint.
+OUTPUT_STRIDE = 32
+
+# The strides each encoder can return, and those it returns by default (the
+# endpoints of the paper's hypercolumn, Sec. III-A).
+ENDPOINT_STRIDES = {
+    'resnet50': (2, 4, 8, 16, 32),
+    'convnext_large': (4, 8, 16, 32),
+    'tiny_convnet': (2, 4, 8, 16, 32),
+}
+DEFAULT_ENDPOINT_STRIDES = {
+    'resnet50': (2, 8, 32),
+    'convnext_large': (4, 8, 32),
+    'tiny_convnet': (2, 8, 32),
+}
 
 # ImageNet mean of the 'caffe' preprocessing of Keras-applications ResNet-50,
 # in BGR order.
@@ -40,7 +58,9 @@ _CONVNEXT_LAYER_SCALE_INIT = 1e-6
 # Layers of Keras-applications ResNet-50 whose outputs are the endpoints.
 _RESNET50_ENDPOINTS = {
     2: 'conv1_relu',         # Stage 1 (stem), 64 channels.
+    4: 'conv2_block3_out',   # Stage 2, 256 channels.
     8: 'conv3_block4_out',   # Stage 3, 512 channels.
+    16: 'conv4_block6_out',  # Stage 4, 1024 channels.
     32: 'conv5_block3_out',  # Stage 5, 2048 channels.
 }
 
@@ -126,18 +146,31 @@ class _EndpointEncoder(Encoder):
         name=f'{name}_endpoints')
 
 
+def _check_endpoint_strides(name: str, strides: Sequence[int]) -> None:
+  unknown = sorted(set(strides) - set(ENDPOINT_STRIDES[name]))
+  if unknown or not strides:
+    raise ValueError(
+        f'Encoder {name} has no endpoint at stride(s) {unknown or "(none)"}; '
+        f'its endpoints are at strides {ENDPOINT_STRIDES[name]}.')
+
+
 class ResNet50Encoder(_EndpointEncoder):
-  """Keras-applications ResNet-50; endpoints at strides 2, 8 and 32.
+  """Keras-applications ResNet-50; endpoints at strides 2, 8 and 32 by default.
 
   ResNet-50 has no stochastic depth: drop path is not applied (the paper
   uses it for ConvNeXt-L only).
+
+  Args:
+    endpoint_strides: the endpoints to return, among ENDPOINT_STRIDES.
   """
 
-  def __init__(self, **kwargs):
+  def __init__(self, endpoint_strides: Sequence[int] = (
+      DEFAULT_ENDPOINT_STRIDES['resnet50']), **kwargs):
+    _check_endpoint_strides('resnet50', endpoint_strides)
     backbone = tf_keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(None, None, 3))
-    endpoints = {stride: backbone.get_layer(layer).output
-                 for stride, layer in _RESNET50_ENDPOINTS.items()}
+    endpoints = {stride: backbone.get_layer(_RESNET50_ENDPOINTS[stride]).output
+                 for stride in endpoint_strides}
     super().__init__('resnet50', backbone, endpoints, **kwargs)
 
   def preprocess(self, images):
@@ -146,15 +179,19 @@ class ResNet50Encoder(_EndpointEncoder):
 
 
 class ConvNeXtLargeEncoder(_EndpointEncoder):
-  """Keras-applications ConvNeXt-L; endpoints at strides 4, 8 and 32.
+  """Keras-applications ConvNeXt-L; endpoints at strides 4, 8, 32 by default.
 
   Args:
     drop_path_keep_prob: keep probability of the residual blocks' stochastic
       depth (the paper: 0.8); Keras' drop_path_rate is 1 - keep_prob, linearly
       increased over the blocks as in the ConvNeXt paper.
+    endpoint_strides: the endpoints to return, among ENDPOINT_STRIDES.
   """
 
-  def __init__(self, drop_path_keep_prob: float = 1.0, **kwargs):
+  def __init__(self, drop_path_keep_prob: float = 1.0,
+               endpoint_strides: Sequence[int] = (
+                   DEFAULT_ENDPOINT_STRIDES['convnext_large']), **kwargs):
+    _check_endpoint_strides('convnext_large', endpoint_strides)
     backbone = keras_convnext.ConvNeXt(
         depths=list(_CONVNEXT_LARGE_DEPTHS),
         projection_dims=list(_CONVNEXT_LARGE_WIDTHS),
@@ -165,11 +202,13 @@ class ConvNeXtLargeEncoder(_EndpointEncoder):
         include_top=False,
         weights=None,
         input_shape=(None, None, 3))
-    endpoints = {
+    stage_outputs = {
         4: _stage_output(backbone, 'convnext_large_downsampling_block_0'),
         8: _stage_output(backbone, 'convnext_large_downsampling_block_1'),
+        16: _stage_output(backbone, 'convnext_large_downsampling_block_2'),
         32: backbone.output,
     }
+    endpoints = {stride: stage_outputs[stride] for stride in endpoint_strides}
     super().__init__('convnext_large', backbone, endpoints, **kwargs)
     self.drop_path_keep_prob = drop_path_keep_prob
 
@@ -188,16 +227,20 @@ def _stage_output(backbone: tf_keras.Model, downsampling_layer: str):
 
 
 class TinyConvNet(Encoder):
-  """A small conv-BN-ReLU network with endpoints at strides 2, 8 and 32.
+  """A small conv-BN-ReLU network; endpoints at strides 2, 8, 32 by default.
 
   Not in the paper: a CPU-friendly encoder for the default experiment and
   the tests. Stage widths are base, 2*base, 4*base, 8*base, 8*base.
 
   Args:
     base_channels: channels of the first stage.
+    endpoint_strides: the endpoints to return, among ENDPOINT_STRIDES.
   """
 
-  def __init__(self, base_channels: int = 16, **kwargs):
+  def __init__(self, base_channels: int = 16,
+               endpoint_strides: Sequence[int] = (
+                   DEFAULT_ENDPOINT_STRIDES['tiny_convnet']), **kwargs):
+    _check_endpoint_strides('tiny_convnet', endpoint_strides)
     inputs = tf_keras.Input((None, None, 3))
     x = inputs
 
@@ -210,16 +253,26 @@ class TinyConvNet(Encoder):
     widths = [base_channels * m for m in (1, 2, 4, 8, 8)]
     x = conv_bn_relu(x, widths[0], 2, 'stage1a')
     stride2 = conv_bn_relu(x, widths[0], 1, 'stage1b')
-    x = conv_bn_relu(stride2, widths[1], 2, 'stage2')          # Stride 4.
-    x = conv_bn_relu(x, widths[2], 2, 'stage3a')               # Stride 8.
+    stride4 = conv_bn_relu(stride2, widths[1], 2, 'stage2')
+    x = conv_bn_relu(stride4, widths[2], 2, 'stage3a')         # Stride 8.
     stride8 = conv_bn_relu(x, widths[2], 1, 'stage3b')
-    x = conv_bn_relu(stride8, widths[3], 2, 'stage4')          # Stride 16.
-    x = conv_bn_relu(x, widths[4], 2, 'stage5a')               # Stride 32.
+    stride16 = conv_bn_relu(stride8, widths[3], 2, 'stage4')
+    x = conv_bn_relu(stride16, widths[4], 2, 'stage5a')        # Stride 32.
     stride32 = conv_bn_relu(x, widths[4], 1, 'stage5b')
+    # The backbone's outputs are the default endpoints whatever is asked
+    # for: checkpoints hold it as such.
     backbone = tf_keras.Model(inputs, [stride2, stride8, stride32],
                               name='tiny_convnet_backbone')
-    super().__init__('tiny_convnet', backbone, (2, 8, 32), **kwargs)
-    self._endpoint_model = backbone
+    strides = tuple(sorted(endpoint_strides))
+    super().__init__('tiny_convnet', backbone, strides, **kwargs)
+    if strides == DEFAULT_ENDPOINT_STRIDES['tiny_convnet']:
+      self._endpoint_model = backbone
+    else:
+      features = {2: stride2, 4: stride4, 8: stride8, 16: stride16,
+                  32: stride32}
+      self._endpoint_model = tf_keras.Model(
+          inputs, [features[s] for s in strides],
+          name='tiny_convnet_endpoints')
     self.base_channels = base_channels
 
   def preprocess(self, images):
@@ -251,17 +304,30 @@ def synchronize_batch_norm(model: tf_keras.layers.Layer) -> int:
 
 
 def build_encoder(name: str, drop_path_keep_prob: float = 1.0,
-                  tiny_convnet_base_channels: int = 16) -> Encoder:
+                  tiny_convnet_base_channels: int = 16,
+                  endpoint_strides: Optional[Sequence[int]] = None
+                 ) -> Encoder:
   """Returns the encoder `name` (one of ENCODER_NAMES), randomly initialised.
 
+  Args:
+    name: one of ENCODER_NAMES.
+    drop_path_keep_prob: ConvNeXt-L's (see ConvNeXtLargeEncoder).
+    tiny_convnet_base_channels: tiny_convnet's width.
+    endpoint_strides: the endpoints to return, among ENDPOINT_STRIDES[name];
+      None: DEFAULT_ENDPOINT_STRIDES[name] (the hypercolumn's).
+
   Raises:
-    ValueError: for an unknown name.
+    ValueError: for an unknown name or stride.
   """
+  if name in DEFAULT_ENDPOINT_STRIDES and endpoint_strides is None:
+    endpoint_strides = DEFAULT_ENDPOINT_STRIDES[name]
   if name == 'resnet50':
-    return ResNet50Encoder()
+    return ResNet50Encoder(endpoint_strides=endpoint_strides)
   if name == 'convnext_large':
-    return ConvNeXtLargeEncoder(drop_path_keep_prob=drop_path_keep_prob)
+    return ConvNeXtLargeEncoder(drop_path_keep_prob=drop_path_keep_prob,
+                                endpoint_strides=endpoint_strides)
   if name == 'tiny_convnet':
-    return TinyConvNet(base_channels=tiny_convnet_base_channels)
+    return TinyConvNet(base_channels=tiny_convnet_base_channels,
+                       endpoint_strides=endpoint_strides)
   raise ValueError(f'Unknown encoder {name!r}: set model_options.encoder.name '
                    f'to one of {", ".join(ENCODER_NAMES)}.')

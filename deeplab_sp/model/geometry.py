@@ -83,3 +83,33 @@ def compute_geometry(input_size: Sequence[int], output_stride: int,
       grid_width=grid_width,
       superpixel_height=height // cell_h,
       superpixel_width=width // cell_w)
+
+
+def check_input_multiple(input_size: Sequence[int], multiple: int,
+                         reason: str):
+  """(height, width) of `input_size` if both are positive multiples.
+
+  The input-size check of the per-pixel networks, which have no superpixel
+  grid: their feature maps only need the input to be a multiple of their
+  deepest stride.
+
+  Args:
+    input_size: (height, width).
+    multiple: what both must be a positive multiple of.
+    reason: why, for the message (e.g. "the encoder's output stride").
+
+  Raises:
+    GeometryError: naming the size, the multiple and the nearest size that
+      fits.
+  """
+  if len(input_size) != 2:
+    raise GeometryError(f'Input size must be (height, width), got '
+                        f'{input_size}.')
+  height, width = int(input_size[0]), int(input_size[1])
+  if height <= 0 or width <= 0 or height % multiple or width % multiple:
+    raise GeometryError(
+        f'Input size {height}x{width} is not a multiple of {multiple} '
+        f'({reason}). Use a size that is (e.g. '
+        f'{max(1, round(height / multiple)) * multiple}x'
+        f'{max(1, round(width / multiple)) * multiple}).')
+  return height, width

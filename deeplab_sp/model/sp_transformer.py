@@ -46,6 +46,9 @@ class SPTransformer(tf_keras.Model):
     input_size: the (H, W) the model was built for.
   """
 
+  # The components, in the order they run.
+  COMPONENTS = COMPONENTS
+
   def __init__(self, encoder: encoders.Encoder,
                hypercolumn: hypercolumn_lib.Hypercolumn,
                tokenization: tokenization_lib.SuperpixelTokenization,

@@ -11,7 +11,8 @@ the curves of tools/main_job.py are drawn from. Progress is logged every
 `log_every_batches` batches.
 With `superpixel_metrics`, the quality of the model's superpixels against the
 labels is added as the `superpixels` section and `superpixels/*` scalars
-(deeplab_sp/trainer/superpixel_eval.py).
+(deeplab_sp/trainer/superpixel_eval.py); a model without superpixels (the
+per-pixel baselines) has neither.
 """
 
 import json
@@ -67,7 +68,7 @@ class Evaluator(orbit.StandardEvaluator):
       `num_vis_images` validation images (optional).
     superpixel_metrics: also measure the model's 'superpixel_ids' against
       the labels (ASA, boundary recall/precision, undersegmentation error,
-      connectivity; means over images).
+      connectivity; means over images), if it has that output.
     log_every_batches: batches between progress lines (0: none).
   """
 

@@ -11,7 +11,9 @@ last evaluation batch are skipped, as for the evaluator's image count.
 
 This works under any strategy (the step itself stays a pure TF graph); its
 cost is copying the ids and labels to the host and the numpy work, which
-runs between steps.
+runs between steps. A model without superpixels (no 'superpixel_ids'
+output: the per-pixel baselines) has no step outputs, and `reduce` drops
+the accumulator: the evaluation then has no `superpixels` section.
 """
 
 from typing import Any, Dict, Optional
@@ -82,12 +84,17 @@ class SuperpixelEvaluation:
     return superpixel_metrics.SuperpixelMetricsAccumulator(
         self.ignore_label, self.tolerance)
 
-  def reduce(self, state: superpixel_metrics.SuperpixelMetricsAccumulator,
+  def reduce(self,
+             state: Optional[superpixel_metrics.SuperpixelMetricsAccumulator],
              outputs: Optional[Dict[str, Any]]
-            ) -> superpixel_metrics.SuperpixelMetricsAccumulator:
-    """Adds the images of one step (every local replica) to `state`."""
-    if outputs is None:
-      return state
+            ) -> Optional[superpixel_metrics.SuperpixelMetricsAccumulator]:
+    """Adds the images of one step (every local replica) to `state`.
+
+    Returns None (nothing to report) when the model has no superpixels: its
+    steps return no outputs (step_outputs).
+    """
+    if outputs is None or state is None:
+      return None
     local = self.strategy.experimental_local_results
     for ids, labels in zip(local(outputs['superpixel_ids']),
                            local(outputs['label'])):

@@ -158,6 +158,48 @@ def test_tool_reports_a_missing_config():
   assert 'does not exist' in completed.stderr
 
 
+@pytest.fixture(scope='module')
+def deeplab_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp('config') / 'deeplab.textproto'
+  path.write_text(text_format.MessageToString(tiny_experiment.options(
+      {'eval_dataset_options.crop_size': [64, 96]}, fast=True,
+      meta_architecture='DEEPLABV3PLUS')))
+  return str(path)
+
+
+def test_a_per_pixel_network_is_timed_by_its_own_components(deeplab_config):
+  settings = benchmark.BenchmarkSettings(
+      execution_modes=('tf_function',), num_warmup=1, num_runs=2)
+  results = benchmark.run_benchmark(_read(deeplab_config), settings,
+                                    lambda _: None)
+  json.dumps(results)  # JSON-serialisable.
+  assert results['settings']['meta_architecture'] == 'DEEPLABV3PLUS'
+  assert results['settings']['geometry'] is None
+  assert (results['settings']['height'], results['settings']['width']) == (
+      64, 96)
+  entry = results['DEEPLABV3PLUS']
+  assert list(entry['ms']['tf_function']) == ['encoder', 'aspp', 'decoder',
+                                              'total']
+  assert all(ms > 0 for ms in entry['ms']['tf_function'].values())
+  assert entry['total_over_encoder']['tf_function'] > 0
+  assert not {'NAIVE', 'EFFICIENT', 'speedup'} & set(results)
+  table = benchmark.format_table(results)
+  assert 'DEEPLABV3PLUS (no superpixels)' in table
+  assert 'aspp' in table and 'total/encoder' in table
+
+
+def test_a_per_pixel_network_refuses_ops_only_and_foreign_components(
+    deeplab_config):
+  experiment = _read(deeplab_config)
+  with pytest.raises(ValueError, match='has no local attention'):
+    benchmark.run_benchmark(experiment, benchmark.BenchmarkSettings(
+        ops_only=True))
+  with pytest.raises(ValueError, match="Unknown component 'tokenization'.*"
+                     'encoder, aspp, decoder, total'):
+    benchmark.run_benchmark(experiment, benchmark.BenchmarkSettings(
+        components=('tokenization',)))
+
+
 def test_local_attention_names_are_the_benchmark_implementations():
   assert benchmark.IMPLEMENTATIONS == (local_attention.NAIVE,
                                        local_attention.EFFICIENT)

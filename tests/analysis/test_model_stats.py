@@ -67,6 +67,25 @@ def test_parameter_counts_within_ten_percent_of_the_paper(config,
   assert abs(millions - paper_millions) <= 0.1 * paper_millions, millions
 
 
+@pytest.mark.parametrize('meta,components', [
+    ('HYPERCOLUMN_PIXEL_CLASSIFIER',
+     ('encoder', 'hypercolumn', 'pixel_classifier')),
+    ('DEEPLABV3PLUS', ('encoder', 'aspp', 'decoder')),
+])
+def test_a_baselines_components_and_flops(tmp_path, meta, components):
+  config = tmp_path / 'tiny.textproto'
+  config.write_text(text_format.MessageToString(tiny_experiment.options(
+      {'train_dataset_options.crop_size': [32, 32],
+       'eval_dataset_options.crop_size': [32, 32]}, fast=True,
+      meta_architecture=meta)))
+  stats = model_stats.model_stats(str(config))
+  assert tuple(stats['components']) == components
+  assert stats['total_params'] == sum(stats['components'].values())
+  assert stats['multiply_adds'] > 16 * 16 * 4 * 27  # More than the stem.
+  text = model_stats.format_text(stats)
+  assert all(name in text for name in components)
+
+
 def test_einsum_flops_are_counted():
   graph = tf.Graph()
   with graph.as_default():

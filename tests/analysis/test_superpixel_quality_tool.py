@@ -179,3 +179,12 @@ def test_format_table():
   assert '64.0' in table and '0.5000' in table
   assert [l for l in lines if l.startswith('boundary precision')][0].split(
   )[-2:] == ['-', '-']
+
+
+def test_a_model_without_superpixels_is_a_clear_error(tmp_path):
+  config = tmp_path / 'deeplab.textproto'
+  config.write_text(text_format.MessageToString(tiny_experiment.options(
+      fast=True, meta_architecture='DEEPLABV3PLUS')))
+  with pytest.raises(ValueError, match='DEEPLABV3PLUS, a per-pixel network '
+                     'without superpixels'):
+    superpixel_quality.run(str(config), str(tmp_path / 'no_checkpoint'))

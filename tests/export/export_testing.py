@@ -39,6 +39,21 @@ def tiny() -> experiment_lib.Experiment:
   return experiment_lib.experiment_from_options(tiny_options(), mode=None)
 
 
+def tiny_baseline(meta_architecture: str) -> experiment_lib.Experiment:
+  """A per-pixel baseline's tiny experiment, FAST widths, 'cityscapes' ids,
+  64x64 input."""
+  overrides = {'experiment_name': 'export_test'}
+  for field in ('train_dataset_options', 'eval_dataset_options'):
+    overrides[f'{field}.dataset'] = 'cityscapes'
+    overrides[f'{field}.file_pattern'] = ['unused-*.tfrecord']
+    overrides[f'{field}.batch_size'] = 2
+    overrides[f'{field}.crop_size'] = [SIZE, SIZE]
+  return experiment_lib.experiment_from_options(
+      tiny_experiment.options(overrides, fast=True,
+                              meta_architecture=meta_architecture),
+      mode=None)
+
+
 def png_bytes(image: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format='PNG')

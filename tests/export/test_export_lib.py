@@ -270,3 +270,38 @@ def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
       'Function `f` contains input name(s) a/b with unsupported characters '
       'which will be renamed to a_b in the SavedModel.', None, None)
   assert note_filter.filter(record)
+
+
+@pytest.mark.parametrize('meta', ['HYPERCOLUMN_PIXEL_CLASSIFIER',
+                                  'DEEPLABV3PLUS'])
+def test_a_baseline_exports_and_serves_without_superpixel_ids(meta,
+                                                              tmp_path):
+  tf.keras.utils.set_random_seed(5)
+  experiment = export_testing.tiny_baseline(meta)
+  config_file = str(tmp_path / 'config.textproto')
+  with open(config_file, 'w') as f:
+    f.write(text_format.MessageToString(experiment.options))
+  module = export_lib.build_serving_module(experiment)
+  assert not module.include_superpixel_ids  # Asked for, but it has none.
+  prefix = tf.train.Checkpoint(model=module.model).write(
+      str(tmp_path / 'ckpt-1'))
+  export_dir = export_lib.export_from_config(
+      config_file, prefix, str(tmp_path / 'saved'),
+      include_probabilities=True)
+  loaded = tf.saved_model.load(export_dir)
+  image = random_image(SIZE, SIZE)
+  expected = np.argmax(module.model(image[np.newaxis].astype(np.float32))[
+      'semantic_logits'].numpy(), -1)
+  outputs = loaded.signatures['serving_default'](
+      encoded_images=tf.constant([png_bytes(image), png_bytes(image)]))
+  assert set(outputs) == {'semantic', 'image_size', 'probabilities'}
+  np.testing.assert_array_equal(outputs['semantic'].numpy()[:1], expected)
+  np.testing.assert_allclose(outputs['probabilities'].numpy().sum(-1), 1.0,
+                             rtol=1e-5)
+  # Another size is resized, padded and restored as for the SP-Transformer.
+  other = random_image(30, 50, seed=1)
+  floats = loaded.signatures['serving_float'](
+      images=tf.constant(other[np.newaxis], tf.float32))
+  assert set(floats) == {'semantic', 'image_size', 'probabilities'}
+  assert floats['semantic'].shape == (1, 30, 50)
+  np.testing.assert_array_equal(floats['image_size'].numpy(), [[30, 50]])

@@ -111,6 +111,31 @@ def test_output_format_errors(setup, tmp_path):
   assert not output_dir.exists()
 
 
+def test_without_superpixel_ids_only_label_maps_are_written(tmp_path):
+  tf.keras.utils.set_random_seed(2)
+  module = export_lib.build_serving_module(
+      export_testing.tiny_baseline('DEEPLABV3PLUS'))
+  export_dir = export_lib.export_saved_model(module, str(tmp_path / 'saved'))
+  model = predict_lib.load_saved_model(export_dir)
+  files = write_images(str(tmp_path), [(64, 64), (30, 50)])
+  output_dir = str(tmp_path / 'out')
+  overlay_dir = str(tmp_path / 'overlays')
+  written = predict_lib.predict_files(model, files, output_dir,
+                                      overlay_dir=overlay_dir)
+  assert sorted(os.listdir(output_dir)) == ['image0_color.png',
+                                            'image1_color.png']
+  assert not os.listdir(overlay_dir)
+  assert written == [os.path.join(output_dir, name)
+                     for name in ('image0_color.png', 'image1_color.png')]
+  image = np.array(Image.open(files[0]))
+  logits = module.model(image[np.newaxis].astype(np.float32))
+  np.testing.assert_array_equal(
+      np.array(Image.open(written[0])),
+      visualization.colorize_label_map(
+          np.argmax(logits['semantic_logits'][0].numpy(), -1),
+          model.colormap))
+
+
 def test_unreadable_image_stops_before_writing(setup, tmp_path):
   config_file, prefix, _ = setup
   model = predict_lib.load_checkpoint(config_file, prefix)

@@ -104,3 +104,43 @@ def test_convnext_drop_path_is_a_linear_ramp_over_the_blocks():
   # The first block (rate 0) has no stochastic-depth layer.
   np.testing.assert_allclose(
       rates, np.linspace(0.0, 0.2, num_blocks)[1:], rtol=1e-6)
+
+
+@pytest.mark.parametrize('name,strides,channels', [
+    ('tiny_convnet', (2, 4, 8, 16, 32), (4, 8, 16, 32, 32)),
+    ('resnet50', (4, 16), (256, 1024)),
+])
+def test_other_endpoints_on_request(name, strides, channels):
+  encoder = encoders.build_encoder(name, tiny_convnet_base_channels=4,
+                                   endpoint_strides=strides)
+  assert encoder.endpoint_strides == strides
+  endpoints = encoder(tf.zeros((1, 64, 96, 3)), training=False)
+  assert sorted(endpoints) == list(strides)
+  for stride, width in zip(strides, channels):
+    assert endpoints[stride].shape == (1, 64 // stride, 96 // stride, width)
+
+
+def test_tiny_convnet_endpoints_share_one_backbone():
+  default = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=4)
+  other = encoders.build_encoder('tiny_convnet', tiny_convnet_base_channels=4,
+                                 endpoint_strides=(4, 32))
+  images = tf.random.stateless_uniform((1, 64, 64, 3), (6, 6), 0, 255)
+  default(images)
+  other(images)
+  # The same variables (a checkpoint of one encoder loads in the other).
+  assert ([v.shape for v in default.variables] ==
+          [v.shape for v in other.variables])
+  other.backbone.set_weights(default.backbone.get_weights())
+  np.testing.assert_allclose(other(images, training=False)[32].numpy(),
+                             default(images, training=False)[32].numpy(),
+                             rtol=1e-6)
+  assert default._endpoint_model is default.backbone  # pylint: disable=protected-access
+
+
+def test_unknown_endpoint_stride_is_a_clear_error():
+  with pytest.raises(ValueError, match=r'no endpoint at stride\(s\) \[64\]'):
+    encoders.build_encoder('tiny_convnet', endpoint_strides=(4, 64))
+  assert encoders.ENDPOINT_STRIDES['convnext_large'] == (4, 8, 16, 32)
+  for name, strides in encoders.DEFAULT_ENDPOINT_STRIDES.items():
+    assert set(strides) <= set(encoders.ENDPOINT_STRIDES[name])
+    assert max(strides) == encoders.OUTPUT_STRIDE

@@ -95,6 +95,32 @@ def test_superpixel_metrics_can_be_turned_off(tmp_path):
   assert not any(name.startswith('superpixels/') for name in scalars)
 
 
+class _PerPixel(tf_keras.Model):
+  """Class 0 everywhere; no 'superpixel_ids' (a per-pixel baseline's dict)."""
+
+  def call(self, images, training=False):
+    return {'semantic_logits': tf.one_hot(
+        tf.zeros(tf.shape(images)[:3], tf.int32), 3)}
+
+
+def test_a_model_without_superpixels_has_no_section(tmp_path):
+  images, labels, _ = _examples(num_images=3)
+  evaluator = evaluator_lib.Evaluator(
+      tf.distribute.get_strategy(), _PerPixel(), _dataset(images, labels),
+      _CLASS_NAMES, tf.Variable(3, dtype=tf.int64),
+      experiment_dir=str(tmp_path))
+  scalars = evaluator.evaluate(tf.constant(-1))
+  assert 'superpixels' not in evaluator.last_results
+  assert not any(name.startswith('superpixels/') for name in scalars)
+  assert evaluator.last_results['num_images'] == 3
+  # Class 0 everywhere: its IoU is its share of the labelled pixels.
+  valid = labels[labels != 255]
+  assert evaluator.last_results['per_class_iou']['a'] == pytest.approx(
+      np.mean(valid == 0))
+  history = evaluator_lib.read_history(str(tmp_path))
+  assert len(history) == 1 and 'superpixels' not in history[0]
+
+
 def test_sum_over_workers_on_one_worker_is_the_identity():
   vector = np.array([3.0, 0.5, 2.0])
   strategy = tf.distribute.get_strategy()

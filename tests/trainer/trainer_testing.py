@@ -92,7 +92,8 @@ def make_dataset_fn(num_images: int = 16, num_classes: int = 19,
   return dataset_fn
 
 
-def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False
+def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False,
+                 meta_architecture: str = 'SP_TRANSFORMER'
                 ) -> config_pb2.ExperimentOptions:
   """The tiny experiment on 'cityscapes' ids (19 classes), short schedules.
 
@@ -100,14 +101,20 @@ def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False
   ignores the model options). `real_model`: the tiny model's FAST widths
   (tests/tiny_experiment.py) for tests that build the SP-Transformer; one
   layer per attention stack keeps its training test short.
+  `meta_architecture`: start from that network's tiny config instead (the
+  per-pixel baselines need crops that are multiples of 32).
   """
-  overrides = {
+  overrides = {}
+  if meta_architecture == 'SP_TRANSFORMER':
+    overrides = {
+        'model_options.superpixel_tokenization.grid_height': 4,
+        'model_options.superpixel_tokenization.grid_width': 4,
+        'model_options.superpixel_tokenization.num_layers': 1,
+        'model_options.superpixel_classifier.num_layers': 1,
+        'model_options.superpixel_classifier.num_heads': 2,
+    }
+  overrides.update({
       'experiment_name': 'test_experiment',
-      'model_options.superpixel_tokenization.grid_height': 4,
-      'model_options.superpixel_tokenization.grid_width': 4,
-      'model_options.superpixel_tokenization.num_layers': 1,
-      'model_options.superpixel_classifier.num_layers': 1,
-      'model_options.superpixel_classifier.num_heads': 2,
       'trainer_options.training_number_of_steps': steps,
       'trainer_options.base_learning_rate': 0.05,
       'trainer_options.warmup_steps': 2,
@@ -123,13 +130,14 @@ def tiny_options(steps: int = 20, crop: int = 16, real_model: bool = False
       'eval_dataset_options.repeat': False,
       'evaluator_options.eval_interval_steps': 10,
       'evaluator_options.num_vis_images': 2,
-  }
+  })
   for field in ('train_dataset_options', 'eval_dataset_options'):
     overrides[f'{field}.dataset'] = 'cityscapes'
     overrides[f'{field}.file_pattern'] = ['unused']
     overrides[f'{field}.batch_size'] = 4
     overrides[f'{field}.crop_size'] = [crop, crop]
-  return tiny_experiment.options(overrides, fast=real_model)
+  return tiny_experiment.options(overrides, fast=real_model,
+                                 meta_architecture=meta_architecture)
 
 
 def experiment(options: config_pb2.ExperimentOptions,
