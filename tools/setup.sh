@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the virtual environment .venv/ in the repository root,
-# installs deeplab_sp into it in editable mode with its test extra, and
+# installs deeplab_sp into it in editable mode with its test and interop
+# (ONNX and TFLite export) extras, and
 # generates the protobuf modules. A second run skips what is already done.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +28,7 @@ stamp=.venv/.deeplab_sp_install_stamp
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
   echo "setup: installing deeplab_sp and its dependencies into .venv (takes a minute or two the first time)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,interop]"
   echo "$wanted" > "$stamp"
 fi
 
