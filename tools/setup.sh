@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the virtual environment .venv/ in the repository root,
-# installs deeplab_sp into it in editable mode with its test and cityscapes
-# extras (the latter: the official Cityscapes evaluation, which a test
-# compares with ours), and generates the protobuf modules. A second run skips
-# what is already done.
+# installs deeplab_sp into it in editable mode with its test, cityscapes (the
+# official Cityscapes evaluation, which a test compares with ours) and
+# interop (ONNX and TFLite export) extras, and generates the protobuf
+# modules. A second run skips what is already done.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,7 +29,7 @@ stamp=.venv/.deeplab_sp_install_stamp
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
   echo "setup: installing deeplab_sp and its dependencies into .venv (takes a minute or two the first time)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,cityscapes]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,cityscapes,interop]"
   echo "$wanted" > "$stamp"
 fi
 

@@ -1,1 +1,1 @@
-"""SavedModel export for TF Serving."""
+"""Export: SavedModel for TF Serving, ONNX and TFLite files."""

@@ -64,6 +64,7 @@ from deeplab_sp.export import image_header
 from deeplab_sp.export import version_dir
 from deeplab_sp.model import builder
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.protos import model_pb2
 from deeplab_sp.trainer import checkpoints
 from deeplab_sp.utils import io
 
@@ -298,17 +299,7 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   """
   input_size = experiment.input_size
   num_classes = experiment.num_classes
-  # The checkpoint holds every weight: do not read the encoder's pretrained
-  # (ImageNet) file, which need not exist where the model is exported.
-  model_options = type(experiment.options.model_options)()
-  model_options.CopyFrom(experiment.options.model_options)
-  model_options.encoder.ClearField('pretrained_weights')
-  model = builder.build_model(model_options, num_classes, input_size)
-  # Create the variables before restoring, so that every checkpoint value
-  # is matched (and a checkpoint of another model is a clear error).
-  model(tf.zeros([1, *input_size, 3]), training=False)
-  if checkpoint_path is not None:
-    restore_checkpoint(model, checkpoint_path)
+  model = restored_model(experiment, checkpoint_path)
   if include_superpixel_ids and not experiment.has_superpixels:
     logging.info('%s has no superpixels: the SavedModel has no '
                  "'superpixel_ids' output.", experiment.meta_architecture)
@@ -317,6 +308,45 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   return ServingModule(model, input_size, num_classes, info.colormap,
                        info.class_names, include_probabilities,
                        include_superpixel_ids, max_input_pixels)
+
+
+def restored_model(experiment: experiment_lib.Experiment,
+                   checkpoint_path: Optional[str] = None,
+                   local_attention_implementation: Optional[str] = None
+                  ) -> tf.keras.Model:
+  """The experiment's model at its input size, with a checkpoint's weights.
+
+  Args:
+    experiment: the Experiment (its model options, classes and input size).
+    checkpoint_path: a checkpoint prefix or a directory (its latest
+      checkpoint is used); None keeps the initial weights (tests).
+    local_attention_implementation: NAIVE or EFFICIENT for the tokenization
+      and the association, whatever the config says (both compute the same
+      function with the same variables); None keeps the config's.
+
+  Raises:
+    FileNotFoundError: if checkpoint_path holds no checkpoint.
+  """
+  # The checkpoint holds every weight: do not read the encoder's pretrained
+  # (ImageNet) file, which need not exist where the model is exported.
+  model_options = type(experiment.options.model_options)()
+  model_options.CopyFrom(experiment.options.model_options)
+  model_options.encoder.ClearField('pretrained_weights')
+  if (local_attention_implementation is not None and
+      experiment.has_superpixels):
+    value = model_pb2.LocalAttentionImplementation.Value(
+        local_attention_implementation)
+    model_options.superpixel_tokenization.implementation = value
+    model_options.superpixel_association.implementation = value
+  input_size = experiment.input_size
+  model = builder.build_model(model_options, experiment.num_classes,
+                              input_size)
+  # Create the variables before restoring, so that every checkpoint value
+  # is matched (and a checkpoint of another model is a clear error).
+  model(tf.zeros([1, *input_size, 3]), training=False)
+  if checkpoint_path is not None:
+    restore_checkpoint(model, checkpoint_path)
+  return model
 
 
 def resolve_checkpoint(checkpoint_path: str) -> str:

@@ -11,6 +11,7 @@ classifier.
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import attention
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
@@ -61,7 +62,8 @@ class SuperpixelClassifier(tf_keras.layers.Layer):
       if ffn_channels:
         self.ffn_norms.append(norm(f'ffn_norm_{i}'))
         self.ffns.append(tf_keras.Sequential([
-            tf_keras.layers.Dense(ffn_channels, activation='gelu',
+            tf_keras.layers.Dense(ffn_channels,
+                                  activation=activations.keras_gelu,
                                   kernel_initializer=initializer()),
             tf_keras.layers.Dropout(dropout_rate),
             tf_keras.layers.Dense(channels, kernel_initializer=initializer()),

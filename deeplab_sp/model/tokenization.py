@@ -38,6 +38,7 @@ import tf_keras
 
 from deeplab_sp.model import local_attention
 from deeplab_sp.model import position_embedding
+from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
 from deeplab_sp.model.kernels import resize
@@ -58,7 +59,8 @@ def _dense(units, name):
 def _feed_forward(channels, hidden_channels, name):
   return tf_keras.Sequential([
       _dense(hidden_channels, f'{name}_hidden'),
-      tf_keras.layers.Activation('gelu', name=f'{name}_gelu'),
+      tf_keras.layers.Activation(activations.keras_gelu,
+                                 name=f'{name}_gelu'),
       _dense(channels, f'{name}_output'),
   ], name=name)
 

@@ -1,7 +1,9 @@
 """The tiny experiment and test images for the export and predict tests."""
 
 import io
+import os
 
+from google.protobuf import text_format
 import numpy as np
 from PIL import Image
 
@@ -52,6 +54,25 @@ def tiny_baseline(meta_architecture: str) -> experiment_lib.Experiment:
       tiny_experiment.options(overrides, fast=True,
                               meta_architecture=meta_architecture),
       mode=None)
+
+
+def write_config_and_checkpoint(root, seed: int = 0):
+  """tiny_options() as a file and a checkpoint of its model, under `root`.
+
+  Returns:
+    (config file, checkpoint prefix).
+  """
+  # Imported here: the helpers above need no model code.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.export import export_lib  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(seed)
+  config_file = os.path.join(root, 'config.textproto')
+  with open(config_file, 'w') as f:
+    f.write(text_format.MessageToString(tiny_options()))
+  model = export_lib.restored_model(tiny())
+  prefix = tf.train.Checkpoint(model=model).write(
+      os.path.join(root, 'ckpt-1'))
+  return config_file, prefix
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -19,8 +19,9 @@ hides the row count from constant folding (PlaceholderWithDefault), so the
 remapper fuses it: one pass instead of several forward, and the gradient
 (FusedBatchNormGradV3) is no slower.
 Elsewhere (GPU, XLA, oneDNN off) the same graph is tf_keras' fused layer
-norm. Half-precision inputs use the direct two-pass formula instead, with
-float32 statistics as tf_keras does.
+norm. Half-precision inputs, and the ONNX and TFLite exports
+(portable_ops), use the direct two-pass formula instead, with float32
+statistics as tf_keras does.
 
 The variables (gamma, beta), their names, the epsilon and the results (to
 float32 round-off) are those of tf_keras' layer, so checkpoints are
@@ -29,6 +30,8 @@ interchangeable.
 
 import tensorflow as tf
 import tf_keras
+
+from deeplab_sp.model.kernels import portable_ops
 
 
 class LayerNormalization(tf_keras.layers.LayerNormalization):
@@ -42,6 +45,10 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
 
   def call(self, inputs):
     inputs = tf.cast(inputs, self.compute_dtype)
+    if portable_ops.is_enabled():
+      # The fusable form's PlaceholderWithDefault would be an input of the
+      # ONNX graph.
+      return self._direct_form(inputs)
     if (inputs.dtype == tf.float32 and self.dtype == 'float32' and
         self.scale and self.center and inputs.shape.rank and
         inputs.shape[-1] is not None):

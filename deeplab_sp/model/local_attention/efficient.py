@@ -83,7 +83,8 @@ def superpixel_update(query, pixels, key, value, key_position=None,
       tf.matmul(pixel_blocks, seeing_key_queries, transpose_b=True),
       [-1, grid_height, grid_width, cell_height * cell_width, NUM_NEIGHBORS,
        num_heads])
-  logits += seeing_bias_logits[:, :, :, tf.newaxis]
+  # expand_dims, not [:, :, :, tf.newaxis]: TFLite has no rank-6 slice.
+  logits += tf.expand_dims(seeing_bias_logits, 3)
   logits += _position_logits(query, key_position)
   exp_logits, sums = _superpixel_softmax_terms(logits)
   # sum_p exp * x_p per superpixel, [B, Hs, Ws, N, C], then V per head.
@@ -174,7 +175,7 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
       transpose_b=True)
   logits = tf.reshape(logits, block_shape + [
       cell_height * cell_width, num_heads, NUM_NEIGHBORS])
-  logits += key_biases[:, :, :, tf.newaxis]
+  logits += tf.expand_dims(key_biases, 3)
   weights = _neighbor_slot_softmax(logits)
   # [B, Hs, Ws, h*w, C_out]: one [h*w, N*9] x [N*9, C_out] product per block.
   outputs = tf.matmul(
@@ -230,11 +231,13 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
   if not weights_are_masked:
     weights = neighbors.where_inside_grid(weights, grid_height, grid_width,
                                           0.0)
-  # [B, Hs, h, Ws, w, 9]
+  # [B*Hs, h, Ws, w, 9]: batch and grid rows share one axis, so no tensor
+  # has more than 5 axes (TFLite's batched matmul takes no more).
   weights = tf.reshape(weights, [
-      -1, grid_height, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
-  # [B, Hs, 1, Ws, 9, C]
-  shifted = _grids(superpixel_values)[:, :, tf.newaxis]
+      -1, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
+  # [B*Hs, 1, Ws, 9, C]
+  shifted = tf.reshape(_grids(superpixel_values),
+                       [-1, 1, grid_width, NUM_NEIGHBORS, channels])
   # Broadcast over the h rows of a cell: the result is already in image
   # order.
   combined = tf.matmul(weights, shifted)
@@ -285,7 +288,7 @@ def _superpixel_softmax_terms(logits):
   superpixel_max = tf.reduce_max(neighbor_max, axis=3)
   # [B, Hs, Ws, 1, 9, N]: back to the blocks, the maximum of the superpixel
   # each slot points at.
-  max_at_blocks = _grids(superpixel_max, sign=-1)[:, :, :, tf.newaxis]
+  max_at_blocks = tf.expand_dims(_grids(superpixel_max, sign=-1), 3)
   shifted_logits = tf.where(
       seen_by_valid[tf.newaxis, :, :, tf.newaxis, :, tf.newaxis],
       logits - max_at_blocks, masked)

@@ -221,12 +221,15 @@ def _gather_padded_rows(grid, rows, repeats):
   """Rows of `grid` zero-padded by one cell, seen as [B, cells*repeats, R].
 
   One gather writes the shifted copies directly; 9 slices and a stack would
-  copy every value twice.
+  copy every value twice. The grid is padded as [B, Hs, Ws, repeats * R]
+  (TFLite pads at most 5 axes).
   """
-  rank = len(grid.shape)
-  padded = tf.pad(grid, [[0, 0], [1, 1], [1, 1]] + [[0, 0]] * (rank - 3))
-  row_length = int(np.prod(grid.shape[3:].as_list())) // repeats
-  return tf.gather(tf.reshape(padded, [tf.shape(grid)[0], -1, row_length]),
+  grid_height, grid_width = static_dims(grid, 1, 2)
+  values = int(np.prod(grid.shape[3:].as_list()))
+  batch = tf.shape(grid)[0]
+  padded = tf.pad(tf.reshape(grid, [batch, grid_height, grid_width, values]),
+                  [[0, 0], [1, 1], [1, 1], [0, 0]])
+  return tf.gather(tf.reshape(padded, [batch, -1, values // repeats]),
                    tf.constant(rows, tf.int32), axis=1)
 
 

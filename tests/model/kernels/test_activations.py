@@ -1,9 +1,13 @@
-"""The erf form of GELU equals tf.nn.gelu's exact GELU."""
+"""The erf forms of GELU equal tf.nn.gelu's exact GELU."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
+from tensorflow.lite.python.convert_phase import ConverterError  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp.model.kernels import activations
+from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import xla_islands
 
 
 def test_gelu_matches_tf_nn_gelu_values_and_gradients():
@@ -25,3 +29,61 @@ def test_gelu_keeps_half_precision():
   y = activations.gelu(x)
   assert y.dtype == tf.float16
   np.testing.assert_allclose(y.numpy(), [-0.1587, 0.0, 1.9545], atol=2e-3)
+
+
+def _op_types(function, x):
+  graph = tf.function(function).get_concrete_function(x).graph
+  return {op.type for op in graph.get_operations()}
+
+
+def test_portable_forms_equal_the_cpu_forms_values_and_gradients():
+  x = tf.constant(np.linspace(-12.0, 12.0, 4001).astype(np.float32))
+  results = []
+  for function, portable in ((activations.gelu, False),
+                             (activations.gelu, True),
+                             (activations.keras_gelu, False),
+                             (activations.keras_gelu, True)):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      if portable:
+        with portable_ops.enabled():
+          y = function(x)
+      else:
+        y = function(x)
+    results.append((y.numpy(), tape.gradient(y, x).numpy()))
+  reference_y, reference_dy = results[0]
+  for y, dy in results[1:]:
+    np.testing.assert_allclose(y, reference_y, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(dy, reference_dy, rtol=1e-5, atol=2e-6)
+
+
+def test_portable_forms_are_traced_only_inside_the_block():
+  x = tf.TensorSpec([4, 8], tf.float32)
+  # Outside: tf_keras' 'gelu' (through Erfc), as trained.
+  assert 'Erfc' in _op_types(activations.keras_gelu, x)
+  assert not portable_ops.is_enabled()
+  # The exports trace without XLA islands (which would hide the ops).
+  with portable_ops.enabled(), xla_islands.disabled():
+    assert portable_ops.is_enabled()
+    for function in (activations.gelu, activations.keras_gelu):
+      types = _op_types(function, x)
+      assert 'Erf' in types and 'Erfc' not in types
+  assert not portable_ops.is_enabled()
+
+
+def test_portable_gelu_is_a_tflite_builtin_gelu():
+  # The operand order of portable_gelu is the pattern the converter fuses;
+  # the CPU form is not (TFLite has no Erf op).
+  spec = tf.TensorSpec([4, 8], tf.float32)
+  for function, converts in ((activations.portable_gelu, True),
+                             (activations.gelu, False)):
+    with xla_islands.disabled():
+      traced = tf.function(function).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [traced], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if converts:
+      assert converter.convert()
+    else:
+      with pytest.raises(ConverterError, match='Erf'):
+        converter.convert()

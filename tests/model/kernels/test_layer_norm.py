@@ -7,6 +7,7 @@ import tf_keras
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import portable_ops
 
 
 def _pair(shape, epsilon):
@@ -101,3 +102,20 @@ def test_mixed_precision_matches_tf_keras():
 def test_other_axes_are_refused():
   with pytest.raises(ValueError, match='last axis only'):
     layer_norm.LayerNormalization(axis=1)
+
+
+def test_portable_form_equals_tf_keras_without_placeholders():
+  shape = (3, 10, 16)
+  ours, theirs = _pair(shape, 1e-5)
+  x = tf.constant(np.random.default_rng(1).normal(
+      3.0, 2.0, size=shape).astype(np.float32))
+  with portable_ops.enabled():
+    traced = tf.function(ours).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32))
+    portable = traced(x)
+  # The fusable form's hidden row count would be an input of an ONNX graph.
+  types = {op.type for op in traced.graph.get_operations()}
+  assert 'PlaceholderWithDefault' not in types
+  assert 'FusedBatchNormV3' not in types
+  np.testing.assert_allclose(portable.numpy(), theirs(x).numpy(), rtol=1e-5,
+                             atol=1e-5)
