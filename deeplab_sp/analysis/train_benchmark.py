@@ -41,6 +41,7 @@ implementation is then not timed.
 """
 
 import dataclasses
+import functools
 import gc
 import itertools
 import json
@@ -165,20 +166,21 @@ class TrainingSetup:
                                        self.model, optimizer, None,
                                        trainer_options)
     self.batch = random_batch(batch, size, experiment.num_classes)
-    self.calls = timing.record_calls(
-        self.model, self.batch['image'],
-        {name: name for name in COMPONENTS}, training=True)
+
+  @functools.cached_property
+  def calls(self):
+    """Component -> (layer, args, kwargs), recorded on first use."""
+    return timing.record_calls(self.model, self.batch['image'],
+                               {name: name for name in COMPONENTS},
+                               training=True)
 
   def step(self) -> Callable[[], object]:
     """The trainer's whole step as a no-argument tf.function."""
-    batches = itertools.repeat(self.batch)
-    return tf.function(lambda: self.trainer.train_step(batches),
-                       autograph=False)
+    return _function(self.trainer.train_step, itertools.repeat(self.batch))
 
   def loss_and_gradients(self) -> Callable[[], object]:
     """The step's forward and backward pass (no update), a tf.function."""
-    return tf.function(lambda: self.trainer.replica_gradients(self.batch),
-                       autograph=False)
+    return _function(self.trainer.replica_gradients, self.batch)
 
   def forward_backward(self, component: str) -> Callable[[], object]:
     """One component's forward and backward pass, a tf.function."""
@@ -189,16 +191,25 @@ class TrainingSetup:
 
   def encoder_step(self) -> Callable[[], object]:
     """The encoder's forward and backward pass and its optimizer update."""
-    gradients = self.forward_backward(ENCODER)
-    variables = self.model.encoder.trainable_variables
-    backbone = self.trainer.optimizer.backbone
+    return _function(_encoder_step, self.forward_backward(ENCODER),
+                     self.model.encoder.trainable_variables,
+                     self.trainer.optimizer.backbone)
 
-    @tf.function(autograph=False)
-    def step():
-      variable_gradients = gradients()[:len(variables)]
-      backbone.apply_gradients(zip(variable_gradients, variables),
-                               experimental_aggregate_gradients=False)
-    return step
+
+def _function(python_function, *args):
+  """tf.function of python_function(*args) without arguments.
+
+  Through functools.partial, so that TensorFlow does not count the many
+  functions made from one Python function as retracing (and warn).
+  """
+  return tf.function(functools.partial(python_function, *args),
+                     autograph=False)
+
+
+def _encoder_step(gradients, variables, optimizer):
+  variable_gradients = gradients()[:len(variables)]
+  optimizer.apply_gradients(zip(variable_gradients, variables),
+                            experimental_aggregate_gradients=False)
 
 
 def _differentiated_outputs(component):
@@ -230,19 +241,27 @@ def forward_backward_call(layer, args, kwargs, differentiate_inputs: bool,
   inputs = [a for a in tf.nest.flatten(args)
             if differentiate_inputs and tf.is_tensor(a) and
             a.dtype.is_floating]
+  call = functools.partial(_outputs, layer, args, kwargs,
+                           differentiated_outputs)
+  # The outputs' shapes, from a trace (no computation).
+  outputs = _function(call).get_concrete_function().structured_outputs
   rng = np.random.default_rng(_SEED + 2)
-  # Output gradients, made once (eagerly) at the outputs' shapes.
   cotangents = [tf.constant(rng.normal(size=t.shape), t.dtype)
-                for t in differentiated_outputs(layer(*args, **kwargs))]
+                for t in outputs]
+  return _function(_gradients, call, inputs, layer.trainable_variables,
+                   cotangents)
 
-  @tf.function(autograph=False)
-  def call():
-    with tf.GradientTape() as tape:
-      tape.watch(inputs)
-      outputs = differentiated_outputs(layer(*args, **kwargs))
-    return tape.gradient(outputs, layer.trainable_variables + inputs,
-                         output_gradients=cotangents)
-  return call
+
+def _outputs(layer, args, kwargs, differentiated_outputs):
+  return differentiated_outputs(layer(*args, **kwargs))
+
+
+def _gradients(call, inputs, variables, cotangents):
+  with tf.GradientTape() as tape:
+    tape.watch(inputs)
+    outputs = call()
+  return tape.gradient(outputs, variables + inputs,
+                       output_gradients=cotangents)
 
 
 def _timed_functions(setup: TrainingSetup, time_step: bool
