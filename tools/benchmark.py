@@ -33,6 +33,20 @@ encoder, hypercolumn or classifier):
   .venv/bin/python tools/benchmark.py --config_file=... --ops_only \
       --components=tokenization,association
 
+The training step (--mode=train): the trainer's whole step (forward, top-k
+loss, gradients, both optimizers' updates), the encoder's own step, and the
+forward + backward pass of each component, per implementation, timed
+round-robin; and the peak memory of the forward + backward pass of the
+tokenization, the encoder and the whole step, in float32 and bfloat16
+(deeplab_sp/analysis/train_benchmark.py). A measurement that needs more
+memory than is available is reported as out of memory; --implementations=
+EFFICIENT leaves out the paper's form (tens of minutes on a CPU):
+  .venv/bin/python tools/benchmark.py --mode=train --format=json \
+      --config_file=configs/cityscapes/sp_transformer_r50.textproto
+
+On a machine with a GPU both modes measure on it (allocator peak memory);
+--device=cpu measures the CPU instead, --device=gpu fails without a GPU.
+
 Progress goes to stderr; the table (or JSON) to stdout and, with
 --output_file, to that file.
 """
@@ -50,9 +64,18 @@ from absl import logging
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import benchmark
+from deeplab_sp.analysis import devices
+from deeplab_sp.analysis import train_benchmark
 from deeplab_sp.utils import cli
 from deeplab_sp.utils import io
 
+_MODE = flags.DEFINE_enum(
+    'mode', 'inference', ['inference', 'train'],
+    'inference: the forward pass (paper Table IV); train: the training step '
+    '(see above).')
+_DEVICE = flags.DEFINE_enum(
+    'device', devices.AUTO, list(devices.DEVICES),
+    'auto: a GPU when one is present, else the CPU; cpu; gpu.')
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Path of a text ExperimentOptions (.textproto) whose '
     'model_options are benchmarked.', required=True)
@@ -80,11 +103,16 @@ _NUM_RUNS = flags.DEFINE_integer('num_runs', 5,
                                  'Timed calls; the median is reported.')
 _MEASURE_MEMORY = flags.DEFINE_bool(
     'measure_memory', True, 'Measure the peak memory of one tokenization '
-    'call (in the first execution mode).')
+    'call (in the first execution mode; --mode=train: of the forward + '
+    'backward passes).')
 _OPS_ONLY = flags.DEFINE_bool(
     'ops_only', False, 'Time only the tokenization and association layers, '
     'on random features at the config geometry, without building the rest '
     'of the model.')
+_MEMORY_LIMIT_GIB = flags.DEFINE_float(
+    'memory_limit_gib', None, '--mode=train: the most memory one peak-memory '
+    'measurement may use (default: the memory available when it starts); '
+    'one that needs more is reported as out of memory.')
 _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
                             'Output format.')
 _OUTPUT_FILE = flags.DEFINE_string(
@@ -92,27 +120,55 @@ _OUTPUT_FILE = flags.DEFINE_string(
     'gs://).')
 
 
+# Flags of the inference mode only.
+_INFERENCE_FLAGS = (_COMPONENTS, _EXECUTION_MODES, _OPS_ONLY)
+
+
+def _train_settings():
+  for flag in _INFERENCE_FLAGS:
+    if flags.FLAGS[flag.name].present:
+      raise ValueError(f'--{flag.name} is a flag of --mode=inference; the '
+                       'training benchmark measures every component (drop '
+                       'the flag).')
+  limit = _MEMORY_LIMIT_GIB.value
+  return train_benchmark.TrainBenchmarkSettings(
+      height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
+      implementations=_IMPLEMENTATIONS.value, num_warmup=_NUM_WARMUP.value,
+      num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
+      memory_limit_bytes=None if limit is None else int(limit * 2**30))
+
+
 def main(argv):
   del argv  # Unused.
+  devices.select(_DEVICE.value)
   experiment = experiment_lib.load_experiment(_CONFIG_FILE.value, mode=None)
+  progress = lambda line: print(line, file=sys.stderr, flush=True)
+  if _MODE.value == 'train':
+    results = train_benchmark.run_train_benchmark(
+        experiment, _train_settings(), progress=progress)
+    _write(results, train_benchmark.format_table)
+    return 0
   settings = benchmark.BenchmarkSettings(
       height=_HEIGHT.value, width=_WIDTH.value, batch=_BATCH.value,
       components=_COMPONENTS.value, implementations=_IMPLEMENTATIONS.value,
       execution_modes=_EXECUTION_MODES.value, num_warmup=_NUM_WARMUP.value,
       num_runs=_NUM_RUNS.value, measure_memory=_MEASURE_MEMORY.value,
       ops_only=_OPS_ONLY.value)
-  results = benchmark.run_benchmark(
-      experiment, settings,
-      progress=lambda line: print(line, file=sys.stderr, flush=True))
+  results = benchmark.run_benchmark(experiment, settings, progress=progress)
+  _write(results, benchmark.format_table)
+  return 0
+
+
+def _write(results, format_table):
+  """Prints the results (and writes --output_file) as text or JSON."""
   if _FORMAT.value == 'json':
     text = json.dumps(results, indent=2, sort_keys=True)
   else:
-    text = benchmark.format_table(results)
+    text = format_table(results)
   print(text)
   if _OUTPUT_FILE.value:
     io.write_atomically(_OUTPUT_FILE.value, text + '\n')
     logging.info('Wrote %s', _OUTPUT_FILE.value)
-  return 0
 
 
 if __name__ == '__main__':

@@ -40,7 +40,6 @@ projection of the superpixels.
 import dataclasses
 import gc
 import json
-import os
 import statistics
 from typing import Dict, Optional, Sequence
 
@@ -51,6 +50,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.analysis import devices
 from deeplab_sp.analysis import peak_memory
 from deeplab_sp.analysis import timing
 from deeplab_sp.model import builder
@@ -247,7 +247,7 @@ def tokenization_peak_bytes(experiment: experiment_lib.Experiment,
 
   Returns None where it is not available (CPU, not Linux).
   """
-  if tf.config.list_physical_devices('GPU'):
+  if devices.gpu_in_use():
     return peak_memory.gpu_peak_bytes(_tokenization_call(
         experiment, implementation, size, batch, jit_compile, ops_only))
   request = dict(options=text_format.MessageToString(experiment.options),
@@ -400,10 +400,7 @@ def _run_per_pixel_benchmark(experiment: experiment_lib.Experiment,
 
 
 def device_name():
-  gpus = tf.config.list_physical_devices('GPU')
-  if gpus:
-    return f'GPU ({len(gpus)})'
-  return f'CPU ({os.cpu_count()} cores)'
+  return devices.describe()
 
 
 def format_table(results: dict) -> str:

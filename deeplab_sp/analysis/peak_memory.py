@@ -18,7 +18,15 @@ tensors do not. The figure therefore includes the tensors that are live at
 the same time during the call (intermediates and outputs), not the inputs
 or weights, which exist before. TF's inter-op parallelism decides which
 intermediates coexist, so repeated measurements vary. It needs Linux;
-elsewhere the peak is None.
+elsewhere the peak is None. The subprocess sees no GPU
+(CUDA_VISIBLE_DEVICES=-1): it measures the CPU.
+
+Memory limit. A call may need more memory than the machine has (the paper's
+form of a whole training step at the Cityscapes geometry needs tens of GiB).
+Rather than let the kernel's out-of-memory killer pick a process to kill,
+the subprocess can watch its own resident set and stop when it passes a
+limit (by default, the memory available when it starts):
+`rss_growth_in_subprocess` then raises MemoryLimitExceeded.
 
 GPU. The allocator's own peak (`get_memory_info`), in this process.
 """
@@ -26,8 +34,11 @@ GPU. The allocator's own peak (`get_memory_info`), in this process.
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Optional
 
 from absl import logging
@@ -39,32 +50,104 @@ from deeplab_sp.analysis import timing
 # mallopt M_MMAP_THRESHOLD), see the module docstring.
 MMAP_THRESHOLD_BYTES = 64 * 1024
 _RESULT_PREFIX = 'PEAK_MEMORY_RESULT '
+# Memory left to the rest of the machine by the default limit.
+_LIMIT_MARGIN_BYTES = 512 * 2**20
+# How often the subprocess checks its resident set against the limit.
+_GUARD_INTERVAL_SECONDS = 0.01
+# The subprocess's exit status when it stopped at the limit.
+_LIMIT_EXIT_CODE = 75
+_GUARD_PROGRAM = ('from deeplab_sp.analysis import peak_memory\n'
+                  'peak_memory.guard_resident_set({limit})\n')
 
 
-def rss_growth_in_subprocess(program: str, argument: str) -> Optional[int]:
+class MemoryLimitExceeded(RuntimeError):
+  """The measured call needs more memory than the limit allows."""
+
+  def __init__(self, message: str, limit_bytes: int):
+    super().__init__(message)
+    self.limit_bytes = limit_bytes
+
+
+def available_bytes() -> Optional[int]:
+  """The memory the kernel can give new work now (MemAvailable), or None."""
+  try:
+    with open('/proc/meminfo') as meminfo:
+      for line in meminfo:
+        if line.startswith('MemAvailable:'):
+          return 1024 * int(line.split()[1])
+  except OSError:
+    pass
+  return None
+
+
+def default_limit_bytes() -> Optional[int]:
+  """The available memory less a margin for the rest of the machine."""
+  available = available_bytes()
+  return None if available is None else max(
+      available - _LIMIT_MARGIN_BYTES, 0)
+
+
+def rss_growth_in_subprocess(program: str, argument: str,
+                             limit_bytes: Optional[int] = None
+                            ) -> Optional[int]:
   """Runs `python -c program argument`, which must call `report_rss_growth`.
+
+  Args:
+    program: the subprocess's Python program.
+    argument: its one argument.
+    limit_bytes: the most resident memory the subprocess may use; None: the
+      memory available now, less a margin (see the module docstring).
 
   Returns:
     The peak bytes it reports, or None where /proc is missing (not Linux).
 
   Raises:
-    RuntimeError: if the subprocess fails.
+    MemoryLimitExceeded: the subprocess reached the limit (or was killed,
+      as the kernel does when memory runs out).
+    RuntimeError: if the subprocess fails otherwise.
   """
   if not os.path.exists('/proc/self/clear_refs'):
     logging.warning('Peak memory needs Linux /proc; reporting None.')
     return None
+  if limit_bytes is None:
+    limit_bytes = default_limit_bytes()
   # oneDNN's CPU allocator pools memory (RSS would not grow again after the
   # warm-up call); the plain TF allocator mallocs and frees each tensor.
   env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES),
-             TF_ENABLE_ONEDNN_OPTS='0', TF_CPP_MIN_LOG_LEVEL='2')
+             TF_ENABLE_ONEDNN_OPTS='0', TF_CPP_MIN_LOG_LEVEL='2',
+             CUDA_VISIBLE_DEVICES='-1')
+  if limit_bytes is not None:
+    program = _GUARD_PROGRAM.format(limit=int(limit_bytes)) + program
   completed = subprocess.run(
       [sys.executable, '-c', program, argument],
       env=env, capture_output=True, text=True, check=False)
   for line in completed.stdout.splitlines():
     if line.startswith(_RESULT_PREFIX):
       return int(json.loads(line[len(_RESULT_PREFIX):])['peak_bytes'])
+  if completed.returncode in (_LIMIT_EXIT_CODE, -signal.SIGKILL):
+    raise MemoryLimitExceeded(
+        f'The measured call needs more than {limit_bytes / 2**30:.1f} GiB '
+        '(the memory available when it started)'
+        + ('' if completed.returncode == _LIMIT_EXIT_CODE else
+           '; its process was killed') + '.', limit_bytes)
   raise RuntimeError('The peak-memory subprocess failed (exit code '
                      f'{completed.returncode}):\n{completed.stderr[-3000:]}')
+
+
+def guard_resident_set(limit_bytes: int) -> None:
+  """In the subprocess: exits with _LIMIT_EXIT_CODE once RSS passes a limit.
+
+  A daemon thread polls the resident set; TensorFlow's kernels run without
+  Python's global lock, so the thread runs while they allocate.
+  """
+
+  def watch():
+    while True:
+      if 1024 * _read_status_kib('VmRSS') > limit_bytes:
+        os._exit(_LIMIT_EXIT_CODE)  # pylint: disable=protected-access
+      time.sleep(_GUARD_INTERVAL_SECONDS)
+
+  threading.Thread(target=watch, daemon=True, name='rss_guard').start()
 
 
 def report_rss_growth(call) -> None:

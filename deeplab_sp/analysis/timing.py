@@ -8,19 +8,20 @@ XLA); `round_robin` times several such calls over the same stretch of time.
 """
 
 import time
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, Mapping, Optional
 
 import tensorflow as tf
 
 
-def record_calls(model, images: tf.Tensor,
-                 layers: Mapping[str, str]) -> Dict[str, tuple]:
+def record_calls(model, images: tf.Tensor, layers: Mapping[str, str],
+                 training: bool = False) -> Dict[str, tuple]:
   """Runs `model` once and returns each layer's (layer, args, kwargs).
 
   Args:
-    model: called as model(images, training=False).
+    model: called as model(images, training=training).
     images: its input.
     layers: name -> attribute of `model` holding the layer to record.
+    training: the mode of that call (and so of the recorded kwargs).
 
   Returns:
     name -> (layer, args, kwargs) of the layer's first call. A layer the
@@ -38,7 +39,7 @@ def record_calls(model, images: tf.Tensor,
       return _call(*args, **kwargs)
     layer.call = recording_call
   try:
-    model(images, training=False)
+    model(images, training=training)
   finally:
     for layer in originals.values():
       del layer.call  # Back to the class's method.
@@ -68,19 +69,27 @@ def compiled_call(layer, args, kwargs, jit_compile: bool):
 
 
 def round_robin(functions: Mapping[str, Callable[[], object]],
-                num_warmup: int, num_runs: int) -> Dict[str, list]:
+                num_warmup: int, num_runs: int,
+                progress: Optional[Callable[[str], None]] = None
+               ) -> Dict[str, list]:
   """name -> [ms of each of `num_runs` rounds] for no-argument functions.
 
   Each function is warmed up first (at least once: tracing, compilation);
   then every round calls each function once. All of them are thus timed
   over the same stretch of time, so a machine whose speed drifts (shared
   CPUs) slows them alike, and per-round ratios stay meaningful.
+  `progress`, if given, is called with a line after each function's
+  warm-up and each round.
   """
-  for function in functions.values():
+  for name, function in functions.items():
     for _ in range(max(num_warmup, 1)):
       time_once(function)
+    if progress:
+      progress(f'  warmed up {name}')
   times = {name: [] for name in functions}
-  for _ in range(num_runs):
+  for index in range(num_runs):
     for name, function in functions.items():
       times[name].append(time_once(function))
+    if progress:
+      progress(f'  round {index + 1}/{num_runs} done')
   return times

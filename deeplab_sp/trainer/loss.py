@@ -20,11 +20,10 @@ regions, crop padding), every image weighs the same, as in DeepLab2, instead
 of every pixel.
 """
 
-import math
-
 import tensorflow as tf
 
 from deeplab_sp.data import dataset_info
+from deeplab_sp.model.kernels import xla_islands
 
 # Paper Sec. IV-A: the loss keeps the 20% hardest pixels.
 DEFAULT_TOP_K_PERCENT = 20.0
@@ -38,8 +37,9 @@ def per_image_top_k_cross_entropy(
   """Per image, the mean cross-entropy of its top-k% hardest valid pixels.
 
   Of an image with n valid pixels, the ceil(k / 100 * n) pixels with the
-  largest cross-entropy are kept and their losses averaged. An image without
-  valid pixels has loss 0.
+  largest cross-entropy are kept and their losses averaged (of equal
+  losses, those of the lower pixel indices, as tf.math.top_k orders them).
+  An image without valid pixels has loss 0.
 
   Args:
     labels: int [batch, height, width] train ids; `ignore_label` is skipped.
@@ -64,28 +64,61 @@ def per_image_top_k_cross_entropy(
       labels=safe_labels, logits=logits)  # [B, N]
   num_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # [B]
   if top_k_percent == 100.0:
-    # Every valid pixel: no sort needed.
+    # Every valid pixel: no selection needed.
     total = tf.reduce_sum(tf.where(valid, pixel_loss, 0.0), axis=1)
     return tf.math.divide_no_nan(total, tf.cast(num_valid, tf.float32))
   fraction = top_k_percent / 100.0
   k = tf.cast(tf.math.ceil(tf.cast(num_valid, tf.float32) * fraction),
               tf.int32)  # [B]
-  # One top_k of the largest k any image can need (static when the image
-  # size is, which XLA requires); each image then keeps its own first k.
-  num_pixels = labels.shape[1]
-  if num_pixels is None:
-    num_pixels = tf.shape(labels)[1]
-    max_k = tf.cast(tf.math.ceil(tf.cast(num_pixels, tf.float32) * fraction),
-                    tf.int32)
-  else:
-    # +1: k above is rounded in float32.
-    max_k = min(num_pixels, math.ceil(num_pixels * fraction) + 1)
-  # Invalid pixels get -1 so they sort after every valid loss (losses >= 0).
-  pixel_loss = tf.where(valid, pixel_loss, -tf.ones_like(pixel_loss))
-  top_losses, _ = tf.math.top_k(pixel_loss, k=max_k, sorted=True)  # [B, max_k]
-  keep = tf.range(tf.shape(top_losses)[1])[None, :] < k[:, None]
-  total = tf.reduce_sum(tf.where(keep, top_losses, 0.0), axis=1)
+  keep = _hardest_pixels(tf.stop_gradient(pixel_loss), valid, k)
+  total = tf.reduce_sum(tf.where(keep, pixel_loss, 0.0), axis=1)
   return tf.math.divide_no_nan(total, tf.cast(k, tf.float32))
+
+
+# Bits of a float32 besides its sign.
+_MAGNITUDE_BITS = 0x7fffffff
+
+
+@xla_islands.fused
+def _hardest_pixels(losses, valid, k):
+  """bool [B, N]: per image, its k largest `losses` among the valid pixels.
+
+  The same pixels as tf.math.top_k over the valid losses: the k largest,
+  and of equal losses those of the lower indices. Found without sorting
+  (top_k sorts on CPU, one image at a time, seconds at the input resolution
+  of Cityscapes): the k-th largest loss is found bit by bit in 32 counting
+  passes over the image, then the pixels above it are kept, and the first
+  of the pixels equal to it, as many as k still needs.
+
+  Args:
+    losses: float32 [B, N].
+    valid: bool [B, N].
+    k: int32 [B], at most the number of valid pixels of each image.
+  """
+  # Float order as integer order: -0.0 as +0.0; negative floats (their
+  # magnitude bits reversed) below the positive ones; all shifted to
+  # [0, 2^32) in int64, and invalid pixels at -1, below every loss.
+  losses = tf.where(tf.equal(losses, 0.0), tf.zeros_like(losses), losses)
+  bits = tf.bitcast(losses, tf.int32)
+  keys = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, _MAGNITUDE_BITS),
+                  bits)
+  keys = tf.cast(keys, tf.int64) + 2**31
+  keys = tf.where(valid, keys, tf.constant(-1, tf.int64))
+  k = k[:, tf.newaxis]
+  # The largest threshold t with at least k keys >= t: the k-th largest key.
+  threshold = tf.zeros_like(keys[:, :1])
+  for bit in range(31, -1, -1):
+    candidate = tf.bitwise.bitwise_or(threshold,
+                                      tf.constant(1 << bit, tf.int64))
+    count = tf.reduce_sum(tf.cast(keys >= candidate, tf.int32), axis=1,
+                          keepdims=True)
+    threshold = tf.where(count >= k, candidate, threshold)
+  above = keys > threshold
+  ties = tf.equal(keys, threshold)
+  # Of the ties, the first k - (number above) in pixel order.
+  needed = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=1, keepdims=True)
+  tie_rank = tf.cumsum(tf.cast(ties, tf.int32), axis=1, exclusive=True)
+  return above | (ties & (tie_rank < needed))
 
 
 def global_batch_mean(per_image_losses: tf.Tensor,

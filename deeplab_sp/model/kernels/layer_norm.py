@@ -18,10 +18,17 @@ This layer builds that pattern on the [rows, C] matrix of its input and
 hides the row count from constant folding (PlaceholderWithDefault), so the
 remapper fuses it: one pass instead of several forward, and the gradient
 (FusedBatchNormGradV3) is no slower.
-Elsewhere (GPU, XLA, oneDNN off) the same graph is tf_keras' fused layer
-norm. Half-precision inputs, and the ONNX and TFLite exports
-(portable_ops), use the direct two-pass formula instead, with float32
-statistics as tf_keras does.
+
+Without oneDNN (TensorFlow enables it by default only on x86 CPUs with
+AVX-512 or newer instruction sets; TF_ENABLE_ONEDNN_OPTS=1 forces it) there
+is no such kernel, and that pattern runs as a batch norm of `rows` channels
+of C values each, which TensorFlow's plain CPU kernels (forward and
+gradient) run many times slower than the direct formula. The layer then
+uses the direct formula (mean, centred variance, normalise, scale, shift),
+compiled by XLA into one or two loops over memory inside graphs
+(kernels/xla_islands.py), its gradient too. Half-precision inputs, and the
+ONNX and TFLite exports (portable_ops), always use the direct formula, with
+float32 statistics as tf_keras does.
 
 The variables (gamma, beta), their names, the epsilon and the results (to
 float32 round-off) are those of tf_keras' layer, so checkpoints are
@@ -29,9 +36,16 @@ interchangeable.
 """
 
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 import tf_keras
 
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import xla_islands
+
+
+def fused_kernel_available() -> bool:
+  """Whether TensorFlow's CPU backend is oneDNN, with its layer-norm kernel."""
+  return _pywrap_util_port.IsMklEnabled()
 
 
 class LayerNormalization(tf_keras.layers.LayerNormalization):
@@ -49,9 +63,9 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       # The fusable form's PlaceholderWithDefault would be an input of the
       # ONNX graph.
       return self._direct_form(inputs)
-    if (inputs.dtype == tf.float32 and self.dtype == 'float32' and
-        self.scale and self.center and inputs.shape.rank and
-        inputs.shape[-1] is not None):
+    if (fused_kernel_available() and inputs.dtype == tf.float32 and
+        self.dtype == 'float32' and self.scale and self.center and
+        inputs.shape.rank and inputs.shape[-1] is not None):
       return self._fusable_form(inputs)
     return self._direct_form(inputs)
 
@@ -82,16 +96,32 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
 
   def _direct_form(self, inputs):
     """Mean, centred variance, one normalise-scale-shift expression."""
-    input_dtype = inputs.dtype
-    if input_dtype in (tf.float16, tf.bfloat16) and self.dtype == 'float32':
+    dtype = inputs.dtype
+    if dtype in (tf.float16, tf.bfloat16) and self.dtype == 'float32':
       # Mixed precision: the statistics in float32, as tf_keras does.
-      inputs = tf.cast(inputs, tf.float32)
-    mean = tf.reduce_mean(inputs, axis=-1, keepdims=True)
-    centered = inputs - mean
-    variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
-    outputs = centered * tf.math.rsqrt(variance + self.epsilon)
-    if self.scale:
-      outputs *= tf.cast(self.gamma, outputs.dtype)
-    if self.center:
-      outputs += tf.cast(self.beta, outputs.dtype)
-    return tf.cast(outputs, input_dtype)
+      dtype = tf.float32
+    gamma = tf.cast(self.gamma, dtype) if self.scale else None
+    beta = tf.cast(self.beta, dtype) if self.center else None
+    return _normalize(inputs, gamma, beta, epsilon=self.epsilon)
+
+
+@xla_islands.fused
+def _normalize(inputs, gamma, beta, epsilon):
+  """Layer norm of the last axis, * gamma + beta (either may be None).
+
+  Computed in gamma's (or beta's) dtype when given, returned in the
+  inputs' dtype.
+  """
+  input_dtype = inputs.dtype
+  dtype = next((t.dtype for t in (gamma, beta) if t is not None),
+               input_dtype)
+  inputs = tf.cast(inputs, dtype)
+  mean = tf.reduce_mean(inputs, axis=-1, keepdims=True)
+  centered = inputs - mean
+  variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+  outputs = centered * tf.math.rsqrt(variance + epsilon)
+  if gamma is not None:
+    outputs *= gamma
+  if beta is not None:
+    outputs += beta
+  return tf.cast(outputs, input_dtype)

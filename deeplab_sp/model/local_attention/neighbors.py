@@ -175,16 +175,34 @@ def neighbor_grids(grid, sign=1, axis=3):
   grid_height, grid_width = static_dims(grid, 1, 2)
   rest = grid.shape[3:].as_list()
   before, after = rest[:axis - 3], rest[axis - 3:]
-  # [Hs, Ws, 9]: the padded-grid cell each slot of each cell reads.
-  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
-  # Rows of the padded grid seen as [B, cells * prod(before), prod(after)].
   repeats = int(np.prod(before))
+  # Rows of the padded grid seen as [B, cells * prod(before), prod(after)]:
+  # slot s of cell i reads padded cell i + sign * o_s.
+  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
   rows = (cells[:, :, np.newaxis, :] * repeats +
           np.arange(repeats)[:, np.newaxis])
-  shifted = _gather_padded_rows(grid, rows.reshape(-1), repeats)
-  return tf.reshape(shifted,
-                    [-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
-                    after)
+  # The gradient: cell j receives slot s of cell j - sign * o_s, for the 9
+  # slots (zero outside the grid). Rows of the padded slotted gradient seen
+  # as [B, cells * prod(before) * 9, prod(after)].
+  back_cells = _padded_neighbor_cells(grid_height, grid_width, -sign)
+  back_rows = ((back_cells[:, :, np.newaxis, :] * repeats +
+                np.arange(repeats)[:, np.newaxis]) * NUM_NEIGHBORS +
+               np.arange(NUM_NEIGHBORS))
+  slotted_shape = ([-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
+                   after)
+
+  @tf.custom_gradient
+  def shifted_copies(grid):
+    shifted = _gather_padded_rows(grid, rows.reshape(-1), repeats)
+
+    def gradient(upstream):
+      upstream = tf.reshape(upstream, slotted_shape)  # Static sizes.
+      gathered = _gather_padded_rows(upstream, back_rows.reshape(-1),
+                                     repeats * NUM_NEIGHBORS)
+      return tf.reduce_sum(tf.reshape(gathered, slotted_shape), axis=axis)
+    return tf.reshape(shifted, slotted_shape), gradient
+
+  return shifted_copies(grid)
 
 
 def shift_slots(slotted, sign=1):
@@ -199,11 +217,21 @@ def shift_slots(slotted, sign=1):
     i + sign * o_s of the input (zeros where that is outside the grid).
   """
   grid_height, grid_width = static_dims(slotted, 1, 2)
-  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
-  rows = cells * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
-  shifted = _gather_padded_rows(slotted, rows.reshape(-1), NUM_NEIGHBORS)
-  return tf.reshape(shifted, [-1, grid_height, grid_width] +
-                    slotted.shape[3:].as_list())
+  shape = [-1, grid_height, grid_width] + slotted.shape[3:].as_list()
+
+  def shift(values, sign):
+    values = tf.reshape(values, shape)  # Static sizes (of the gradient too).
+    cells = _padded_neighbor_cells(grid_height, grid_width, sign)
+    rows = cells * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
+    shifted = _gather_padded_rows(values, rows.reshape(-1), NUM_NEIGHBORS)
+    return tf.reshape(shifted, shape)
+
+  @tf.custom_gradient
+  def shifted_slots(slotted):
+    # The transpose of a shift is the opposite shift.
+    return shift(slotted, sign), lambda upstream: shift(upstream, -sign)
+
+  return shifted_slots(slotted)
 
 
 def _padded_neighbor_cells(grid_height, grid_width, sign):
@@ -222,7 +250,9 @@ def _gather_padded_rows(grid, rows, repeats):
 
   One gather writes the shifted copies directly; 9 slices and a stack would
   copy every value twice. The grid is padded as [B, Hs, Ws, repeats * R]
-  (TFLite pads at most 5 axes).
+  (TFLite pads at most 5 axes). Its gradients are such gathers too (see the
+  callers): TensorFlow's own gradient of a gather is a scatter-add, several
+  times slower on CPU.
   """
   grid_height, grid_width = static_dims(grid, 1, 2)
   values = int(np.prod(grid.shape[3:].as_list()))

@@ -8,6 +8,7 @@ from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct
 
 from deeplab_sp.model.kernels import layer_norm
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import xla_islands
 
 
 def _pair(shape, epsilon):
@@ -83,6 +84,33 @@ def test_static_shapes_run_as_one_fused_kernel_on_cpu(shape):
                          'Mean', 'Rsqrt'}
   theirs = tf_keras.layers.LayerNormalization(epsilon=1e-3)
   assert '_MklLayerNorm' not in _optimized_op_types(theirs, shape)
+
+
+@pytest.mark.skipif(layer_norm.fused_kernel_available(),
+                    reason='oneDNN is on: the fused kernel is used')
+def test_without_onednn_the_direct_formula_is_compiled_by_xla():
+  # The fusable pattern is a batch norm of `rows` channels without oneDNN,
+  # many times slower forward and backward: the layer avoids it.
+  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  ours.build((64, 16))
+
+  def values_and_gradients(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = ours(x)
+    return y, tape.gradient(y, [x, ours.gamma, ours.beta])
+
+  graph = tf.function(values_and_gradients).get_concrete_function(
+      tf.TensorSpec((64, 16))).graph.as_graph_def()
+  assert len(xla_islands.compiled_functions(graph)) >= 2  # With gradient.
+  op_types = {node.op for node in graph.node} | {
+      node.op for function in graph.library.function
+      for node in function.node_def}
+  assert not op_types & {'FusedBatchNormV3', 'FusedBatchNormGradV3'}
+  with xla_islands.disabled():  # The export's graph: plain ops.
+    graph = tf.function(ours).get_concrete_function(
+        tf.TensorSpec((64, 16))).graph.as_graph_def()
+  assert not xla_islands.compiled_functions(graph)
 
 
 def test_mixed_precision_matches_tf_keras():

@@ -56,34 +56,43 @@ def _reference_shift(grid, sign, slot_of=None):
   return out
 
 
+@pytest.mark.parametrize('in_graph', (False, True))
 @pytest.mark.parametrize('shape', ((2, 3, 4), (2, 1, 1, 3), (1, 3, 2, 2, 5)))
 @pytest.mark.parametrize('sign', (1, -1))
-def test_shifted_grids_values_and_gradients(shape, sign):
+def test_shifted_grids_values_and_gradients(shape, sign, in_graph):
   # The EFFICIENT forms rest on these two gathers; the gradient is the
-  # adjoint: the cotangents of the shifted copies summed back to the cells.
+  # adjoint: the cotangents of the shifted copies summed back to the cells
+  # (both have custom gradients, in eager mode and in graphs alike).
   rng = np.random.default_rng(5)
   grid = tf.constant(rng.normal(size=shape).astype(np.float32))
   slotted_shape = shape[:3] + (neighbors.NUM_NEIGHBORS,) + shape[3:]
   slotted = tf.constant(rng.normal(size=slotted_shape).astype(np.float32))
   cotangent = rng.normal(size=slotted_shape).astype(np.float32)
+  run = tf.function if in_graph else lambda function: function
+
+  def value_and_gradient(function, inputs, output_cotangent):
+    def call():
+      with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = function(inputs)
+        loss = tf.reduce_sum(outputs * output_cotangent)
+      return outputs, tape.gradient(loss, inputs)
+    return [t.numpy() for t in run(call)()]
+
   for axis in range(3, len(shape) + 1):
-    with tf.GradientTape() as tape:
-      tape.watch(grid)
-      shifted = neighbors.neighbor_grids(grid, sign, axis)
-      moved = tf.constant(np.moveaxis(cotangent, 3, axis))
-      loss = tf.reduce_sum(shifted * moved)
+    shifted, gradient = value_and_gradient(
+        lambda g, axis=axis: neighbors.neighbor_grids(g, sign, axis), grid,
+        tf.constant(np.moveaxis(cotangent, 3, axis)))
     expected = np.moveaxis(_reference_shift(grid.numpy(), sign), 3, axis)
-    np.testing.assert_array_equal(shifted.numpy(), expected)
+    np.testing.assert_array_equal(shifted, expected)
     # d loss / d grid[i] = sum over slots s of cotangent[i - sign * o_s, s].
     adjoint = _reference_shift(cotangent, -sign, slot_of=3).sum(axis=3)
-    np.testing.assert_allclose(tape.gradient(loss, grid).numpy(), adjoint,
-                               rtol=1e-6, atol=1e-6)
-  with tf.GradientTape() as tape:
-    tape.watch(slotted)
-    shifted = neighbors.shift_slots(slotted, sign)
-    loss = tf.reduce_sum(shifted * cotangent)
+    np.testing.assert_allclose(gradient, adjoint, rtol=1e-6, atol=1e-6)
+  shifted, gradient = value_and_gradient(
+      lambda s: neighbors.shift_slots(s, sign), slotted,
+      tf.constant(cotangent))
   np.testing.assert_array_equal(
-      shifted.numpy(), _reference_shift(slotted.numpy(), sign, slot_of=3))
+      shifted, _reference_shift(slotted.numpy(), sign, slot_of=3))
   np.testing.assert_allclose(
-      tape.gradient(loss, slotted).numpy(),
-      _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6, atol=1e-6)
+      gradient, _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6,
+      atol=1e-6)

@@ -1,0 +1,264 @@
+"""Tests of deeplab_sp.analysis.train_benchmark and tools/benchmark.py --mode=train."""
+
+import json
+import subprocess
+import sys
+
+from google.protobuf import text_format
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tiny_experiment
+from deeplab_sp import experiment as experiment_lib
+from deeplab_sp.analysis import devices
+from deeplab_sp.analysis import peak_memory
+from deeplab_sp.analysis import train_benchmark
+
+# The tiny experiment at 64x96, hypercolumn stride 2 (32x48), 4x6
+# superpixels of 8x8 hypercolumn pixels, one 32-channel dual-path layer.
+_OVERRIDES = {
+    'model_options.hypercolumn.channels': 32,
+    'model_options.hypercolumn.output_stride': 2,
+    'model_options.superpixel_tokenization.grid_height': 4,
+    'model_options.superpixel_tokenization.grid_width': 6,
+    'model_options.superpixel_tokenization.num_layers': 1,
+    'model_options.superpixel_tokenization.channels': 32,
+    'train_dataset_options.crop_size': [64, 96],
+    'eval_dataset_options.crop_size': [64, 96],
+    # The first step trains at the full learning rate (no warm-up from 0).
+    'trainer_options.warmup_steps': 0,
+}
+_SIZE = (64, 96)
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp('config') / 'tiny.textproto'
+  path.write_text(text_format.MessageToString(
+      tiny_experiment.options(_OVERRIDES, fast=True)))
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def experiment(tiny_config):
+  return experiment_lib.load_experiment(tiny_config, mode=None)
+
+
+@pytest.fixture(scope='module')
+def setup(experiment):
+  return train_benchmark.TrainingSetup(experiment, 'EFFICIENT', _SIZE, 2)
+
+
+def _values(variables):
+  # By identity: layers of different blocks share variable names.
+  return {id(v): v.numpy() for v in variables}
+
+
+def _changed(before, variables):
+  return [not np.array_equal(before[id(v)], v.numpy()) for v in variables]
+
+
+def test_step_is_the_trainers_step(setup):
+  # One call: both optimizers step once and the weights of every component
+  # move.
+  model = setup.model
+  before = _values(model.trainable_variables)
+  iterations = int(setup.trainer.optimizer.iterations.numpy())
+  setup.step()()
+  assert int(setup.trainer.optimizer.iterations.numpy()) == iterations + 1
+  assert int(setup.trainer.optimizer.backbone.iterations.numpy()) == (
+      iterations + 1)
+  for component in ('encoder', 'tokenization', 'classifier'):
+    variables = getattr(model, component).trainable_variables
+    assert any(_changed(before, variables)), component
+
+
+def test_forward_backward_gives_the_gradients(setup):
+  layer, args, kwargs = setup.calls['tokenization']
+  assert kwargs == {'training': True}
+  gradients = setup.forward_backward('tokenization')()
+  variables = layer.trainable_variables
+  assert len(gradients) == len(variables) + 1  # The pixels' gradient too.
+  pixels = args[0]
+  outputs = layer(*args, **kwargs)
+  # The same fixed output gradients: the function's gradient is linear in
+  # them, so recover them by differentiating sum(output * g) directly.
+  rng = np.random.default_rng(train_benchmark._SEED + 2)
+  cotangents = [rng.normal(size=o.shape) for o in outputs]
+  with tf.GradientTape() as tape:
+    tape.watch(pixels)
+    outputs = layer(*args, **kwargs)
+    objective = tf.add_n([tf.reduce_sum(o * tf.constant(g, o.dtype))
+                          for o, g in zip(outputs, cotangents)])
+  expected = tape.gradient(objective, variables + [pixels])
+  for got, want in zip(gradients, expected):
+    np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(),
+                               tf.convert_to_tensor(want).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_association_is_differentiated_through_the_dense_logits(setup):
+  layer, args, _ = setup.calls['association']
+  gradients = setup.forward_backward('association')()
+  # No variables; the pixels, superpixels and class logits get gradients.
+  assert not layer.trainable_variables
+  assert [g.shape for g in gradients] == [a.shape for a in args[:3]]
+  assert all(np.any(g.numpy() != 0) for g in gradients)
+
+
+def test_encoder_step_updates_only_the_encoder(setup):
+  model = setup.model
+  before = _values(model.trainable_variables)
+  setup.encoder_step()()
+  encoder = {id(v) for v in model.encoder.trainable_variables}
+  others = [v for v in model.trainable_variables if id(v) not in encoder]
+  assert not any(_changed(before, others))
+  assert any(_changed(before, model.encoder.trainable_variables))
+
+
+def test_training_state_counts_weights_and_moments(setup):
+  count = sum(int(np.prod(v.shape)) for v in setup.model.trainable_variables)
+  assert train_benchmark.training_state_bytes(setup.model) == 12 * count
+
+
+@pytest.mark.skipif(devices.gpu_in_use(), reason='the CPU (subprocess) path')
+def test_a_measurement_over_the_limit_is_reported(experiment):
+  # 50 MiB: the subprocess passes it while it loads TensorFlow.
+  with pytest.raises(peak_memory.MemoryLimitExceeded, match='more than'):
+    train_benchmark.peak_bytes(experiment, 'EFFICIENT', 'step', 'float32',
+                               _SIZE, 1, limit_bytes=50 * 2**20)
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(implementations=('FAST',)), 'NAIVE = 0, EFFICIENT = 1'),
+    (dict(implementations=()), 'at least one'),
+    (dict(num_runs=0), 'num_runs must be >= 1'),
+    (dict(width=64), 'Give both height and width'),
+    (dict(precisions=('float16',)), "Unknown precision 'float16'"),
+    (dict(memory_limit_bytes=0), 'must be positive'),
+])
+def test_bad_settings_raise(change, message):
+  with pytest.raises(ValueError, match=message):
+    train_benchmark.validate_settings(
+        train_benchmark.TrainBenchmarkSettings(**change))
+
+
+def test_tool_refuses_inference_flags_in_train_mode(tiny_config):
+  completed = subprocess.run(
+      [sys.executable, 'tools/benchmark.py', '--mode=train',
+       f'--config_file={tiny_config}', '--ops_only'],
+      capture_output=True, text=True, check=False)
+  assert completed.returncode == 1
+  assert '--ops_only is a flag of --mode=inference' in completed.stderr
+
+
+@pytest.mark.skipif(devices.gpu_in_use(), reason='this machine has a GPU')
+def test_tool_asks_for_a_gpu_it_does_not_have(tiny_config):
+  completed = subprocess.run(
+      [sys.executable, 'tools/benchmark.py', f'--config_file={tiny_config}',
+       '--device=gpu'],
+      capture_output=True, text=True, check=False)
+  assert completed.returncode == 1
+  assert 'TensorFlow sees no GPU' in completed.stderr
+
+
+@pytest.mark.slow
+def test_results_rows_and_ratios(experiment):
+  settings = train_benchmark.TrainBenchmarkSettings(
+      num_warmup=1, num_runs=2, measure_memory=False)
+  lines = []
+  results = train_benchmark.run_train_benchmark(experiment, settings,
+                                                lines.append)
+  json.dumps(results)  # JSON-serialisable.
+  assert results['mode'] == 'train'
+  assert results['settings']['height'] == 64
+  assert results['settings']['timing_policy'] == 'float32'
+  for implementation in ('NAIVE', 'EFFICIENT'):
+    entry = results[implementation]
+    assert set(entry['ms']) == set(train_benchmark.ROWS)
+    assert all(ms > 0 for ms in entry['ms'].values())
+    assert entry['total_over_encoder'] > 1.0  # The step trains more.
+    assert 'peak_bytes' not in entry
+  for row in train_benchmark.ROWS:
+    assert results['speedup'][row] == pytest.approx(
+        results['NAIVE']['ms'][row] / results['EFFICIENT']['ms'][row])
+  assert 'memory_ratio' not in results
+  assert results['notes'] == []
+  assert any('round 2/2' in line for line in lines)
+  table = train_benchmark.format_table(results)
+  for row in train_benchmark.ROWS + ('step/encoder', 'speedup'):
+    assert row in table
+  assert 'MiB' not in table
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(devices.gpu_in_use(), reason='the CPU (subprocess) path')
+def test_peak_memory_of_the_tokenization_naive_and_efficient(experiment):
+  # The 9x copies of NAIVE's pixel keys and values dominate its peak.
+  peaks = {i: train_benchmark.peak_bytes(experiment, i, 'tokenization',
+                                         'float32', _SIZE, 1)
+           for i in ('NAIVE', 'EFFICIENT')}
+  assert peaks['EFFICIENT'] > 0
+  assert peaks['NAIVE'] > 2 * peaks['EFFICIENT']
+  bfloat16 = train_benchmark.peak_bytes(experiment, 'EFFICIENT', 'step',
+                                        'bfloat16', _SIZE, 1)
+  assert bfloat16 > 0
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_a_note_and_the_step_is_not_timed(
+    experiment, monkeypatch):
+  def peak_bytes(unused_experiment, implementation, part, precision,
+                 *unused_args):
+    if implementation == 'NAIVE' and part == 'step':
+      raise peak_memory.MemoryLimitExceeded('needs more than 1.0 GiB', 2**30)
+    return {'encoder': 3, 'tokenization': 2, 'step': 6}[part] * 2**20
+  monkeypatch.setattr(train_benchmark, 'peak_bytes', peak_bytes)
+  settings = train_benchmark.TrainBenchmarkSettings(
+      num_warmup=1, num_runs=1, precisions=('float32',))
+  results = train_benchmark.run_train_benchmark(experiment, settings,
+                                                lambda _: None)
+  assert results['NAIVE']['ms']['step'] is None
+  assert results['NAIVE']['total_over_encoder'] is None
+  assert results['NAIVE']['peak_bytes']['float32']['step'] is None
+  assert results['EFFICIENT']['ms']['step'] > 0
+  assert results['EFFICIENT']['step_memory_over_encoder']['float32'] == 2.0
+  assert results['memory_ratio'] == 1.0
+  assert results['speedup']['step'] is None
+  assert any('NAIVE step float32: out of memory' in n
+             for n in results['notes'])
+  assert any('NAIVE step: not timed' in n for n in results['notes'])
+  table = train_benchmark.format_table(results)
+  assert 'n/a' in table and 'Note: NAIVE step' in table
+
+
+@pytest.mark.slow
+def test_tool_prints_json(tiny_config, tmp_path):
+  output = tmp_path / 'train.json'
+  completed = subprocess.run(
+      [sys.executable, 'tools/benchmark.py', '--mode=train',
+       f'--config_file={tiny_config}', '--implementations=EFFICIENT',
+       '--num_runs=1', '--num_warmup=1', '--measure_memory=false',
+       '--device=cpu', '--format=json', f'--output_file={output}'],
+      capture_output=True, text=True, check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  results = json.loads(completed.stdout)
+  assert results == json.loads(output.read_text())
+  assert results['settings']['device'].startswith('CPU')
+  assert results['EFFICIENT']['ms']['step'] > 0
+  assert 'NAIVE' not in results and 'speedup' not in results
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not devices.gpu_in_use(), reason='needs a GPU')
+def test_on_a_gpu_both_modes_measure_the_allocator_peak(experiment):
+  settings = train_benchmark.TrainBenchmarkSettings(
+      implementations=('EFFICIENT',), num_warmup=1, num_runs=1)
+  results = train_benchmark.run_train_benchmark(experiment, settings,
+                                                lambda _: None)
+  assert results['settings']['device'].startswith('GPU')
+  for precision in ('float32', 'bfloat16'):
+    peaks = results['EFFICIENT']['peak_bytes'][precision]
+    assert peaks['tokenization'] > 0 and peaks['step'] > peaks['tokenization']
+  assert results['EFFICIENT']['ms']['step'] > 0
