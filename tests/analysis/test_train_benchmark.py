@@ -8,6 +8,7 @@ from google.protobuf import text_format
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 import tiny_experiment
 from deeplab_sp import experiment as experiment_lib
@@ -47,6 +48,8 @@ def experiment(tiny_config):
 
 @pytest.fixture(scope='module')
 def setup(experiment):
+  # The same weights whatever ran before in the process.
+  tf_keras.utils.set_random_seed(0)
   return train_benchmark.TrainingSetup(experiment, 'EFFICIENT', _SIZE, 2)
 
 
@@ -93,9 +96,12 @@ def test_forward_backward_gives_the_gradients(setup):
                           for o, g in zip(outputs, cotangents)])
   expected = tape.gradient(objective, variables + [pixels])
   for got, want in zip(gradients, expected):
-    np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(),
-                               tf.convert_to_tensor(want).numpy(),
-                               rtol=1e-4, atol=1e-5)
+    want = tf.convert_to_tensor(want).numpy()
+    # The timed graph fuses some ops (XLA islands) that the eager reference
+    # runs one by one: equal to float32 round-off of the gradient's scale.
+    np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), want,
+                               rtol=1e-4,
+                               atol=1e-5 * max(1.0, np.abs(want).max()))
 
 
 def test_association_is_differentiated_through_the_dense_logits(setup):
