@@ -109,29 +109,64 @@ def rss_growth_in_subprocess(program: str, argument: str,
   if not os.path.exists('/proc/self/clear_refs'):
     logging.warning('Peak memory needs Linux /proc; reporting None.')
     return None
-  if limit_bytes is None:
-    limit_bytes = default_limit_bytes()
   # oneDNN's CPU allocator pools memory (RSS would not grow again after the
   # warm-up call); the plain TF allocator mallocs and frees each tensor.
-  env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES),
-             TF_ENABLE_ONEDNN_OPTS='0', TF_CPP_MIN_LOG_LEVEL='2',
-             CUDA_VISIBLE_DEVICES='-1')
-  if limit_bytes is not None:
+  result = guarded_subprocess(
+      program, argument, limit_bytes,
+      env=dict(MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES),
+               TF_ENABLE_ONEDNN_OPTS='0', CUDA_VISIBLE_DEVICES='-1'),
+      what='The measured call')
+  return int(result['peak_bytes'])
+
+
+def guarded_subprocess(program: str, argument: str,
+                       limit_bytes: Optional[int] = None,
+                       env: Optional[dict] = None,
+                       what: str = 'The subprocess') -> dict:
+  """Runs `python -c program argument` under a resident-set limit.
+
+  Args:
+    program: the subprocess's Python program; it reports with
+      `print_result`.
+    argument: its one argument.
+    limit_bytes: the most resident memory the subprocess may use; None: the
+      memory available now, less a margin (see the module docstring). The
+      limit holds on Linux only.
+    env: environment variables set for it (on top of this process's).
+    what: how errors name the work, e.g. 'The measured call'.
+
+  Returns:
+    The dict it printed with print_result.
+
+  Raises:
+    MemoryLimitExceeded: the subprocess reached the limit (or was killed,
+      as the kernel does when memory runs out).
+    RuntimeError: if the subprocess fails otherwise.
+  """
+  if limit_bytes is None:
+    limit_bytes = default_limit_bytes()
+  if limit_bytes is not None and os.path.exists('/proc/self/status'):
     program = _GUARD_PROGRAM.format(limit=int(limit_bytes)) + program
   completed = subprocess.run(
       [sys.executable, '-c', program, argument],
-      env=env, capture_output=True, text=True, check=False)
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})),
+      capture_output=True, text=True, check=False)
   for line in completed.stdout.splitlines():
     if line.startswith(_RESULT_PREFIX):
-      return int(json.loads(line[len(_RESULT_PREFIX):])['peak_bytes'])
+      return json.loads(line[len(_RESULT_PREFIX):])
   if completed.returncode in (_LIMIT_EXIT_CODE, -signal.SIGKILL):
     raise MemoryLimitExceeded(
-        f'The measured call needs more than {limit_bytes / 2**30:.1f} GiB '
+        f'{what} needs more than {limit_bytes / 2**30:.1f} GiB '
         '(the memory available when it started)'
         + ('' if completed.returncode == _LIMIT_EXIT_CODE else
            '; its process was killed') + '.', limit_bytes)
-  raise RuntimeError('The peak-memory subprocess failed (exit code '
+  raise RuntimeError(f'{what} failed in its subprocess (exit code '
                      f'{completed.returncode}):\n{completed.stderr[-3000:]}')
+
+
+def print_result(result: dict) -> None:
+  """In the subprocess: reports `result` (JSON) to guarded_subprocess."""
+  print(_RESULT_PREFIX + json.dumps(result), flush=True)
 
 
 def guard_resident_set(limit_bytes: int) -> None:
@@ -162,8 +197,7 @@ def report_rss_growth(call) -> None:
   timing.synchronize()
   peak_kib = _read_status_kib('VmHWM')
   del outputs
-  print(_RESULT_PREFIX + json.dumps(
-      {'peak_bytes': 1024 * max(peak_kib - resident_kib, 0)}), flush=True)
+  print_result({'peak_bytes': 1024 * max(peak_kib - resident_kib, 0)})
 
 
 def gpu_peak_bytes(call, device: str = 'GPU:0') -> int:

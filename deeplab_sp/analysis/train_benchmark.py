@@ -25,7 +25,13 @@ alone, then timed in rounds (timing.round_robin), each round calling every
 pair once, so that the implementations and the rows are all measured over
 the same stretch of time. A figure is the median over the rounds;
 'total_over_encoder' is the median over rounds of that round's step /
-encoder_step. The models run in the config's precision
+encoder_step. On CPU the two steps of each implementation are timed so in
+a subprocess of their own (a whole step at the Cityscapes geometry holds
+several GiB, and the allocators keep what they free: the NAIVE step, the
+EFFICIENT one and the components do not fit in one process of a 24 GiB
+machine), under a memory limit, before the components of both
+implementations are timed together in this process; on a GPU all rows are
+timed together. The models run in the config's precision
 (trainer_options.mixed_precision) and with its use_xla.
 
 Peak memory (peak_memory.py): the forward and backward pass of the
@@ -82,6 +88,11 @@ _STATE_COPIES = 3
 _CHILD_PROGRAM = ('import json, sys\n'
                   'from deeplab_sp.analysis import train_benchmark\n'
                   'train_benchmark.peak_memory_child(json.loads(sys.argv[1]))')
+_STEP_TIMING_PROGRAM = (
+    'import json, sys\n'
+    'from deeplab_sp.analysis import train_benchmark\n'
+    'train_benchmark.step_timing_child(json.loads(sys.argv[1]))')
+
 _SEED = 0
 
 
@@ -264,11 +275,12 @@ def _gradients(call, inputs, variables, cotangents):
                        output_gradients=cotangents)
 
 
-def _timed_functions(setup: TrainingSetup, time_step: bool
+def _timed_functions(setup: TrainingSetup, time_steps: bool
                     ) -> Dict[str, Callable[[], object]]:
+  """The components' forward + backward; the two steps if time_steps."""
   functions = {name: setup.forward_backward(name) for name in COMPONENTS}
-  functions[ENCODER_STEP] = setup.encoder_step()
-  if time_step:
+  if time_steps:
+    functions[ENCODER_STEP] = setup.encoder_step()
     functions[STEP] = setup.step()
   return functions
 
@@ -320,14 +332,58 @@ def peak_memory_child(request: dict) -> None:
     request: the JSON-decoded arguments of `peak_bytes`, the
       ExperimentOptions in text format.
   """
-  experiment = experiment_lib.experiment_from_options(
-      text_format.Parse(request['options'], config_pb2.ExperimentOptions()),
-      mode=None)
   tf_keras.mixed_precision.set_global_policy(
       _POLICIES[request['precision']])
   peak_memory.report_rss_growth(_measured_call(
-      experiment, request['implementation'], request['part'],
-      tuple(request['size']), request['batch']))
+      _requested_experiment(request), request['implementation'],
+      request['part'], tuple(request['size']), request['batch']))
+
+
+def _requested_experiment(request: dict) -> experiment_lib.Experiment:
+  return experiment_lib.experiment_from_options(
+      text_format.Parse(request['options'], config_pb2.ExperimentOptions()),
+      mode=None)
+
+
+def step_timing_child(request: dict) -> None:
+  """Runs in the subprocess: times the encoder's and the whole step.
+
+  Args:
+    request: {'options' (ExperimentOptions, text format), 'implementation',
+      'policy' (tf_keras policy name), 'size', 'batch', 'num_warmup',
+      'num_runs'}. Prints {'rounds': {row: [ms, ...]}} (print_result).
+  """
+  tf_keras.mixed_precision.set_global_policy(request['policy'])
+  setup = TrainingSetup(_requested_experiment(request),
+                        request['implementation'], tuple(request['size']),
+                        request['batch'])
+  functions = {ENCODER_STEP: setup.encoder_step(), STEP: setup.step()}
+  peak_memory.print_result({'rounds': timing.round_robin(
+      functions, request['num_warmup'], request['num_runs'])})
+
+
+def _time_steps_in_subprocess(experiment, implementation, policy, size,
+                              settings) -> Dict[str, list]:
+  """step_timing_child's rounds, in a subprocess under a memory limit.
+
+  On CPU the whole step of one implementation at the Cityscapes geometry
+  holds several GiB, and TensorFlow's allocators keep what they freed: the
+  two implementations' steps and the components do not fit in one process
+  of a machine with little memory. Alone in a fresh process, each step is
+  timed with its own encoder step (whose ratio is 'total_over_encoder'),
+  and a step that does not fit stops at the limit instead of the machine.
+
+  Raises:
+    peak_memory.MemoryLimitExceeded: the step does not fit.
+  """
+  request = dict(options=text_format.MessageToString(experiment.options),
+                 implementation=implementation, policy=policy,
+                 size=list(size), batch=settings.batch,
+                 num_warmup=settings.num_warmup, num_runs=settings.num_runs)
+  result = peak_memory.guarded_subprocess(
+      _STEP_TIMING_PROGRAM, json.dumps(request),
+      settings.memory_limit_bytes, what=f'The {implementation} step')
+  return result['rounds']
 
 
 def _measured_call(experiment, implementation, part, size, batch):
@@ -436,32 +492,53 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
         experiment, settings, size, implementations, progress)
     results['encoder_peak_bytes'] = encoder_peaks
 
-  functions, setups = {}, {}
   # The memory measurement of the timed precision, if there is one.
   timed_precision = {policy: name for name, policy in _POLICIES.items()
                     }.get(precision)
+  # The whole steps: on CPU each alone in a subprocess, before this process
+  # builds any model (see _time_steps_in_subprocess); on a GPU, whose memory
+  # one process holds, with the components below.
+  in_subprocess = not devices.gpu_in_use()
+  rounds = {}
+  for implementation in implementations:
+    if (peaks is not None and timed_precision in peaks[implementation] and
+        peaks[implementation][timed_precision][STEP] is None):
+      notes.append(f'{implementation} step: not timed, it does not fit in '
+                   'the memory available.')
+      progress(f'  {notes[-1]}')
+    elif in_subprocess:
+      progress(f'{implementation}: timing the whole step and the encoder '
+               f'step in a subprocess at {size[0]}x{size[1]}, batch '
+               f'{settings.batch} ({settings.num_warmup} warm-up calls, '
+               f'{settings.num_runs} rounds)')
+      try:
+        step_rounds = _time_steps_in_subprocess(
+            experiment, implementation, precision, size, settings)
+      except peak_memory.MemoryLimitExceeded as e:
+        notes.append(f'{implementation} step: not timed, out of memory. {e}')
+        progress(f'  {notes[-1]}')
+        continue
+      for row, times in step_rounds.items():
+        rounds[f'{implementation}/{row}'] = times
+      progress(f'  step {statistics.median(step_rounds[STEP]):.0f} ms, '
+               'encoder step '
+               f'{statistics.median(step_rounds[ENCODER_STEP]):.0f} ms')
+
+  functions, setups = {}, {}
   with _policy(precision):
     for implementation in implementations:
       progress(f'{implementation}: building the model, optimizer and '
                f'trainer at {size[0]}x{size[1]}, batch {settings.batch}')
       setup = TrainingSetup(experiment, implementation, size, settings.batch)
       setups[implementation] = setup
-      time_step = True
-      if peaks is not None and timed_precision in peaks[implementation]:
-        step_peak = peaks[implementation][timed_precision][STEP]
-        available = peak_memory.available_bytes()
-        if step_peak is None or (available is not None and
-                                 step_peak > available):
-          time_step = False
-          notes.append(f'{implementation} step: not timed, it does not fit '
-                       'in the memory available.')
-          progress(f'  {notes[-1]}')
-      for row, function in _timed_functions(setup, time_step).items():
+      time_steps = not in_subprocess and not any(
+          n.startswith(f'{implementation} step:') for n in notes)
+      for row, function in _timed_functions(setup, time_steps).items():
         functions[f'{implementation}/{row}'] = function
     progress(f'Timing {len(functions)} functions: {settings.num_warmup} '
              f'warm-up calls each, then {settings.num_runs} rounds')
-    rounds = timing.round_robin(functions, settings.num_warmup,
-                                settings.num_runs, progress)
+    rounds.update(timing.round_robin(functions, settings.num_warmup,
+                                     settings.num_runs, progress))
   results['training_state_bytes'] = training_state_bytes(
       setups[implementations[0]].model)
   del functions, setups
@@ -473,7 +550,8 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
                     for row, t in times.items()}}
     entry['total_over_encoder'] = (statistics.median(
         s / e for s, e in zip(times[STEP], times[ENCODER_STEP]))
-                                   if times[STEP] else None)
+                                   if times[STEP] and times[ENCODER_STEP]
+                                   else None)
     if peaks is not None:
       entry['peak_bytes'] = peaks[implementation]
       entry['step_memory_over_encoder'] = {

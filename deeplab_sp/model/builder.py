@@ -265,6 +265,7 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
                                     num_classes),
         association=build_association(model_options.superpixel_association),
         input_size=input_size,
+        recompute_in_backward=model_options.recompute_in_backward,
         name='sp_transformer')
   elif name == HYPERCOLUMN_PIXEL_CLASSIFIER:
     encoder = _build_encoder(model_options.encoder)

@@ -21,6 +21,7 @@ from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
 from deeplab_sp.model import hypercolumn as hypercolumn_lib
 from deeplab_sp.model import tokenization as tokenization_lib
+from deeplab_sp.model.kernels import recompute
 
 # The components, in the order they run (Table IV's rows).
 COMPONENTS = ('encoder', 'hypercolumn', 'tokenization', 'classifier',
@@ -44,6 +45,10 @@ class SPTransformer(tf_keras.Model):
       components (the encoder's variables get the backbone learning-rate
       multiplier).
     input_size: the (H, W) the model was built for.
+    recompute_in_backward: whether training calls recompute the
+      hypercolumn's and the association's intermediate tensors in the
+      backward pass instead of storing them (kernels/recompute.py); the
+      values and gradients are the same.
   """
 
   # The components, in the order they run.
@@ -54,7 +59,8 @@ class SPTransformer(tf_keras.Model):
                tokenization: tokenization_lib.SuperpixelTokenization,
                classifier: classifier_lib.SuperpixelClassifier,
                association: association_lib.SuperpixelAssociation,
-               input_size: Sequence[int], **kwargs):
+               input_size: Sequence[int], recompute_in_backward: bool = True,
+               **kwargs):
     super().__init__(**kwargs)
     self.encoder = encoder
     self.hypercolumn = hypercolumn
@@ -62,6 +68,7 @@ class SPTransformer(tf_keras.Model):
     self.classifier = classifier
     self.association = association
     self.input_size = tuple(int(s) for s in input_size)
+    self.recompute_in_backward = bool(recompute_in_backward)
 
   @property
   def num_classes(self) -> int:
@@ -91,13 +98,33 @@ class SPTransformer(tf_keras.Model):
     height, width = self.geometry(images.shape[1], images.shape[2]).input_size
     images = tf.cast(images, self.compute_dtype)
     endpoints = self.encoder(images, training=training)
-    pixels = self.hypercolumn(endpoints, (height, width), training=training)
+    size = (height, width)
+    recompute_segments = bool(training) and self.recompute_in_backward
+    strides = sorted(endpoints)
+
+    def hypercolumn(*features):
+      return self.hypercolumn(dict(zip(strides, features)), size,
+                              training=training)
+
+    def association(pixels, superpixels, superpixel_logits):
+      return self.association(pixels, superpixels, superpixel_logits, size)
+
+    if recompute_segments:
+      pixels = recompute.in_backward(hypercolumn,
+                                     [endpoints[s] for s in strides])
+    else:
+      pixels = hypercolumn(*[endpoints[s] for s in strides])
     superpixels, pixels = self.tokenization(pixels, training=training)
     superpixel_logits = self.classifier(superpixels, training=training)
-    outputs = self.association(pixels, superpixels, superpixel_logits,
-                               (height, width))
+    if recompute_segments:
+      outputs = recompute.in_backward(
+          association, [pixels, superpixels, superpixel_logits])
+    else:
+      outputs = association(pixels, superpixels, superpixel_logits)
+    outputs = dict(outputs)
     outputs['superpixel_logits'] = tf.cast(superpixel_logits, tf.float32)
     return outputs
 
   def get_config(self):
-    return {'input_size': self.input_size}
+    return {'input_size': self.input_size,
+            'recompute_in_backward': self.recompute_in_backward}

@@ -84,3 +84,35 @@ def png_bytes(image: np.ndarray) -> bytes:
 def random_image(height, width, seed=0) -> np.ndarray:
   return np.random.RandomState(seed).randint(
       0, 256, [height, width, 3]).astype(np.uint8)
+
+
+def assert_labels_are_argmax(labels: np.ndarray, logits: np.ndarray,
+                             tolerance: float = 1e-4) -> None:
+  """Asserts each label is a largest logit of its pixel, up to round-off.
+
+  Two processes, or a graph with and without XLA islands, compute the same
+  logits to float32 round-off, so where two classes tie to within that the
+  argmax may pick either. A label passes if its logit is within `tolerance`
+  (relative to the pixel's largest logit) of the largest; every other label
+  must equal the argmax.
+
+  Args:
+    labels: int [..., H, W].
+    logits: float [..., H, W, C], the reference computation's.
+    tolerance: the relative round-off allowed.
+  """
+  labels = np.asarray(labels)
+  logits = np.asarray(logits, np.float64)
+  assert labels.shape == logits.shape[:-1], (labels.shape, logits.shape)
+  assert labels.min() >= 0 and labels.max() < logits.shape[-1], (
+      labels.min(), labels.max())
+  best = logits.max(-1)
+  chosen = np.take_along_axis(logits, labels[..., np.newaxis], -1)[..., 0]
+  slack = tolerance * np.maximum(np.abs(best), 1.0)
+  near_ties = best - chosen <= slack
+  differ = labels != logits.argmax(-1)
+  assert not (differ & ~near_ties).any(), (
+      f'{(differ & ~near_ties).sum()} labels are not the largest logit; '
+      f'largest gap {(best - chosen).max()}')
+  # Ties are rare: more than a few differing labels means a real change.
+  assert differ.mean() < 0.01, differ.mean()

@@ -132,3 +132,24 @@ def test_one_training_step_reaches_every_component(model):
                                                model.trainable_variables)
              if v.ref() in variables]
     assert norms and max(norms) > 0, name
+
+
+def _initial_kernels(seed):
+  tf_keras.utils.set_random_seed(seed)
+  built = builder.build_model(
+      tiny_experiment.model_options(meta_architecture=_META), 5, (64, 64))
+  return {name: [v.numpy() for v in getattr(built, name).trainable_variables
+                 if 'kernel' in v.name]
+          for name in built.COMPONENTS}
+
+
+def test_initialisation_follows_the_training_seed():
+  # The trainer seeds with tf_keras.utils.set_random_seed; the Model
+  # Garden's ASPP and decoder must draw their kernels from it like the
+  # encoder, or training seeds would only change the data order.
+  first, again, second = (_initial_kernels(s) for s in (1, 1, 2))
+  for name in first:
+    assert first[name], name
+    for a, b, c in zip(first[name], again[name], second[name]):
+      np.testing.assert_array_equal(a, b)
+      assert not np.array_equal(a, c), name

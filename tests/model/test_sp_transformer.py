@@ -130,3 +130,34 @@ def test_local_attention_implementation_from_the_proto_enum():
   for bad in (2, -1, None, True, 'NAIVE'):
     with pytest.raises(ValueError, match='NAIVE = 0, EFFICIENT = 1'):
       convert(bad)
+
+
+def test_recomputing_in_backward_keeps_loss_and_gradients():
+  tf_keras.utils.set_random_seed(3)
+  options = _options(implementation='EFFICIENT')
+  assert options.recompute_in_backward  # The default.
+  model = builder.build_model(options, num_classes=5, input_size=(64, 64))
+  assert model.recompute_in_backward
+  images = tf.random.stateless_uniform((2, 64, 64, 3), (3, 1), 0, 255)
+  labels = tf.random.stateless_uniform((2, 64, 64), (3, 2), 0, 5, tf.int32)
+
+  def loss_and_gradients():
+    with tf.GradientTape() as tape:
+      outputs = model(images, training=True)
+      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+          labels, outputs['semantic_logits']))
+    return (loss, outputs['superpixel_ids'],
+            tape.gradient(loss, model.trainable_variables))
+
+  recomputed = tf.function(loss_and_gradients)()
+  model.recompute_in_backward = False
+  stored = tf.function(loss_and_gradients)()
+  np.testing.assert_allclose(recomputed[0], stored[0], rtol=1e-6)
+  np.testing.assert_array_equal(recomputed[1], stored[1])
+  assert len(recomputed[2]) == len(model.trainable_variables)
+  for grad, expected, variable in zip(recomputed[2], stored[2],
+                                      model.trainable_variables):
+    assert grad is not None, variable.name
+    scale = float(tf.reduce_max(tf.abs(expected))) + 1e-12
+    np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-5 * scale,
+                               err_msg=variable.name)
