@@ -499,6 +499,7 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
   # builds any model (see _time_steps_in_subprocess); on a GPU, whose memory
   # one process holds, with the components below.
   in_subprocess = not devices.gpu_in_use()
+  results['settings']['steps_in_subprocess'] = in_subprocess
   rounds = {}
   for implementation in implementations:
     if (peaks is not None and timed_precision in peaks[implementation] and
@@ -600,7 +601,9 @@ def format_table(results: dict) -> str:
       f"Forward + backward of each component, the encoder's step (with its "
       f"optimizer update) and the whole trainer step; median of "
       f"{settings['num_runs']} rounds after {max(settings['num_warmup'], 1)}"
-      ' warm-up, milliseconds.', '']
+      ' warm-up, milliseconds' + (
+          '; the two steps of each implementation timed in a subprocess of '
+          'their own.' if settings.get('steps_in_subprocess') else '.'), '']
   header = f'{"":<16s}' + ''.join(f'{i:>12s}' for i in implementations)
   lines.append(header + (f'{"speedup":>10s}' if both else ''))
   for row in ROWS:

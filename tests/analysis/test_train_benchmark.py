@@ -136,6 +136,23 @@ def test_a_measurement_over_the_limit_is_reported(experiment):
                                _SIZE, 1, limit_bytes=50 * 2**20)
 
 
+@pytest.mark.skipif(devices.gpu_in_use(), reason='the CPU (subprocess) path')
+def test_a_step_over_the_limit_is_a_note_and_the_rest_is_timed(experiment):
+  # The step's subprocess passes 50 MiB while it loads TensorFlow.
+  settings = train_benchmark.TrainBenchmarkSettings(
+      implementations=('EFFICIENT',), num_warmup=1, num_runs=1,
+      measure_memory=False, memory_limit_bytes=50 * 2**20)
+  results = train_benchmark.run_train_benchmark(experiment, settings,
+                                                lambda _: None)
+  entry = results['EFFICIENT']
+  assert entry['ms']['step'] is None and entry['ms']['encoder_step'] is None
+  assert entry['total_over_encoder'] is None
+  assert all(entry['ms'][c] > 0 for c in train_benchmark.COMPONENTS)
+  assert any(n.startswith('EFFICIENT step: not timed, out of memory. The '
+                          'EFFICIENT step needs more than')
+             for n in results['notes']), results['notes']
+
+
 @pytest.mark.parametrize('change,message', [
     (dict(implementations=('FAST',)), 'NAIVE = 0, EFFICIENT = 1'),
     (dict(implementations=()), 'at least one'),
@@ -180,6 +197,12 @@ def test_results_rows_and_ratios(experiment):
   assert results['mode'] == 'train'
   assert results['settings']['height'] == 64
   assert results['settings']['timing_policy'] == 'float32'
+  # On CPU each implementation's steps run in a subprocess of their own.
+  assert results['settings']['steps_in_subprocess'] == (
+      not devices.gpu_in_use())
+  if results['settings']['steps_in_subprocess']:
+    assert any('timing the whole step and the encoder step in a subprocess'
+               in line for line in lines)
   for implementation in ('NAIVE', 'EFFICIENT'):
     entry = results[implementation]
     assert set(entry['ms']) == set(train_benchmark.ROWS)
