@@ -99,7 +99,8 @@ class SPTransformer(tf_keras.Model):
     images = tf.cast(images, self.compute_dtype)
     endpoints = self.encoder(images, training=training)
     size = (height, width)
-    recompute_segments = bool(training) and self.recompute_in_backward
+    # Only a Python True: inference and the export trace the plain calls.
+    recompute_segments = training is True and self.recompute_in_backward
     strides = sorted(endpoints)
 
     def hypercolumn(*features):

@@ -8,6 +8,7 @@ import tf_keras
 import tiny_experiment
 from deeplab_sp.model import builder
 from deeplab_sp.model import geometry as geometry_lib
+from deeplab_sp.model.kernels import recompute
 from deeplab_sp.protos import model_pb2
 
 
@@ -132,7 +133,14 @@ def test_local_attention_implementation_from_the_proto_enum():
       convert(bad)
 
 
-def test_recomputing_in_backward_keeps_loss_and_gradients():
+def test_recomputing_in_backward_keeps_loss_and_gradients(monkeypatch):
+  segments = []
+  original = recompute.in_backward
+
+  def in_backward(function, tensors):
+    segments.append(function.__name__)
+    return original(function, tensors)
+  monkeypatch.setattr(recompute, 'in_backward', in_backward)
   tf_keras.utils.set_random_seed(3)
   options = _options(implementation='EFFICIENT')
   assert options.recompute_in_backward  # The default.
@@ -150,8 +158,13 @@ def test_recomputing_in_backward_keeps_loss_and_gradients():
             tape.gradient(loss, model.trainable_variables))
 
   recomputed = tf.function(loss_and_gradients)()
+  assert segments == ['hypercolumn', 'association']
+  # Not in inference.
+  model(images, training=False)
+  assert len(segments) == 2
   model.recompute_in_backward = False
   stored = tf.function(loss_and_gradients)()
+  assert len(segments) == 2
   np.testing.assert_allclose(recomputed[0], stored[0], rtol=1e-6)
   np.testing.assert_array_equal(recomputed[1], stored[1])
   assert len(recomputed[2]) == len(model.trainable_variables)
