@@ -25,8 +25,8 @@ alone, then timed in rounds (timing.round_robin), each round calling every
 pair once, so that the implementations and the rows are all measured over
 the same stretch of time. A figure is the median over the rounds;
 'total_over_encoder' is the median over rounds of that round's step /
-encoder_step. On CPU the two steps of each implementation are timed so in
-a subprocess of their own (a whole step at the Cityscapes geometry holds
+encoder_step. On CPU the two steps of each implementation are timed this
+way in a subprocess of their own (a whole step at the Cityscapes geometry holds
 several GiB, and the allocators keep what they free: the NAIVE step, the
 EFFICIENT one and the components do not fit in one process of a 24 GiB
 machine), under a memory limit, before the components of both
