@@ -501,12 +501,15 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
   in_subprocess = not devices.gpu_in_use()
   results['settings']['steps_in_subprocess'] = in_subprocess
   rounds = {}
+  # Implementations whose steps are not timed (they do not fit).
+  untimed = set()
   for implementation in implementations:
     if (peaks is not None and timed_precision in peaks[implementation] and
         peaks[implementation][timed_precision][STEP] is None):
       notes.append(f'{implementation} step: not timed, it does not fit in '
                    'the memory available.')
       progress(f'  {notes[-1]}')
+      untimed.add(implementation)
     elif in_subprocess:
       progress(f'{implementation}: timing the whole step and the encoder '
                f'step in a subprocess at {size[0]}x{size[1]}, batch '
@@ -518,6 +521,7 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
       except peak_memory.MemoryLimitExceeded as e:
         notes.append(f'{implementation} step: not timed, out of memory. {e}')
         progress(f'  {notes[-1]}')
+        untimed.add(implementation)
         continue
       for row, times in step_rounds.items():
         rounds[f'{implementation}/{row}'] = times
@@ -532,8 +536,7 @@ def run_train_benchmark(experiment: experiment_lib.Experiment,
                f'trainer at {size[0]}x{size[1]}, batch {settings.batch}')
       setup = TrainingSetup(experiment, implementation, size, settings.batch)
       setups[implementation] = setup
-      time_steps = not in_subprocess and not any(
-          n.startswith(f'{implementation} step:') for n in notes)
+      time_steps = not in_subprocess and implementation not in untimed
       for row, function in _timed_functions(setup, time_steps).items():
         functions[f'{implementation}/{row}'] = function
     progress(f'Timing {len(functions)} functions: {settings.num_warmup} '
