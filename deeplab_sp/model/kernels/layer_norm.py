@@ -16,8 +16,14 @@ the fills into constants first, and the layer runs as ~6 separate passes.
 
 This layer builds that pattern on the [rows, C] matrix of its input and
 hides the row count from constant folding (PlaceholderWithDefault), so the
-remapper fuses it: one pass instead of several forward, and the gradient
-(FusedBatchNormGradV3) is no slower.
+remapper fuses it: one pass instead of several forward. The pattern's own
+gradient (FusedBatchNormGradV3 over `rows` channels, then gamma's and
+beta's gradients as reductions over the rows) takes about twice the time
+of the whole forward and backward pass otherwise, so the layer gives the
+pattern its own gradient: the direct formula's, recomputing the row
+statistics, compiled by XLA (kernels/xla_islands.py). It also leaves the
+forward pass fusable in training graphs, where the batch norm's saved
+statistics would otherwise be kept for its gradient.
 
 Without oneDNN (TensorFlow enables it by default only on x86 CPUs with
 AVX-512 or newer instruction sets; TF_ENABLE_ONEDNN_OPTS=1 forces it) there
@@ -34,6 +40,8 @@ The variables (gamma, beta), their names, the epsilon and the results (to
 float32 round-off) are those of tf_keras' layer, so checkpoints are
 interchangeable.
 """
+
+import contextlib
 
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
@@ -77,19 +85,9 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       # Keeps grappler from merging the two reshapes, which would present
       # the remapper with the rank-4 input it does not fuse.
       matrix = tf.ensure_shape(matrix, [None, channels])
-    # Not a constant to grappler, so the fills below stay fills.
-    rows = tf.raw_ops.PlaceholderWithDefault(input=tf.shape(matrix)[0],
-                                             shape=[])
-    empty = tf.constant([], tf.float32)
-    # Each row is one channel of a 1-image NCHW batch: batch norm's
-    # statistics over its C "pixels" are the layer norm's.
-    normalized = tf.raw_ops.FusedBatchNormV3(
-        x=tf.reshape(matrix, [1, rows, channels, 1]),
-        scale=tf.ones([rows]), offset=tf.zeros([rows]), mean=empty,
-        variance=empty, epsilon=self.epsilon, data_format='NCHW',
-        is_training=True).y
-    outputs = tf.reshape(normalized, tf.shape(matrix)) * self.gamma
-    outputs = outputs + self.beta
+    outputs = _fusable_normalize(matrix, tf.convert_to_tensor(self.gamma),
+                                 tf.convert_to_tensor(self.beta),
+                                 epsilon=self.epsilon)
     result = tf.reshape(outputs, tf.shape(inputs))
     result.set_shape(inputs.shape)
     return result
@@ -125,3 +123,64 @@ def _normalize(inputs, gamma, beta, epsilon):
   if beta is not None:
     outputs += beta
   return tf.cast(outputs, input_dtype)
+
+
+def _fusable_normalize(matrix, gamma, beta, epsilon):
+  """Layer norm of a [rows, C] float32 matrix in the remapper's pattern.
+
+  The gradient is `_normalize_gradient`, not TensorFlow's: the pattern's
+  own (a batch-norm gradient over `rows` channels, then the reductions of
+  gamma's and beta's gradients over the rows) makes several passes over the
+  matrix, twice the time of the whole forward and backward otherwise.
+  """
+
+  # The gradient is traced later (by a tape, or when a SavedModel is
+  # written): it follows the XLA setting the forward pass was traced under,
+  # so an export without XLA clusters has none in its gradients either.
+  compile_gradient = xla_islands.enabled()
+
+  @tf.custom_gradient
+  def normalize(matrix, gamma, beta):
+    # Not a constant to grappler, so the fills below stay fills.
+    rows = tf.raw_ops.PlaceholderWithDefault(input=tf.shape(matrix)[0],
+                                             shape=[])
+    empty = tf.constant([], tf.float32)
+    # Each row is one channel of a 1-image NCHW batch: batch norm's
+    # statistics over its C "pixels" are the layer norm's.
+    normalized = tf.raw_ops.FusedBatchNormV3(
+        x=tf.reshape(matrix, [1, rows, matrix.shape[-1], 1]),
+        scale=tf.ones([rows]), offset=tf.zeros([rows]), mean=empty,
+        variance=empty, epsilon=epsilon, data_format='NCHW',
+        is_training=True).y
+    outputs = tf.reshape(normalized, tf.shape(matrix)) * gamma + beta
+
+    def gradient(upstream):
+      with (contextlib.nullcontext() if compile_gradient else
+            xla_islands.disabled()):
+        return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon)
+    return outputs, gradient
+
+  return normalize(matrix, gamma, beta)
+
+
+@xla_islands.fused
+def _normalize_gradient(matrix, upstream, gamma, epsilon):
+  """Gradients (matrix, gamma, beta) of `_fusable_normalize`.
+
+  The statistics are recomputed from the input (one pass) rather than
+  kept from the forward pass; XLA fuses the rest into a few loops.
+  With x_hat the normalised rows, s = 1 / std and u = upstream * gamma:
+  d matrix = s * (u - mean(u) - x_hat * mean(u * x_hat)) per row.
+  """
+  mean = tf.reduce_mean(matrix, axis=-1, keepdims=True)
+  centered = matrix - mean
+  inverse_std = tf.math.rsqrt(
+      tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+  normalized = centered * inverse_std
+  scaled = upstream * gamma
+  matrix_gradient = inverse_std * (
+      scaled - tf.reduce_mean(scaled, axis=-1, keepdims=True) -
+      normalized * tf.reduce_mean(scaled * normalized, axis=-1,
+                                  keepdims=True))
+  return (matrix_gradient, tf.reduce_sum(upstream * normalized, axis=0),
+          tf.reduce_sum(upstream, axis=0))

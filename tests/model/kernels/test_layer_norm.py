@@ -86,6 +86,42 @@ def test_static_shapes_run_as_one_fused_kernel_on_cpu(shape):
   assert '_MklLayerNorm' not in _optimized_op_types(theirs, shape)
 
 
+def _values_and_gradients_graph(layer, shape):
+  """(GraphDef, op types including its functions') of layer's values and
+  gradients (inputs, gamma, beta) traced for inputs of `shape`."""
+
+  def values_and_gradients(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+    return y, tape.gradient(y, [x, layer.gamma, layer.beta])
+
+  graph = tf.function(values_and_gradients).get_concrete_function(
+      tf.TensorSpec(shape)).graph.as_graph_def()
+  return graph, {node.op for node in graph.node} | {
+      node.op for function in graph.library.function
+      for node in function.node_def}
+
+
+@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(),
+                    reason='oneDNN is off: the direct formula is used')
+def test_the_fusable_form_has_its_own_gradient():
+  # Batch norm's gradient (FusedBatchNormGradV3 over `rows` channels, then
+  # the reductions of gamma's and beta's gradients) is replaced by one XLA
+  # function; the values are checked against tf_keras above.
+  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  ours.build((64, 16))
+  graph, op_types = _values_and_gradients_graph(ours, (64, 16))
+  assert 'FusedBatchNormV3' in op_types  # The forward stays fusable.
+  assert 'FusedBatchNormGradV3' not in op_types
+  assert xla_islands.compiled_functions(graph)
+  # Traced without XLA (as the export traces), the gradient has none.
+  with xla_islands.disabled():
+    graph, op_types = _values_and_gradients_graph(ours, (64, 16))
+  assert 'FusedBatchNormGradV3' not in op_types
+  assert not xla_islands.compiled_functions(graph)
+
+
 @pytest.mark.skipif(layer_norm.fused_kernel_available(),
                     reason='oneDNN is on: the fused kernel is used')
 def test_without_onednn_the_direct_formula_is_compiled_by_xla():
@@ -93,19 +129,8 @@ def test_without_onednn_the_direct_formula_is_compiled_by_xla():
   # many times slower forward and backward: the layer avoids it.
   ours = layer_norm.LayerNormalization(epsilon=1e-5)
   ours.build((64, 16))
-
-  def values_and_gradients(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      y = ours(x)
-    return y, tape.gradient(y, [x, ours.gamma, ours.beta])
-
-  graph = tf.function(values_and_gradients).get_concrete_function(
-      tf.TensorSpec((64, 16))).graph.as_graph_def()
+  graph, op_types = _values_and_gradients_graph(ours, (64, 16))
   assert len(xla_islands.compiled_functions(graph)) >= 2  # With gradient.
-  op_types = {node.op for node in graph.node} | {
-      node.op for function in graph.library.function
-      for node in function.node_def}
   assert not op_types & {'FusedBatchNormV3', 'FusedBatchNormGradV3'}
   with xla_islands.disabled():  # The export's graph: plain ops.
     graph = tf.function(ours).get_concrete_function(
