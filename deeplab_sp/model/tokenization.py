@@ -88,6 +88,9 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
 
   Call args:
     inputs: (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
+    training: dropout on or off.
+    pixels_in_cell_order: the pixel maps (in and out) are in
+      local_attention.to_cell_order's order (each cell's pixels contiguous).
 
   Returns:
     (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
@@ -198,7 +201,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
                     for t in (key, value))
     return key, value
 
-  def call(self, inputs, training=None):
+  def call(self, inputs, training=None, pixels_in_cell_order=False):
     superpixels, pixels = inputs
     cell_height = pixels.shape[1] // superpixels.shape[1]
     cell_width = pixels.shape[2] // superpixels.shape[2]
@@ -217,7 +220,8 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
         normed_pixels, key=self.pixel_key, value=self.pixel_value,
         key_position=self._heads(tf.cast(key_position, dtype)),
         value_position=self._heads(tf.cast(value_position, dtype)),
-        implementation=self.implementation)  # [B, Hs, Ws, N, D]
+        implementation=self.implementation,
+        pixels_in_cell_order=pixels_in_cell_order)  # [B, Hs, Ws, N, D]
 
     # Equation (4): each pixel attends to its 9 neighbouring superpixels,
     # with pixel_query queries; pixel_output projects the heads' result.
@@ -231,7 +235,8 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
         key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
         value_position=self._heads(
             tf.cast(self.superpixel_value_position, dtype)),
-        implementation=self.implementation)  # [B, H, W, C]
+        implementation=self.implementation,
+        pixels_in_cell_order=pixels_in_cell_order)  # [B, H, W, C]
 
     superpixels = superpixels + self.dropout(
         dense_rows.on_rows(self.superpixel_output,
@@ -325,10 +330,21 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     queries = tf.cast(self.queries, self.compute_dtype)[tf.newaxis]
     superpixels = self.superpixel_position_embedding(queries)
     superpixels = tf.tile(superpixels, [batch, 1, 1, 1])  # [B, Hs, Ws, C]
+    # EFFICIENT works on cell blocks; between the layers the pixels only
+    # meet per-pixel operations, so they stay in cell order throughout
+    # rather than being reordered in every layer.
+    cell_order = self.implementation == local_attention.EFFICIENT
+    cell_size = (pixels.shape[1] // self.grid_height,
+                 pixels.shape[2] // self.grid_width)
+    if cell_order:
+      pixels = local_attention.to_cell_order(pixels, *cell_size)
     for layer in self.cross_attention_layers:
-      superpixels, pixels = layer((superpixels, pixels), training=training)
-    return (self.superpixel_output_norm(superpixels),
-            self.pixel_output_norm(pixels))
+      superpixels, pixels = layer((superpixels, pixels), training=training,
+                                  pixels_in_cell_order=cell_order)
+    pixels = self.pixel_output_norm(pixels)
+    if cell_order:
+      pixels = local_attention.from_cell_order(pixels, *cell_size)
+    return self.superpixel_output_norm(superpixels), pixels
 
   def get_config(self):
     config = super().get_config()

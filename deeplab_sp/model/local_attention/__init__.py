@@ -17,7 +17,11 @@ float32, float16, bfloat16):
   * `combine_neighbors`: the weighted sum of equation (6);
   * `gather_neighbors` and the neighbourhood descriptions of neighbors.py
     (`neighbor_valid_mask`, `neighbor_superpixel_ids`, `where_inside_grid`,
-    `masked_logit`, `NEIGHBOR_OFFSETS`).
+    `masked_logit`, `NEIGHBOR_OFFSETS`);
+  * `to_cell_order`, `from_cell_order`: pixel maps with each cell's pixels
+    contiguous, which `superpixel_update` and `pixel_update` take and give
+    with `pixels_in_cell_order=True` (EFFICIENT then skips its per-call
+    conversions to cell blocks).
 
 Every function takes `implementation`, a plain value: NAIVE (naive.py, the
 paper's 9x duplication, the reference) or EFFICIENT (efficient.py, the same
@@ -37,11 +41,13 @@ from deeplab_sp.model.local_attention import efficient
 from deeplab_sp.model.local_attention import naive
 from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.model.local_attention.neighbors import CENTER_SLOT
+from deeplab_sp.model.local_attention.neighbors import from_cell_order
 from deeplab_sp.model.local_attention.neighbors import masked_logit
 from deeplab_sp.model.local_attention.neighbors import NEIGHBOR_OFFSETS
 from deeplab_sp.model.local_attention.neighbors import neighbor_superpixel_ids
 from deeplab_sp.model.local_attention.neighbors import neighbor_valid_mask
 from deeplab_sp.model.local_attention.neighbors import NUM_NEIGHBORS
+from deeplab_sp.model.local_attention.neighbors import to_cell_order
 from deeplab_sp.model.local_attention.neighbors import where_inside_grid
 
 NAIVE = 'NAIVE'
@@ -83,7 +89,7 @@ def _form(implementation):
 
 def superpixel_update(superpixel_query, pixels, key, value,
                       key_position=None, value_position=None,
-                      implementation=NAIVE):
+                      implementation=NAIVE, pixels_in_cell_order=False):
   """Equation (3)'s attention term: superpixels attend to nearby pixels.
 
   Superpixel i attends to the 9*h*w pixels of the 3x3 block of cells
@@ -102,24 +108,29 @@ def superpixel_update(superpixel_query, pixels, key, value,
       within the cell row-major; shared by all superpixels).
     value_position: optional [9*h*w, N, D], the same for the values.
     implementation: NAIVE or EFFICIENT.
+    pixels_in_cell_order: `pixels` is in `to_cell_order`'s order.
 
   Returns:
     [B, Hs, Ws, N, D] = sum_p softmax_p(q . k_p / sqrt(D)) v_p (no residual,
     no output projection).
   """
-  form = _form(implementation)
   superpixel_query, pixels = _to_tensors(superpixel_query, pixels)
   num_heads, head_dim = neighbors.static_dims(superpixel_query, 3, 4)
   dtype = superpixel_query.dtype
-  return form.superpixel_update(
-      superpixel_query, pixels, _per_head(key, num_heads, head_dim, dtype),
-      _per_head(value, num_heads, head_dim, dtype),
-      *_to_tensors(key_position, value_position, dtype=dtype))
+  arguments = (_per_head(key, num_heads, head_dim, dtype),
+               _per_head(value, num_heads, head_dim, dtype),
+               *_to_tensors(key_position, value_position, dtype=dtype))
+  if normalize_implementation(implementation) == EFFICIENT:
+    return efficient.superpixel_update(superpixel_query, pixels, *arguments,
+                                       cell_order=pixels_in_cell_order)
+  if pixels_in_cell_order:
+    pixels = from_cell_order(pixels, *_cell_size(pixels, superpixel_query))
+  return naive.superpixel_update(superpixel_query, pixels, *arguments)
 
 
 def pixel_update(pixels, query, superpixel_key, superpixel_value, output,
                  key_position=None, value_position=None,
-                 implementation=NAIVE):
+                 implementation=NAIVE, pixels_in_cell_order=False):
   """Equation (4)'s attention term and output map: pixels attend to superpixels.
 
   Pixel p attends to the 9 superpixels of the 3x3 block of cells centred on
@@ -137,11 +148,12 @@ def pixel_update(pixels, query, superpixel_key, superpixel_value, output,
     key_position, value_position: optional [9, N, D] relative position
       embeddings added to the key / value of each neighbour slot.
     implementation: NAIVE or EFFICIENT.
+    pixels_in_cell_order: `pixels`, and the result, are in `to_cell_order`'s
+      order.
 
   Returns:
     [B, H, W, C_out].
   """
-  form = _form(implementation)
   pixels, superpixel_key, superpixel_value = _to_tensors(
       pixels, superpixel_key, superpixel_value)
   num_heads, head_dim = neighbors.static_dims(superpixel_key, 3, 4)
@@ -150,10 +162,18 @@ def pixel_update(pixels, query, superpixel_key, superpixel_value, output,
   output = Affine(
       tf.reshape(output_kernel, [num_heads, head_dim, output_kernel.shape[1]]),
       tf.cast(output.bias, dtype))
-  return form.pixel_update(
-      pixels, _per_head(query, num_heads, head_dim, dtype), superpixel_key,
-      superpixel_value, output,
-      *_to_tensors(key_position, value_position, dtype=dtype))
+  arguments = (_per_head(query, num_heads, head_dim, dtype), superpixel_key,
+               superpixel_value, output,
+               *_to_tensors(key_position, value_position, dtype=dtype))
+  if normalize_implementation(implementation) == EFFICIENT:
+    return efficient.pixel_update(pixels, *arguments,
+                                  cell_order=pixels_in_cell_order)
+  if not pixels_in_cell_order:
+    return naive.pixel_update(pixels, *arguments)
+  cell_size = _cell_size(pixels, superpixel_key)
+  return to_cell_order(
+      naive.pixel_update(from_cell_order(pixels, *cell_size), *arguments),
+      *cell_size)
 
 
 def superpixel_attention(superpixel_query, pixel_key, pixel_value,
@@ -256,6 +276,12 @@ def gather_neighbors(superpixel_values, height, width, implementation=NAIVE):
   """
   return _form(implementation).gather_neighbors(
       tf.convert_to_tensor(superpixel_values), height, width)
+
+
+def _cell_size(pixels, superpixels):
+  """(h, w) of the cells of a pixel map [B, H, W, ...] on a grid [B, Hs, Ws, ...]."""
+  return neighbors.cell_size(*neighbors.static_dims(pixels, 1, 2),
+                             *neighbors.static_dims(superpixels, 1, 2))
 
 
 def _per_head(affine, num_heads, head_dim, dtype):

@@ -17,7 +17,10 @@ round-off, without ever copying a pixel tensor 9 times:
     H*W pixels to the Hs*Ws superpixels where they commute with the
     attention (`superpixel_update`, `pixel_update`).
 
-Shapes and arguments are those of naive.py.
+Shapes and arguments are those of naive.py, plus `cell_order` for the
+functions of whole pixel maps: True when those maps (in and out) are in
+neighbors.to_cell_order's order, which spares the two transposes to and
+from cell blocks.
 """
 
 import numpy as np
@@ -57,7 +60,7 @@ def superpixel_attention(query, key, value, key_position=None,
 
 
 def superpixel_update(query, pixels, key, value, key_position=None,
-                      value_position=None):
+                      value_position=None, cell_order=False):
   """Eq. (3) with affine pixel keys and values, never projecting the pixels.
 
   Per head, q . (x_p K + b_k) = (K q) . x_p + q . b_k and
@@ -70,11 +73,13 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   channels = neighbors.static_dims(pixels, 3)[0]
   query, cell_height, cell_width = _scaled_query(query, pixels)
   # [B, Hs, Ws, h*w, C]
-  pixel_blocks = neighbors.to_blocks(pixels, cell_height, cell_width)
+  pixel_blocks = neighbors.cells_as_blocks(pixels, cell_height, cell_width,
+                                          cell_order)
   # Slot s of block j holds superpixel j - o_s. The queries brought to the
   # pixel features: K q [B, Hs, Ws, 9*N, C], and q . b_k [B, Hs, Ws, 9, N].
   seeing_key_queries = tf.reshape(
-      _grids(tf.einsum('byxnd,cnd->byxnc', query, key.kernel), sign=-1),
+      _grids(_per_head_product(query, tf.transpose(key.kernel, [1, 2, 0])),
+             sign=-1),
       [-1, grid_height, grid_width, NUM_NEIGHBORS * num_heads, channels])
   seeing_bias_logits = _grids(
       tf.einsum('byxnd,nd->byxn', query, key.bias), sign=-1)
@@ -96,7 +101,8 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   weighted_features = _sum_over_seeing_blocks(tf.reshape(
       block_features,
       [-1, grid_height, grid_width, NUM_NEIGHBORS, num_heads, channels]))
-  outputs = tf.einsum('byxnc,cnd->byxnd', weighted_features, value.kernel)
+  outputs = _per_head_product(weighted_features,
+                              tf.transpose(value.kernel, [1, 0, 2]))
   outputs += _position_values(exp_logits, value_position)
   return outputs / sums[..., tf.newaxis] + value.bias
 
@@ -130,7 +136,7 @@ def pixel_attention(query, key, value, key_position=None,
 
 
 def pixel_update(pixels, query, key, value, output, key_position=None,
-                 value_position=None):
+                 value_position=None, cell_order=False):
   """Eq. (4) with affine pixel queries and output map, pixels unprojected.
 
   Per head and neighbour slot, (x_p Q + b_q) . k = x_p . (Q k) + b_q . k
@@ -152,21 +158,26 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
   # Q k / sqrt(D) [B, Hs, Ws, N, 9, C] and b_q . k / sqrt(D)
   # [B, Hs, Ws, N, 9]; the values times O, [B, Hs, Ws, N, 9, C_out].
   key_features = _grids(
-      tf.einsum('byxnd,cnd->byxnc', key * scale, query.kernel), axis=4)
+      _per_head_product(key * scale, tf.transpose(query.kernel, [1, 2, 0])),
+      axis=4)
   key_biases = _grids(
       tf.einsum('byxnd,nd->byxn', key * scale, query.bias), axis=4)
   value_features = _grids(
-      tf.einsum('byxnd,ndc->byxnc', value, output.kernel), axis=4)
+      _per_head_product(value, output.kernel), axis=4)
   if key_position is not None:
     key_position = tf.cast(key_position, dtype) * scale
-    key_features += tf.einsum('snd,cnd->nsc', key_position, query.kernel)
+    key_features = _add_per_slot(
+        key_features, tf.einsum('snd,cnd->nsc', key_position, query.kernel))
     key_biases += tf.einsum('snd,nd->ns', key_position, query.bias)
   if value_position is not None:
-    value_features += tf.einsum('snd,ndc->nsc',
-                                tf.cast(value_position, dtype), output.kernel)
+    value_features = _add_per_slot(
+        value_features, tf.einsum('snd,ndc->nsc',
+                                  tf.cast(value_position, dtype),
+                                  output.kernel))
   block_shape = [-1, grid_height, grid_width]
   # [B, Hs, Ws, h*w, C]
-  pixel_blocks = neighbors.to_blocks(pixels, cell_height, cell_width)
+  pixel_blocks = neighbors.cells_as_blocks(pixels, cell_height, cell_width,
+                                          cell_order)
   # [B, Hs, Ws, h*w, N, 9]: one [h*w, C] x [C, N*9] product per block.
   logits = tf.matmul(
       pixel_blocks,
@@ -183,7 +194,25 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
                                          num_heads * NUM_NEIGHBORS]),
       tf.reshape(value_features, block_shape + [num_heads * NUM_NEIGHBORS,
                                                 out_channels]))
-  return neighbors.from_blocks(outputs, cell_height, cell_width) + output.bias
+  # bias_add, not +: its gradient (a sum over every pixel) is one fast
+  # kernel on CPU, a broadcast's several times slower.
+  return tf.nn.bias_add(
+      neighbors.blocks_as_cells(outputs, cell_height, cell_width, cell_order),
+      output.bias)
+
+
+def _add_per_slot(slotted, table):
+  """slotted [B, Hs, Ws, N, 9, C] + table [N, 9, C], broadcast over cells.
+
+  As a bias_add on [cells, N*9*C] rows: the table's gradient, a sum over
+  all cells, is then one fast CPU kernel; a broadcasting add's gradient
+  reduces the leading axes several times slower.
+  """
+  shape = tf.shape(slotted)
+  rows = tf.reshape(slotted, [-1, int(np.prod(slotted.shape[3:]))])
+  result = tf.reshape(tf.nn.bias_add(rows, tf.reshape(table, [-1])), shape)
+  result.set_shape(slotted.shape)
+  return result
 
 
 def gather_neighbors(superpixel_values, height, width):
@@ -242,6 +271,23 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
   # order.
   combined = tf.matmul(weights, shifted)
   return tf.reshape(combined, [-1, height, width, channels])
+
+
+def _per_head_product(features, kernel):
+  """Per-head matrix products: [B, Hs, Ws, N, X] x [N, X, Y] -> [..., N, Y].
+
+  One batched matmul over the N heads of [cells, X] matrices. It computes
+  tf.einsum('byxnx,nxy->byxny'), whose CPU kernel is slower here, in
+  training most (the transposes it makes are those below, but its
+  gradients are two more einsums).
+  """
+  grid_height, grid_width, num_heads, channels = neighbors.static_dims(
+      features, 1, 2, 3, 4)
+  rows = tf.transpose(tf.reshape(features, [-1, num_heads, channels]),
+                      [1, 0, 2])
+  products = tf.transpose(tf.matmul(rows, kernel), [1, 0, 2])
+  return tf.reshape(products, [-1, grid_height, grid_width, num_heads,
+                               kernel.shape[-1]])
 
 
 # Eq. (3)'s softmax from per-block terms.

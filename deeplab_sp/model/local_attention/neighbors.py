@@ -287,3 +287,47 @@ def from_blocks(blocks, cell_height, cell_width):
   pixels = tf.transpose(pixels, [0, 1, 3, 2, 4] + list(range(5, 5 + len(rest))))
   return tf.reshape(pixels, [-1, grid_height * cell_height,
                              grid_width * cell_width] + rest)
+
+
+def to_cell_order(pixels, cell_height, cell_width):
+  """[B, H, W, ...] -> the same shape with each cell's pixels contiguous.
+
+  Memory holds the cells row-major, each cell's h*w pixels row-major
+  inside it: `to_blocks` seen at the pixel map's shape. A chain of
+  attention layers whose other operations act on each pixel alone (layer
+  norms, residuals, Dense layers) can stay in this order and convert once
+  at each end instead of in every layer.
+  """
+  result = tf.reshape(to_blocks(pixels, cell_height, cell_width),
+                      tf.shape(pixels))
+  result.set_shape(pixels.shape)
+  return result
+
+
+def from_cell_order(pixels, cell_height, cell_width):
+  """The inverse of `to_cell_order`."""
+  height, width = static_dims(pixels, 1, 2)
+  rest = pixels.shape[3:].as_list()
+  blocks = tf.reshape(pixels, [-1, height // cell_height, width // cell_width,
+                               cell_height * cell_width] + rest)
+  return from_blocks(blocks, cell_height, cell_width)
+
+
+def cells_as_blocks(pixels, cell_height, cell_width, cell_order):
+  """[B, H, W, ...] -> [B, Hs, Ws, h*w, ...]; a reshape if in cell order."""
+  if not cell_order:
+    return to_blocks(pixels, cell_height, cell_width)
+  height, width = static_dims(pixels, 1, 2)
+  return tf.reshape(pixels, [-1, height // cell_height, width // cell_width,
+                             cell_height * cell_width] +
+                    pixels.shape[3:].as_list())
+
+
+def blocks_as_cells(blocks, cell_height, cell_width, cell_order):
+  """The inverse of `cells_as_blocks`."""
+  if not cell_order:
+    return from_blocks(blocks, cell_height, cell_width)
+  grid_height, grid_width = static_dims(blocks, 1, 2)
+  return tf.reshape(blocks, [-1, grid_height * cell_height,
+                             grid_width * cell_width] +
+                    blocks.shape[4:].as_list())

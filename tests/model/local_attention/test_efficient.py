@@ -8,6 +8,8 @@ max |naive| < 1e-5, for outputs and for gradients with respect to every
 input (queries, keys, values and both position embeddings).
 """
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,14 +59,21 @@ def _assert_equivalent(function, inputs, seed=0, zero_gradients=()):
   naive, naive_grads = _values_and_gradients(function, inputs, NAIVE, seed)
   efficient, efficient_grads = _values_and_gradients(function, inputs,
                                                      EFFICIENT, seed)
-  assert _relative_error(efficient, naive) < TOLERANCE
-  scale = np.max(np.abs(naive_grads[0]))
-  for index, (e, n) in enumerate(zip(efficient_grads, naive_grads)):
+  _assert_agree(efficient, efficient_grads, naive, naive_grads,
+                zero_gradients)
+
+
+def _assert_agree(actual, actual_grads, expected, expected_grads,
+                  zero_gradients):
+  """See _assert_equivalent; `expected` from NAIVE."""
+  assert _relative_error(actual, expected) < TOLERANCE
+  scale = np.max(np.abs(expected_grads[0]))
+  for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
     if index in zero_gradients:
+      assert np.max(np.abs(a)) < TOLERANCE * scale, f'gradient of {index}'
       assert np.max(np.abs(e)) < TOLERANCE * scale, f'gradient of {index}'
-      assert np.max(np.abs(n)) < TOLERANCE * scale, f'gradient of {index}'
     else:
-      assert _relative_error(e, n) < TOLERANCE, f'gradient of input {index}'
+      assert _relative_error(a, e) < TOLERANCE, f'gradient of input {index}'
 
 
 def _normal(rng, *shape, scale=1.0):
@@ -128,48 +137,97 @@ def test_combine_and_gather_neighbors(gh, gw, ch, cw, upsampling):
   _assert_equivalent(gather, inputs[1:])
 
 
+def _superpixel_update_inputs(gh, gw, ch, cw):
+  rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 4)
+  batch, heads, dim, channels = 2, 2, 4, 6
+  return [_normal(rng, batch, gh, gw, heads, dim, scale=3.0),
+          _normal(rng, batch, gh * ch, gw * cw, channels),
+          _normal(rng, channels, heads * dim),  # Key kernel.
+          _normal(rng, heads * dim),             # Key bias.
+          _normal(rng, channels, heads * dim),  # Value kernel.
+          _normal(rng, heads * dim),             # Value bias.
+          _normal(rng, 9 * ch * cw, heads, dim),
+          _normal(rng, 9 * ch * cw, heads, dim)]
+
+
+def _superpixel_update(query, pixels, key_kernel, key_bias, value_kernel,
+                       value_bias, key_position, value_position,
+                       implementation, cell_order=False):
+  """local_attention.superpixel_update; with cell_order, the pixels go in
+  in cell order (the result, per superpixel, has no pixel order)."""
+  if cell_order:
+    pixels = local_attention.to_cell_order(
+        pixels, pixels.shape[1] // query.shape[1],
+        pixels.shape[2] // query.shape[2])
+  return local_attention.superpixel_update(
+      query, pixels, Affine(key_kernel, key_bias),
+      Affine(value_kernel, value_bias), key_position, value_position,
+      implementation, pixels_in_cell_order=cell_order)
+
+
+def _pixel_update_inputs(gh, gw, ch, cw):
+  rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 5)
+  batch, heads, dim, channels, out_channels = 2, 2, 4, 6, 5
+  return [_normal(rng, batch, gh * ch, gw * cw, channels),
+          _normal(rng, channels, heads * dim, scale=3.0),  # Query kernel.
+          _normal(rng, heads * dim),                       # Query bias.
+          _normal(rng, batch, gh, gw, heads, dim),
+          _normal(rng, batch, gh, gw, heads, dim),
+          _normal(rng, heads * dim, out_channels),  # Output kernel.
+          _normal(rng, out_channels),               # Output bias.
+          _normal(rng, 9, heads, dim),
+          _normal(rng, 9, heads, dim)]
+
+
+def _pixel_update(pixels, query_kernel, query_bias, key, value, output_kernel,
+                  output_bias, key_position, value_position, implementation,
+                  cell_order=False):
+  """local_attention.pixel_update; with cell_order, the pixels go in and
+  come out in cell order (converted here, so the result is comparable)."""
+  cell_size = (pixels.shape[1] // key.shape[1], pixels.shape[2] // key.shape[2])
+  if cell_order:
+    pixels = local_attention.to_cell_order(pixels, *cell_size)
+  result = local_attention.pixel_update(
+      pixels, Affine(query_kernel, query_bias), key, value,
+      Affine(output_kernel, output_bias), key_position, value_position,
+      implementation, pixels_in_cell_order=cell_order)
+  if cell_order:
+    result = local_attention.from_cell_order(result, *cell_size)
+  return result
+
+
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
 def test_superpixel_update(gh, gw, ch, cw):
   """The folded projections (keys and values never computed per pixel)."""
-  rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 4)
-  batch, heads, dim, channels = 2, 2, 4, 6
-  inputs = [_normal(rng, batch, gh, gw, heads, dim, scale=3.0),
-            _normal(rng, batch, gh * ch, gw * cw, channels),
-            _normal(rng, channels, heads * dim),  # Key kernel.
-            _normal(rng, heads * dim),             # Key bias.
-            _normal(rng, channels, heads * dim),  # Value kernel.
-            _normal(rng, heads * dim),             # Value bias.
-            _normal(rng, 9 * ch * cw, heads, dim),
-            _normal(rng, 9 * ch * cw, heads, dim)]
   # The key bias adds q . b_k to all logits of a superpixel: the softmax
   # does not depend on it, so its gradient is 0.
-  def update(query, pixels, key_kernel, key_bias, value_kernel, value_bias,
-             key_position, value_position, implementation):
-    return local_attention.superpixel_update(
-        query, pixels, Affine(key_kernel, key_bias),
-        Affine(value_kernel, value_bias), key_position, value_position,
-        implementation)
-  _assert_equivalent(update, inputs, zero_gradients=(3,))
+  _assert_equivalent(_superpixel_update,
+                     _superpixel_update_inputs(gh, gw, ch, cw),
+                     zero_gradients=(3,))
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
 def test_pixel_update(gh, gw, ch, cw):
   """The folded query and output projections."""
-  rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 5)
-  batch, heads, dim, channels, out_channels = 2, 2, 4, 6, 5
-  inputs = [_normal(rng, batch, gh * ch, gw * cw, channels),
-            _normal(rng, channels, heads * dim, scale=3.0),  # Query kernel.
-            _normal(rng, heads * dim),                       # Query bias.
-            _normal(rng, batch, gh, gw, heads, dim),
-            _normal(rng, batch, gh, gw, heads, dim),
-            _normal(rng, heads * dim, out_channels),  # Output kernel.
-            _normal(rng, out_channels),               # Output bias.
-            _normal(rng, 9, heads, dim),
-            _normal(rng, 9, heads, dim)]
-  def update(pixels, query_kernel, query_bias, key, value, output_kernel,
-             output_bias, key_position, value_position, implementation):
-    return local_attention.pixel_update(
-        pixels, Affine(query_kernel, query_bias), key, value,
-        Affine(output_kernel, output_bias), key_position, value_position,
-        implementation)
-  _assert_equivalent(update, inputs)
+  _assert_equivalent(_pixel_update, _pixel_update_inputs(gh, gw, ch, cw))
+
+
+@pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES[-3:])
+@pytest.mark.parametrize('implementation', (NAIVE, EFFICIENT))
+def test_updates_on_pixels_in_cell_order(implementation, gh, gw, ch, cw):
+  """The same results from pixel maps in cell order (the tokenization's).
+
+  NAIVE on the image order judges both implementations in cell order;
+  the gradients are those of the image-order inputs, through the
+  conversions.
+  """
+  for update, inputs, zero_gradients in (
+      (_superpixel_update, _superpixel_update_inputs(gh, gw, ch, cw), (3,)),
+      (_pixel_update, _pixel_update_inputs(gh, gw, ch, cw), ())):
+    expected, expected_grads = _values_and_gradients(update, inputs, NAIVE,
+                                                     seed=1)
+    actual, actual_grads = _values_and_gradients(
+        functools.partial(update, cell_order=True), inputs, implementation,
+        seed=1)
+    _assert_agree(actual, actual_grads, expected, expected_grads,
+                  zero_gradients)

@@ -96,3 +96,25 @@ def test_shifted_grids_values_and_gradients(shape, sign, in_graph):
   np.testing.assert_allclose(
       gradient, _reference_shift(cotangent, -sign, slot_of=3), rtol=1e-6,
       atol=1e-6)
+
+
+@pytest.mark.parametrize('cell_height,cell_width', ((1, 3), (2, 2), (3, 1)))
+def test_cell_order_holds_each_cell_contiguously(cell_height, cell_width):
+  grid_height, grid_width, channels = 2, 3, 4
+  pixels = np.arange(
+      2 * grid_height * cell_height * grid_width * cell_width * channels,
+      dtype=np.float32).reshape(2, grid_height * cell_height,
+                                grid_width * cell_width, channels)
+  ordered = neighbors.to_cell_order(tf.constant(pixels), cell_height,
+                                    cell_width)
+  assert ordered.shape == pixels.shape
+  # Memory order: cells row-major, then each cell's pixels row-major.
+  expected = [pixels[b, y * cell_height + r, x * cell_width + c]
+              for b in range(2) for y in range(grid_height)
+              for x in range(grid_width) for r in range(cell_height)
+              for c in range(cell_width)]
+  np.testing.assert_array_equal(
+      ordered.numpy().reshape(-1, channels), np.stack(expected))
+  np.testing.assert_array_equal(
+      neighbors.from_cell_order(ordered, cell_height, cell_width).numpy(),
+      pixels)
