@@ -279,7 +279,7 @@ def gather_neighbors(superpixel_values, height, width, implementation=NAIVE):
 
 
 def _cell_size(pixels, superpixels):
-  """(h, w) of the cells of a pixel map [B, H, W, ...] on a grid [B, Hs, Ws, ...]."""
+  """(h, w) of the cells of pixels [B, H, W, ...] on a grid [B, Hs, Ws, ...]."""
   return neighbors.cell_size(*neighbors.static_dims(pixels, 1, 2),
                              *neighbors.static_dims(superpixels, 1, 2))
 

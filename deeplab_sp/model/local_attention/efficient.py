@@ -276,10 +276,9 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
 def _per_head_product(features, kernel):
   """Per-head matrix products: [B, Hs, Ws, N, X] x [N, X, Y] -> [..., N, Y].
 
-  One batched matmul over the N heads of [cells, X] matrices. It computes
-  tf.einsum('byxnx,nxy->byxny'), whose CPU kernel is slower here, in
-  training most (the transposes it makes are those below, but its
-  gradients are two more einsums).
+  The product of tf.einsum('byxnc,ncd->byxnd') as one batched matmul over
+  the N heads of [cells, X] matrices: on CPU the einsum, and above all its
+  two einsum gradients, were slower here.
   """
   grid_height, grid_width, num_heads, channels = neighbors.static_dims(
       features, 1, 2, 3, 4)
