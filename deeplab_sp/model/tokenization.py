@@ -334,9 +334,9 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     # meet per-pixel operations, so they stay in cell order throughout
     # rather than being reordered in every layer.
     cell_order = self.implementation == local_attention.EFFICIENT
-    cell_size = (pixels.shape[1] // self.grid_height,
-                 pixels.shape[2] // self.grid_width)
-    if cell_order:
+    if cell_order:  # EFFICIENT needs static sizes anyway.
+      cell_size = (pixels.shape[1] // self.grid_height,
+                   pixels.shape[2] // self.grid_width)
       pixels = local_attention.to_cell_order(pixels, *cell_size)
     for layer in self.cross_attention_layers:
       superpixels, pixels = layer((superpixels, pixels), training=training,
