@@ -306,11 +306,9 @@ def to_cell_order(pixels, cell_height, cell_width):
 
 def from_cell_order(pixels, cell_height, cell_width):
   """The inverse of `to_cell_order`."""
-  height, width = static_dims(pixels, 1, 2)
-  rest = pixels.shape[3:].as_list()
-  blocks = tf.reshape(pixels, [-1, height // cell_height, width // cell_width,
-                               cell_height * cell_width] + rest)
-  return from_blocks(blocks, cell_height, cell_width)
+  return from_blocks(
+      cells_as_blocks(pixels, cell_height, cell_width, cell_order=True),
+      cell_height, cell_width)
 
 
 def cells_as_blocks(pixels, cell_height, cell_width, cell_order):
