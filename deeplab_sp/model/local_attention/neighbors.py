@@ -298,10 +298,8 @@ def to_cell_order(pixels, cell_height, cell_width):
   norms, residuals, Dense layers) can stay in this order and convert once
   at each end instead of in every layer.
   """
-  result = tf.reshape(to_blocks(pixels, cell_height, cell_width),
-                      tf.shape(pixels))
-  result.set_shape(pixels.shape)
-  return result
+  return blocks_as_cells(to_blocks(pixels, cell_height, cell_width),
+                         cell_height, cell_width, cell_order=True)
 
 
 def from_cell_order(pixels, cell_height, cell_width):
