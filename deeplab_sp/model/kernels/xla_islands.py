@@ -45,6 +45,17 @@ def disabled():
     _STATE.enabled = previous
 
 
+def as_traced(was_enabled: bool):
+  """Context manager: `enabled()` as it was when a forward pass was traced.
+
+  A custom gradient is traced later than its forward pass (by a tape, or
+  when a SavedModel is written): under this block it follows the setting
+  the forward pass saw, so an export without XLA clusters has none in its
+  gradients either.
+  """
+  return contextlib.nullcontext() if was_enabled else disabled()
+
+
 def fused(function):
   """Decorator: `function` compiled with XLA when traced into a graph.
 

@@ -349,7 +349,7 @@ def _sum_over_seeing_blocks(block_terms):
   Slot s of block j belongs to superpixel j - o_s; superpixel i adds slot s
   of block i + o_s over the 9 slots.
   """
-  return tf.reduce_sum(_shift_slots(block_terms), axis=3)
+  return neighbors.sum_over_slots(block_terms)
 
 
 def _position_logits(query, key_position):

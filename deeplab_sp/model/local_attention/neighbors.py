@@ -6,7 +6,7 @@ with the 9 superpixels of the 3x3 block centred on its own cell. This module
 describes those neighbourhoods (slot numbering, validity at the border,
 absolute superpixel ids) and the tensor reshapes both implementations of
 the local attention share. The numpy functions (`*_np`) are the definitions;
-the TensorFlow ones are their constants or gathers.
+the TensorFlow ones are their constants, gathers and sums.
 
 Neighbour slots. The 9 neighbours of a cell are numbered by their offset
 (dy, dx) from it, row-major over dy, dx in (-1, 0, 1): slot 0 is (-1, -1),
@@ -30,6 +30,8 @@ W = Ws * w): the model checks its input geometry once
 
 import numpy as np
 import tensorflow as tf
+
+from deeplab_sp.model.kernels import xla_islands
 
 # Offsets (dy, dx) of the 9 neighbour slots of a cell, row-major.
 NEIGHBOR_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
@@ -181,28 +183,92 @@ def neighbor_grids(grid, sign=1, axis=3):
   cells = _padded_neighbor_cells(grid_height, grid_width, sign)
   rows = (cells[:, :, np.newaxis, :] * repeats +
           np.arange(repeats)[:, np.newaxis])
-  # The gradient: cell j receives slot s of cell j - sign * o_s, for the 9
-  # slots (zero outside the grid). Rows of the padded slotted gradient seen
-  # as [B, cells * prod(before) * 9, prod(after)].
-  back_cells = _padded_neighbor_cells(grid_height, grid_width, -sign)
-  back_rows = ((back_cells[:, :, np.newaxis, :] * repeats +
-                np.arange(repeats)[:, np.newaxis]) * NUM_NEIGHBORS +
-               np.arange(NUM_NEIGHBORS))
   slotted_shape = ([-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
                    after)
+  compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
   def shifted_copies(grid):
     shifted = _gather_padded_rows(grid, rows.reshape(-1), repeats)
 
     def gradient(upstream):
+      # Cell j receives slot s of cell j - sign * o_s, for the 9 slots.
       upstream = tf.reshape(upstream, slotted_shape)  # Static sizes.
-      gathered = _gather_padded_rows(upstream, back_rows.reshape(-1),
-                                     repeats * NUM_NEIGHBORS)
-      return tf.reduce_sum(tf.reshape(gathered, slotted_shape), axis=axis)
+      with xla_islands.as_traced(compile_gradient):
+        return _sum_over_slots(upstream, -sign, axis)
     return tf.reshape(shifted, slotted_shape), gradient
 
   return shifted_copies(grid)
+
+
+def sum_over_slots(slotted, sign=1, axis=3):
+  """Sums slot s of cell i + sign * o_s over the 9 slots, for every cell i.
+
+  The transpose of `neighbor_grids`: a cell collects what its 9 shifted
+  copies received (zero from outside the grid).
+
+  Args:
+    slotted: [B, Hs, Ws, ..., 9, ...], the slot axis at `axis`.
+    sign: +1 or -1.
+    axis: the slot axis.
+
+  Returns:
+    `slotted` without its slot axis.
+  """
+  compile_gradient = xla_islands.enabled()
+
+  @tf.custom_gradient
+  def summed(slotted):
+    def gradient(upstream):
+      with xla_islands.as_traced(compile_gradient):
+        return neighbor_grids(upstream, -sign, axis)
+    return _sum_over_slots(slotted, sign, axis), gradient
+
+  return summed(slotted)
+
+
+def _sum_over_slots(slotted, sign, axis):
+  """`sum_over_slots` without its gradient.
+
+  In graphs with XLA islands on (kernels/xla_islands.py), XLA fuses 9
+  border-clipped slices and their sum into one pass over `slotted`: about
+  5x faster on CPU than the sum of the gathered padded rows, which writes
+  and reads two more copies of it. The gather is the form without XLA
+  (eager calls; the SavedModel, TFLite and ONNX exports).
+  """
+  if xla_islands.enabled() and not tf.executing_eagerly():
+    return _sum_of_clipped_slices(slotted, sign=sign, axis=axis)
+  grid_height, grid_width = static_dims(slotted, 1, 2)
+  rest = slotted.shape[3:].as_list()
+  repeats = int(np.prod(rest[:axis - 3]))
+  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
+  # Rows of the padded input seen as [B, cells * repeats * 9, prod(after)]:
+  # cell i reads slot s of padded cell i + sign * o_s.
+  rows = ((cells[:, :, np.newaxis, :] * repeats +
+           np.arange(repeats)[:, np.newaxis]) * NUM_NEIGHBORS +
+          np.arange(NUM_NEIGHBORS))
+  gathered = _gather_padded_rows(slotted, rows.reshape(-1),
+                                 repeats * NUM_NEIGHBORS)
+  return tf.reduce_sum(
+      tf.reshape(gathered, [-1, grid_height, grid_width] + rest), axis=axis)
+
+
+@xla_islands.fused
+def _sum_of_clipped_slices(slotted, sign, axis):
+  """`_sum_over_slots` as 9 slices, each clipped to the grid and padded."""
+  grid_height, grid_width = static_dims(slotted, 1, 2)
+  pieces = []
+  for slot, (dy, dx) in enumerate(NEIGHBOR_OFFSETS):
+    dy, dx = sign * dy, sign * dx
+    # Cell i reads cell i + (dy, dx): the slot's cells inside the grid,
+    # moved by (-dy, -dx).
+    piece = tf.gather(slotted, slot, axis=axis)[
+        :, max(0, dy):grid_height + min(0, dy),
+        max(0, dx):grid_width + min(0, dx)]
+    pieces.append(tf.pad(piece, [[0, 0], [max(0, -dy), max(0, dy)],
+                                 [max(0, -dx), max(0, dx)]] +
+                         [[0, 0]] * (piece.shape.rank - 3)))
+  return tf.add_n(pieces)
 
 
 def shift_slots(slotted, sign=1):
