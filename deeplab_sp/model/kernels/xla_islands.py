@@ -1,7 +1,8 @@
 """XLA islands: memory-bound tails compiled by XLA in an otherwise plain graph.
 
-Used by the hypercolumn (arXiv 2309.16889, Sec. III-A) and the association
-(Sec. III-D); what they compute is unchanged.
+Used by the hypercolumn (arXiv 2309.16889, Sec. III-A), the EFFICIENT
+local attention (Sec. III-B), the association (Sec. III-D) and the layer
+norms; what they compute is unchanged.
 
 On CPU, TensorFlow runs each elementwise op or reduction as its own pass
 over memory. A few of the decoder's chains run over the largest tensors of

@@ -26,6 +26,7 @@ from cell blocks.
 import numpy as np
 import tensorflow as tf
 
+from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.model.local_attention import neighbors
 
 NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
@@ -302,8 +303,13 @@ def _scaled_query(query, pixels):
           cell_width)
 
 
+@xla_islands.fused
 def _superpixel_softmax_terms(logits):
   """The unnormalised softmax of equation (3), from per-block logits.
+
+  An XLA island in graphs (kernels/xla_islands.py), as is
+  `_neighbor_slot_softmax`: their chains of masks, maxima, exponentials and
+  sums run as a few fused loops instead of a pass over memory each.
 
   Args:
     logits: [B, Hs, Ws, h*w, 9, N]; slot s of block j pairs the block's
@@ -390,6 +396,7 @@ def _per_slot(position, dtype):
                     [NUM_NEIGHBORS, -1, num_heads, head_dim])
 
 
+@xla_islands.fused
 def _neighbor_slot_softmax(logits):
   """Softmax over the 9 neighbour slots of block logits [B, Hs, Ws, ..., 9].
 

@@ -40,16 +40,26 @@ def _relative_error(actual, expected):
   return np.max(np.abs(actual - expected)) / scale
 
 
-def _values_and_gradients(function, inputs, implementation, seed):
-  """Output of `function` and the gradient of a random projection of it."""
+def _values_and_gradients(function, inputs, implementation, seed,
+                          in_graph=False):
+  """Output of `function` and the gradient of a random projection of it.
+
+  in_graph: in a tf.function, where the XLA islands are compiled (as in
+  the trainer's steps); otherwise eagerly.
+  """
   tensors = [tf.constant(x) for x in inputs]
-  with tf.GradientTape() as tape:
-    tape.watch(tensors)
-    output = function(*tensors, implementation=implementation)
-    cotangent = tf.constant(np.random.default_rng(seed).normal(
-        size=output.shape).astype(np.float32))
-    loss = tf.reduce_sum(output * cotangent)
-  return output.numpy(), [g.numpy() for g in tape.gradient(loss, tensors)]
+
+  def call():
+    with tf.GradientTape() as tape:
+      tape.watch(tensors)
+      output = function(*tensors, implementation=implementation)
+      cotangent = tf.constant(np.random.default_rng(seed).normal(
+          size=output.shape).astype(np.float32))
+      loss = tf.reduce_sum(output * cotangent)
+    return output, tape.gradient(loss, tensors)
+
+  output, gradients = tf.function(call)() if in_graph else call()
+  return output.numpy(), [g.numpy() for g in gradients]
 
 
 def _assert_equivalent(function, inputs, seed=0, zero_gradients=()):
@@ -229,5 +239,28 @@ def test_updates_on_pixels_in_cell_order(implementation, gh, gw, ch, cw):
     actual, actual_grads = _values_and_gradients(
         functools.partial(update, cell_order=True), inputs, implementation,
         seed=1)
+    _assert_agree(actual, actual_grads, expected, expected_grads,
+                  zero_gradients)
+
+
+@pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES[:1] + GEOMETRIES[-2:])
+def test_in_graphs_with_xla_islands(gh, gw, ch, cw):
+  """EFFICIENT in a graph, with its XLA-compiled softmaxes and slot sums."""
+  rng = np.random.default_rng(gh * 100 + gw * 10 + ch + 2)
+  batch, heads, dim = 2, 2, 4
+  attention_inputs = [
+      _normal(rng, batch, gh, gw, heads, dim, scale=3.0),
+      _normal(rng, batch, gh * ch, gw * cw, heads, dim),
+      _normal(rng, batch, gh * ch, gw * cw, heads, dim),
+      _normal(rng, 9 * ch * cw, heads, dim),
+      _normal(rng, 9 * ch * cw, heads, dim)]
+  for function, inputs, zero_gradients in (
+      (local_attention.superpixel_attention, attention_inputs, ()),
+      (_superpixel_update, _superpixel_update_inputs(gh, gw, ch, cw), (3,)),
+      (_pixel_update, _pixel_update_inputs(gh, gw, ch, cw), ())):
+    expected, expected_grads = _values_and_gradients(function, inputs, NAIVE,
+                                                     seed=2)
+    actual, actual_grads = _values_and_gradients(function, inputs, EFFICIENT,
+                                                 seed=2, in_graph=True)
     _assert_agree(actual, actual_grads, expected, expected_grads,
                   zero_gradients)
