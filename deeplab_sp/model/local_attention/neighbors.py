@@ -178,18 +178,14 @@ def neighbor_grids(grid, sign=1, axis=3):
   rest = grid.shape[3:].as_list()
   before, after = rest[:axis - 3], rest[axis - 3:]
   repeats = int(np.prod(before))
-  # Rows of the padded grid seen as [B, cells * prod(before), prod(after)]:
-  # slot s of cell i reads padded cell i + sign * o_s.
-  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
-  rows = (cells[:, :, np.newaxis, :] * repeats +
-          np.arange(repeats)[:, np.newaxis])
+  rows = _padded_rows(grid_height, grid_width, sign, repeats, of_slots=False)
   slotted_shape = ([-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
                    after)
   compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
   def shifted_copies(grid):
-    shifted = _gather_padded_rows(grid, rows.reshape(-1), repeats)
+    shifted = _gather_padded_rows(grid, rows, repeats)
 
     def gradient(upstream):
       # Cell j receives slot s of cell j - sign * o_s, for the 9 slots.
@@ -241,14 +237,8 @@ def _sum_over_slots(slotted, sign, axis):
   grid_height, grid_width = static_dims(slotted, 1, 2)
   rest = slotted.shape[3:].as_list()
   repeats = int(np.prod(rest[:axis - 3]))
-  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
-  # Rows of the padded input seen as [B, cells * repeats * 9, prod(after)]:
-  # cell i reads slot s of padded cell i + sign * o_s.
-  rows = ((cells[:, :, np.newaxis, :] * repeats +
-           np.arange(repeats)[:, np.newaxis]) * NUM_NEIGHBORS +
-          np.arange(NUM_NEIGHBORS))
-  gathered = _gather_padded_rows(slotted, rows.reshape(-1),
-                                 repeats * NUM_NEIGHBORS)
+  rows = _padded_rows(grid_height, grid_width, sign, repeats, of_slots=True)
+  gathered = _gather_padded_rows(slotted, rows, repeats * NUM_NEIGHBORS)
   return tf.reduce_sum(
       tf.reshape(gathered, [-1, grid_height, grid_width] + rest), axis=axis)
 
@@ -287,9 +277,8 @@ def shift_slots(slotted, sign=1):
 
   def shift(values, sign):
     values = tf.reshape(values, shape)  # Static sizes (of the gradient too).
-    cells = _padded_neighbor_cells(grid_height, grid_width, sign)
-    rows = cells * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
-    shifted = _gather_padded_rows(values, rows.reshape(-1), NUM_NEIGHBORS)
+    rows = _padded_rows(grid_height, grid_width, sign, 1, of_slots=True)
+    shifted = _gather_padded_rows(values, rows, NUM_NEIGHBORS)
     return tf.reshape(shifted, shape)
 
   @tf.custom_gradient
@@ -298,6 +287,22 @@ def shift_slots(slotted, sign=1):
     return shift(slotted, sign), lambda upstream: shift(upstream, -sign)
 
   return shifted_slots(slotted)
+
+
+def _padded_rows(grid_height, grid_width, sign, repeats, of_slots):
+  """numpy flat indices of the rows that `_gather_padded_rows` gathers.
+
+  The grid padded by one cell is seen as [B, cells * repeats, R] (or
+  [B, cells * repeats * 9, R] with its 9 slots, if `of_slots`): slot s of
+  cell i reads the `repeats` rows of padded cell i + sign * o_s (their
+  slot s, if `of_slots`). Ordered cell, repeat, slot.
+  """
+  cells = _padded_neighbor_cells(grid_height, grid_width, sign)
+  rows = (cells[:, :, np.newaxis, :] * repeats +
+          np.arange(repeats)[:, np.newaxis])
+  if of_slots:
+    rows = rows * NUM_NEIGHBORS + np.arange(NUM_NEIGHBORS)
+  return rows.reshape(-1)
 
 
 def _padded_neighbor_cells(grid_height, grid_width, sign):
