@@ -37,11 +37,14 @@ def _bin_index(image: np.ndarray, bins_per_channel: int) -> np.ndarray:
 
 def _mapped_labels(label: np.ndarray,
                    info: dataset_info.DatasetInfo) -> np.ndarray:
-  mapped = label.astype(np.int64) + info.label_offset
-  ignore = (mapped < 0) | (mapped >= info.num_classes)
-  if info.stored_ignore_label is not None:
-    ignore |= label == info.stored_ignore_label
-  return np.where(ignore, dataset_info.IGNORE_LABEL, mapped)
+  invalid = info.invalid_stored_values(label)
+  if invalid.size:
+    raise ValueError(
+        f'A label map holds values {invalid[:10].tolist()} that dataset '
+        f'{info.name!r} does not define (it stores '
+        f'{info.describe_stored_values()}); check the records and the '
+        'dataset.')
+  return info.map_labels(label).astype(np.int64)
 
 
 def evaluate_color_baseline(

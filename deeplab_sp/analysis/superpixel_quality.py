@@ -112,8 +112,13 @@ def split_dataset_options(options, split: str, input_size: Sequence[int],
                      '--split.')
   del dataset.file_pattern[:]
   dataset.file_pattern.extend(source.file_pattern)
-  if not dataset.dataset:
-    dataset.dataset = source.dataset
+  if dataset.WhichOneof('source') is None:
+    # The evaluation split's dataset, else the training split's.
+    which = source.WhichOneof('source')
+    if which == 'dataset_description':
+      dataset.dataset_description.CopyFrom(source.dataset_description)
+    elif which is not None:
+      setattr(dataset, which, getattr(source, which))
   if dataset.batch_size <= 0:
     dataset.batch_size = max(1, source.batch_size)
   del dataset.crop_size[:]
@@ -386,7 +391,7 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
   tf.io.gfile.makedirs(output_dir)
   figure_path = os.path.join(output_dir, f'superpixel_quality_{split}.png')
   json_path = os.path.join(output_dir, f'superpixel_quality_{split}.json')
-  info = dataset_info.get_dataset_info(dataset_options.dataset)
+  info = dataset_info.from_options(dataset_options)
   io_lib.write_atomically(figure_path,
                           figure_png(examples, methods, info.colormap))
   report = {

@@ -30,9 +30,7 @@ _INFO = dataset_info.get_dataset_info('ade20k')
 
 def check_label(label: np.ndarray, path: str) -> np.ndarray:
   """Stored labels must be 0..150; ValueError naming `path` otherwise."""
-  source_files.check_label_range(label, path, _INFO.max_stored_label, None,
-                                 'ADE20K: 0 unlabeled, 1..150 classes')
-  return label
+  return source_files.check_dataset_labels(label, path, _INFO)
 
 
 def find_pairs(ade20k_root: str, split: str

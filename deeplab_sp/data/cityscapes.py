@@ -118,10 +118,7 @@ def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
 
 
 def check_train_ids(label: np.ndarray, path: str) -> np.ndarray:
-  source_files.check_label_range(label, path, _INFO.max_stored_label,
-                                 _INFO.stored_ignore_label,
-                                 'Cityscapes train ids')
-  return label
+  return source_files.check_dataset_labels(label, path, _INFO)
 
 
 def _glob_by_name(pattern: str, suffix: str) -> Dict[str, str]:

@@ -149,7 +149,7 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
     FileNotFoundError: a file_pattern matches no file.
   """
   options = dataset_options
-  info = dataset_info.get_dataset_info(options.dataset)
+  info = dataset_info.from_options(options)
   crop_size = _crop_size(options)
   if options.batch_size <= 0:
     raise ValueError(f'DatasetOptions.batch_size must be positive, got '

@@ -59,39 +59,34 @@ def map_labels(label: tf.Tensor, info: dataset_info.DatasetInfo,
 
   Args:
     label: int32 [height, width], the values stored in the record.
-    info: the dataset (label_offset, max_stored_label, stored_ignore_label).
+    info: the dataset (its label_table).
     image_name: string scalar, for the error message.
 
   Returns:
     int32 [height, width] train ids, IGNORE_LABEL where ignored.
 
   Raises:
-    tf.errors.InvalidArgumentError (when run): a stored value outside
-    0..max_stored_label that is not the dataset's ignore value; the message
-    names the image.
+    tf.errors.InvalidArgumentError (when run): a stored value the dataset
+    does not define; the message names the image and the valid values.
   """
-  valid = (label >= 0) & (label <= info.max_stored_label)
-  is_ignore = tf.zeros_like(valid)
-  if info.stored_ignore_label is not None:
-    is_ignore = tf.equal(label, info.stored_ignore_label)
-  bad = tf.logical_not(valid | is_ignore)
+  table = tf.constant(info.label_table, tf.int32)
+  inside = (label >= 0) & (label <= info.max_stored_label)
+  mapped = tf.gather(table, tf.where(inside, label, 0))
+  bad = tf.logical_not(inside) | tf.equal(mapped, dataset_info.INVALID_LABEL)
   check = tf.debugging.Assert(
       tf.logical_not(tf.reduce_any(bad)),
       [tf.strings.join([
-          'Label map of image ', image_name, ' has values outside 0..',
-          str(info.max_stored_label),
-          f' (other than the ignore value {info.stored_ignore_label}) for '
-          f'dataset {info.name!r}: rebuild the records with the right '
-          'labels or set DatasetOptions.dataset to the right dataset (for '
-          'DeepLab2\'s panoptic records, whose values are semantic * 1000 + '
-          'instance, set DatasetOptions.panoptic_label_divisor: 1000). '
-          'Largest value:']),
+          'Label map of image ', image_name, ' has values outside '
+          f'{info.describe_stored_values()} for dataset {info.name!r}: '
+          'rebuild the records with the right labels or describe the right '
+          'dataset in DatasetOptions (for DeepLab2\'s panoptic records, '
+          'whose values are semantic * 1000 + instance, set '
+          'DatasetOptions.panoptic_label_divisor: 1000). Largest such '
+          'value:']),
        tf.reduce_max(tf.where(bad, label, tf.reduce_min(label)))],
       summarize=1)
   with tf.control_dependencies([check]):
-    mapped = label + info.label_offset
-  ignore = is_ignore | (mapped < 0) | (mapped >= info.num_classes)
-  return tf.where(ignore, tf.constant(IGNORE_LABEL, tf.int32), mapped)
+    return tf.identity(mapped)
 
 
 def check_sizes_match(image: tf.Tensor, label: tf.Tensor,

@@ -25,10 +25,12 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from deeplab_sp.data import dataset_info
 from deeplab_sp.data import record_writer
 from deeplab_sp.data import tfrecord_format
 
-_FORMATS = {'.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg'}
+# BMP images are stored re-encoded as PNG (records hold PNG or JPEG).
+_FORMATS = {'.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.bmp': 'bmp'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +90,12 @@ def read_image(path: str):
   """Returns (file bytes, format, uint8 [height, width, 3] RGB pixels)."""
   extension = os.path.splitext(path)[1].lower()
   if extension not in _FORMATS:
-    raise ValueError(f'Image {path} is not PNG or JPEG; convert it.')
+    raise ValueError(f'Image {path} is not PNG, JPEG or BMP; convert it.')
   data = _read_bytes(path)
   image = _decode(path, data, 'image')
   pixels = np.asarray(image.convert('RGB'))
+  if image.format == 'BMP':
+    return tfrecord_format.encode_image_png(pixels), 'png', pixels
   # The bytes say what the file is (a JPEG may be named .png).
   image_format = tfrecord_format.detect_image_format(data)
   if image_format is None:
@@ -123,6 +127,20 @@ def check_label_range(label: np.ndarray, path: str, max_value: int,
     raise ValueError(
         f'Label {path} has values {values} outside {allowed} ({what}); '
         'check that it is the right annotation file.')
+
+
+def check_dataset_labels(label: np.ndarray, path: str,
+                         info: dataset_info.DatasetInfo) -> np.ndarray:
+  """Returns `label` if every value is one `info` defines; else ValueError
+  naming `path`, the values and the ones the dataset stores."""
+  invalid = info.invalid_stored_values(label)
+  if invalid.size:
+    raise ValueError(
+        f'Label {path} has values {invalid[:10].tolist()} outside '
+        f'{info.describe_stored_values()} (dataset {info.name!r}); check '
+        'that it is the right annotation file, or add the values to the '
+        'dataset description (a class\'s stored_values or ignore_values).')
+  return label
 
 
 def make_record(pair: ImageLabelPair,
