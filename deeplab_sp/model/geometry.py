@@ -8,7 +8,8 @@ checks they divide, so the layers can assume it.
 """
 
 import dataclasses
-from typing import Sequence
+import math
+from typing import Sequence, Tuple
 
 
 class GeometryError(ValueError):
@@ -83,6 +84,17 @@ def compute_geometry(input_size: Sequence[int], output_stride: int,
       grid_width=grid_width,
       superpixel_height=height // cell_h,
       superpixel_width=width // cell_w)
+
+
+def scaled_size(input_size: Sequence[int], scale: float) -> Tuple[int, int]:
+  """(height, width) of `input_size` resized by `scale`, rounded half up.
+
+  The one rounding rule of multi-scale evaluation: the config check of the
+  evaluation scales and the evaluator both use it, so a scale that passed
+  the check gives the size it was checked at.
+  """
+  return tuple(int(math.floor(scale * side + 0.5))
+               for side in (input_size[0], input_size[1]))
 
 
 def check_input_multiple(input_size: Sequence[int], multiple: int,

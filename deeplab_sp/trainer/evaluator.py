@@ -2,12 +2,18 @@
 
 Accumulates one confusion matrix over the whole evaluation split (padding
 and ignore pixels excluded), then reports mIoU, per-class IoU (absent classes
-as None, excluded from the mean) and pixel accuracy: as TensorBoard scalars,
-as a log table, and as `eval_results.json` in the experiment directory;
-each evaluation is also appended as one JSON line to `eval_history.jsonl`
-beside it (step, miou, per_class_iou, pixel_accuracy, wall_time in seconds
-since the epoch, and the `superpixels` section when measured), the history
-the curves of tools/main_job.py are drawn from. Progress is logged every
+as None, excluded from the mean), pixel accuracy, per-class accuracy and
+mean class accuracy (metrics.py; classes absent from the ground truth as
+None, excluded from the mean): as TensorBoard scalars (`miou`,
+`pixel_accuracy`, `mean_class_accuracy`, `iou/<class>`,
+`accuracy/<class>`), as a log table, and as `eval_results.json` in the
+experiment directory, with the test-time augmentation it was measured with
+(`test_time_augmentation`: eval_scales, add_flipped_images;
+eval_augmentation.py); each evaluation is also appended as one JSON line to
+`eval_history.jsonl` beside it (step, miou, per_class_iou, pixel_accuracy,
+mean_class_accuracy, per_class_accuracy, wall_time in seconds since the
+epoch, and the `superpixels` section when measured), the history the curves
+of tools/main_job.py are drawn from. Progress is logged every
 `log_every_batches` batches.
 With `superpixel_metrics`, the quality of the model's superpixels against the
 labels is added as the `superpixels` section and `superpixels/*` scalars
@@ -26,6 +32,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.trainer import eval_augmentation
 from deeplab_sp.trainer import metrics as metrics_lib
 from deeplab_sp.trainer import original_resolution
 from deeplab_sp.trainer import summaries
@@ -36,7 +43,8 @@ EVAL_RESULTS_FILENAME = 'eval_results.json'
 EVAL_HISTORY_FILENAME = 'eval_history.jsonl'
 # The keys of eval_results.json that go into each line of the history.
 _HISTORY_KEYS = ('step', 'miou', 'per_class_iou', 'pixel_accuracy',
-                 'num_images', superpixel_eval.SECTION)
+                 'mean_class_accuracy', 'per_class_accuracy', 'num_images',
+                 superpixel_eval.SECTION)
 # Batches between the evaluation's progress lines.
 DEFAULT_LOG_EVERY_BATCHES = 50
 
@@ -70,6 +78,8 @@ class Evaluator(orbit.StandardEvaluator):
       the labels (ASA, boundary recall/precision, undersegmentation error,
       connectivity; means over images), if it has that output.
     log_every_batches: batches between progress lines (0: none).
+    augmentation: the test-time augmentation (scales, flipped images) the
+      predictions average; None or a plain one: the model's own logits.
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, model: tf_keras.Model,
@@ -78,8 +88,11 @@ class Evaluator(orbit.StandardEvaluator):
                experiment_dir: Optional[str] = None,
                colormap=None, vis_batch=None, image_summary_dir=None,
                num_vis_images: int = 0, superpixel_metrics: bool = True,
-               log_every_batches: int = DEFAULT_LOG_EVERY_BATCHES):
+               log_every_batches: int = DEFAULT_LOG_EVERY_BATCHES,
+               augmentation: Optional[
+                   eval_augmentation.EvalAugmentation] = None):
     self.strategy = strategy
+    self.augmentation = augmentation or eval_augmentation.EvalAugmentation()
     self.log_every_batches = log_every_batches
     self._num_batches = 0
     self._eval_start = 0.0
@@ -122,10 +135,9 @@ class Evaluator(orbit.StandardEvaluator):
   def eval_step(self, iterator):
 
     def step_fn(batch):
-      outputs = self.model(batch['image'], training=False)
+      scores, outputs = self.augmentation(self.model, batch['image'])
       # At the labels' original resolution where the images were resized.
-      original_resolution.update_confusion(
-          self.confusion, batch, outputs['semantic_logits'])
+      original_resolution.update_confusion(self.confusion, batch, scores)
       # Counts images with at least one labelled pixel: the all-ignore
       # examples that pad the last evaluation batch are not counted.
       labelled = tf.reduce_any(
@@ -134,6 +146,10 @@ class Evaluator(orbit.StandardEvaluator):
       self.num_images.assign_add(
           tf.reduce_sum(tf.cast(labelled, tf.int64)))
       if self._superpixels:
+        if outputs is None:
+          # The superpixels are measured on the input as it is, which no
+          # view of the augmentation saw (1.0 is not among its scales).
+          outputs = self.model(batch['image'], training=False)
         return superpixel_eval.step_outputs(batch, outputs)
       return None
 
@@ -165,8 +181,12 @@ class Evaluator(orbit.StandardEvaluator):
         'miou': _json_number(result.miou),
         'per_class_iou': metrics_lib.per_class_dict(result, self.class_names),
         'pixel_accuracy': _json_number(result.pixel_accuracy),
+        'mean_class_accuracy': _json_number(result.mean_class_accuracy),
+        'per_class_accuracy': metrics_lib.per_class_accuracy_dict(
+            result, self.class_names),
         'num_images': num_images,
         'num_valid_pixels': result.num_valid_pixels,
+        'test_time_augmentation': self.augmentation.as_dict(),
     }
     if state is not None:
       results[superpixel_eval.SECTION] = {
@@ -183,10 +203,14 @@ class Evaluator(orbit.StandardEvaluator):
           json.dumps(line, sort_keys=True))
     self._last_results_json = json.dumps(results)  # A str: not tracked.
     self._write_images(step)
-    scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy}
-    for name, iou in zip(self.class_names, result.per_class_iou):
+    scalars = {'miou': result.miou, 'pixel_accuracy': result.pixel_accuracy,
+               'mean_class_accuracy': result.mean_class_accuracy}
+    for name, iou, accuracy in zip(self.class_names, result.per_class_iou,
+                                   result.per_class_accuracy):
       if iou is not None:
         scalars[f'iou/{name}'] = iou
+      if accuracy is not None:
+        scalars[f'accuracy/{name}'] = accuracy
     scalars.update(superpixel_eval.scalars(results.get(
         superpixel_eval.SECTION, {})))
     return scalars
@@ -194,7 +218,11 @@ class Evaluator(orbit.StandardEvaluator):
   def _write_images(self, step: int) -> None:
     if not self._image_writer:
       return
-    outputs = self.model(self.vis_batch['image'], training=False)
+    # The prediction shown is the one scored (augmented when configured).
+    scores, outputs = self.augmentation(self.model, self.vis_batch['image'])
+    if outputs is None:
+      outputs = self.model(self.vis_batch['image'], training=False)
+    outputs = dict(outputs, semantic_logits=scores)
     with self._image_writer.as_default():
       summaries.write_image_summaries(
           'eval', self.vis_batch['image'], self.vis_batch['label'], outputs,

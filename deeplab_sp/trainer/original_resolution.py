@@ -59,7 +59,9 @@ def update_confusion(confusion: metrics_lib.ConfusionMatrix,
     batch: an evaluation batch (input_pipeline); with the original-label keys
       the predictions are scored at the labels' original resolution, else
       against 'label'.
-    logits: float [batch, H, W, K], the model's semantic logits.
+    logits: float [batch, H, W, K], the model's semantic logits, or any
+      class scores whose argmax is the prediction (the averaged
+      probabilities of eval_augmentation.py).
   """
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
   if input_pipeline.ORIGINAL_LABEL not in batch:

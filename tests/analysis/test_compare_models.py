@@ -203,3 +203,53 @@ def test_tool_prints_the_table_of_the_work_dir(tmp_path):
       check=False)
   assert bad.returncode == 1
   assert "compare_models: Unknown --stages ['train']" in bad.stderr
+
+
+def test_mean_class_accuracy_is_a_column_when_the_results_have_it():
+  pairs = [compare_models.ModelPair(meta, 'a', 'b') for meta in _METAS]
+  accuracy = compare_models.summarize_accuracy(
+      pairs, [1, 2],
+      mious={'SP_TRANSFORMER': [0.74, 0.76], 'DEEPLABV3PLUS': [0.5, 0.6]},
+      steps={'SP_TRANSFORMER': 1500, 'DEEPLABV3PLUS': 1500},
+      # DeepLabV3+'s second run predates the class accuracy.
+      class_accuracies={'SP_TRANSFORMER': [0.8, 0.9],
+                        'DEEPLABV3PLUS': [0.7, None]})
+  sp = accuracy['models']['SP_TRANSFORMER']['mean_class_accuracy']
+  assert sp['mean'] == pytest.approx(0.85) and sp['values'] == [0.8, 0.9]
+  assert 'mean_class_accuracy' not in accuracy['models']['DEEPLABV3PLUS']
+  lines = compare_models.format_table(pairs, accuracy, None).splitlines()
+  assert lines[0] == (
+      '| model | val mIoU, generated data | val mean class acc. | params | '
+      'multiply-adds | encoder ms | total ms | total / encoder |')
+  assert lines[1] == '|---|---|---|---|---|---|---|---|'
+  assert lines[2] == (
+      '| SP-Transformer | 0.750 ± 0.014 (0.740, 0.760) | 0.850 ± 0.071 '
+      '(0.800, 0.900) | not measured | not measured | not measured | '
+      'not measured | not measured |')
+  assert lines[3].startswith('| hypercolumn + pixel MLP | not trained | '
+                             'not trained | not measured |')
+  assert lines[4].startswith('| DeepLabV3+ | 0.550 ± 0.071 (0.500, 0.600) | '
+                             'not measured | not measured |')
+  assert 'mIoU and mean class accuracy: mean ± sample std over seeds [1, 2]' \
+      in '\n'.join(lines)
+
+
+def test_run_accuracy_reads_the_mean_class_accuracy(configs, tmp_path):
+  pair = _pairs(configs)[0]
+
+  def fake_train(config_path, model_dir):
+    options = text_format.Parse(pathlib.Path(config_path).read_text(),
+                                config_pb2.ExperimentOptions())
+    directory = pathlib.Path(model_dir) / options.experiment_name
+    directory.mkdir(parents=True)
+    seed = options.trainer_options.random_seed
+    (directory / 'eval_results.json').write_text(json.dumps({
+        'step': options.trainer_options.training_number_of_steps,
+        'miou': 0.5, 'mean_class_accuracy': 0.6 + 0.1 * seed}))
+
+  accuracy = compare_models.run_accuracy([pair], [1, 2], str(tmp_path),
+                                         fake_train, training_steps=10,
+                                         log=lambda _: None)
+  entry = accuracy['models']['SP_TRANSFORMER']['mean_class_accuracy']
+  assert entry['values'] == pytest.approx([0.7, 0.8])
+  assert entry['mean'] == pytest.approx(0.75)

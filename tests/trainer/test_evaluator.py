@@ -97,3 +97,41 @@ def test_progress_every_n_batches_and_one_history_line_each(tmp_path,
   assert text.endswith('\n') and text.count('\n') == 2
   assert sorted(p.name for p in tmp_path.iterdir()) == [
       'eval_history.jsonl', 'eval_results.json']
+
+
+def test_class_accuracy_in_results_history_scalars_and_log(tmp_path,
+                                                          monkeypatch):
+  # The confusion matrix of the first test, rows = ground truth:
+  # a: [4, 1, 0, 0], b: [0, 4, 1, 0], c: [1, 0, 3, 0], d: never labelled.
+  # Accuracy a = 4/5, b = 4/5, c = 3/4; d absent (only predicted, on an
+  # ignored pixel). Mean class accuracy = (4/5 + 4/5 + 3/4) / 3.
+  tables = []
+
+  def record(message, *args):
+    if message.startswith('Evaluation at step'):
+      tables.append(message % args)
+
+  monkeypatch.setattr(evaluator_lib.logging, 'info', record)
+  evaluator = evaluator_lib.Evaluator(
+      tf.distribute.get_strategy(), _FixedPredictions(), _dataset(),
+      _CLASS_NAMES, tf.Variable(5, dtype=tf.int64),
+      experiment_dir=str(tmp_path), superpixel_metrics=False)
+  scalars = evaluator.evaluate(tf.constant(-1))
+  saved = json.loads(
+      (tmp_path / evaluator_lib.EVAL_RESULTS_FILENAME).read_text())
+  assert saved['per_class_accuracy'] == {'a': 4 / 5, 'b': 4 / 5, 'c': 3 / 4,
+                                         'd': None}
+  assert saved['mean_class_accuracy'] == (4 / 5 + 4 / 5 + 3 / 4) / 3
+  # The plain evaluation, recorded as such.
+  assert saved['test_time_augmentation'] == {'eval_scales': [1.0],
+                                             'add_flipped_images': False}
+  assert math.isclose(float(scalars['mean_class_accuracy']),
+                      saved['mean_class_accuracy'], rel_tol=1e-6)
+  assert math.isclose(float(scalars['accuracy/c']), 0.75, rel_tol=1e-6)
+  assert 'accuracy/d' not in scalars
+  history = evaluator_lib.read_history(str(tmp_path))
+  assert history[0]['mean_class_accuracy'] == saved['mean_class_accuracy']
+  assert history[0]['per_class_accuracy'] == saved['per_class_accuracy']
+  (table,) = tables
+  assert 'c                  60.00     75.00' in table
+  assert 'mean class acc.    78.33' in table
