@@ -62,7 +62,8 @@ _NUM_PREDICTIONS = flags.DEFINE_integer(
 _TRAINING_STEPS = flags.DEFINE_integer(
     'training_steps', 0,
     'Override trainer_options.training_number_of_steps (0: the config\'s). '
-    'For quick checks.')
+    'For quick checks. A warm-up that would not fit is shortened in '
+    'proportion.')
 _VERBOSE = flags.DEFINE_bool(
     'verbose', False,
     "Show TensorFlow's start-up log lines in the steps (hidden by default).")
@@ -114,7 +115,8 @@ def _experiment_config(work_dir, data_dir):
     del dataset.file_pattern[:]
     dataset.file_pattern.append(str(data_dir / f'{split}-*.tfrecord'))
   if _TRAINING_STEPS.value:
-    options.trainer_options.training_number_of_steps = _TRAINING_STEPS.value
+    experiment_lib.set_training_steps(options.trainer_options,
+                                      _TRAINING_STEPS.value)
   path = work_dir / 'main_job_config.textproto'
   # Validated again with the job's data and steps, as every step will read it.
   experiment = experiment_lib.experiment_from_options(options,

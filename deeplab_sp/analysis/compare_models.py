@@ -9,7 +9,8 @@ of one meta-architecture (model_options.meta_architecture):
   steps, batch and augmentation for all), trained from scratch once per
   seed (trainer_options.random_seed) by deeplab_sp/trainer/train.py; the
   validation mIoU of the last step, as mean, sample standard deviation and
-  each seed's value.
+  each seed's value, and the same of its mean class accuracy (a column of
+  its own when the evaluations have it: older eval_results.json do not).
 - Cost: the model's config at the Cityscapes geometry (1024x2048,
   ResNet-50): parameters and multiply-adds (model_stats.py), and latency:
   the encoder and the whole model of every model are timed round-robin
@@ -121,7 +122,8 @@ def seed_experiment(config: str, seed: int, training_steps: int = 0
   """The experiment of `config` trained with `seed`.
 
   Named `<experiment_name>_seed<seed>`, with trainer_options.random_seed =
-  seed and, if `training_steps` > 0, that many steps.
+  seed and, if `training_steps` > 0, that many steps
+  (experiment.set_training_steps).
 
   Raises:
     experiment.ConfigError: a bad config.
@@ -133,7 +135,8 @@ def seed_experiment(config: str, seed: int, training_steps: int = 0
   options.experiment_name = f'{options.experiment_name}_seed{seed}'
   options.trainer_options.random_seed = seed
   if training_steps:
-    options.trainer_options.training_number_of_steps = training_steps
+    experiment_lib.set_training_steps(options.trainer_options,
+                                      training_steps)
   return experiment_lib.experiment_from_options(options, config)
 
 
@@ -196,7 +199,7 @@ def run_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
           'records first; for the generated dataset of the shipped configs: '
           'tools/build_synthetic_data.py --output_dir=work_dirs/data/'
           'synthetic (run from the repository root).')
-  mious, steps = {}, {}
+  mious, steps, class_accuracies = {}, {}, {}
   for index, (pair, seed, experiment) in enumerate(runs):
     run_steps = experiment.options.trainer_options.training_number_of_steps
     experiment_dir = os.path.join(model_dir, experiment.name)
@@ -221,8 +224,10 @@ def run_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
       log(f'reusing its evaluation of step {result["step"]}')
     log(f'val mIoU {result["miou"]:.4f}')
     mious.setdefault(pair.meta_architecture, []).append(result['miou'])
+    class_accuracies.setdefault(pair.meta_architecture, []).append(
+        result.get('mean_class_accuracy'))
     steps[pair.meta_architecture] = run_steps
-  return summarize_accuracy(pairs, seeds, mious, steps)
+  return summarize_accuracy(pairs, seeds, mious, steps, class_accuracies)
 
 
 def spread(values: Sequence[float]) -> dict:
@@ -302,6 +307,14 @@ def _format_miou(entry: Optional[dict]) -> str:
   return text + ' (' + ', '.join(f'{v:.3f}' for v in entry['values']) + ')'
 
 
+def _format_class_accuracy(entry: Optional[dict]) -> str:
+  if not entry:
+    return 'not trained'
+  if not entry.get('mean_class_accuracy'):
+    return 'not measured'
+  return _format_miou(entry['mean_class_accuracy'])
+
+
 def format_table(pairs: Sequence[ModelPair], accuracy: Optional[dict],
                  costs: Optional[dict]) -> str:
   """The comparison as a Markdown table, with a line on how it was measured.
@@ -313,14 +326,21 @@ def format_table(pairs: Sequence[ModelPair], accuracy: Optional[dict],
   """
   accuracy_models = (accuracy or {}).get('models', {})
   cost_models = (costs or {}).get('models', {})
+  # The column is left out of tables of older results, which lack it.
+  with_class_accuracy = any('mean_class_accuracy' in entry
+                            for entry in accuracy_models.values())
+  class_header = ' val mean class acc. |' if with_class_accuracy else ''
   lines = [
-      '| model | val mIoU, generated data | params | multiply-adds | '
-      'encoder ms | total ms | total / encoder |',
-      '|---|---|---|---|---|---|---|']
+      f'| model | val mIoU, generated data |{class_header} params | '
+      'multiply-adds | encoder ms | total ms | total / encoder |',
+      '|---|---|' + ('---|' if with_class_accuracy else '') +
+      '---|---|---|---|---|']
   for pair in pairs:
     cost = cost_models.get(pair.meta_architecture)
-    row = [pair.name,
-           _format_miou(accuracy_models.get(pair.meta_architecture))]
+    entry = accuracy_models.get(pair.meta_architecture)
+    row = [pair.name, _format_miou(entry)]
+    if with_class_accuracy:
+      row.append(_format_class_accuracy(entry))
     if cost:
       row += [f"{cost['params'] / 1e6:.2f}M",
               f"{cost['multiply_adds'] / 1e9:.1f}G",
@@ -332,8 +352,10 @@ def format_table(pairs: Sequence[ModelPair], accuracy: Optional[dict],
   notes = []
   if accuracy_models:
     steps = sorted({m['training_steps'] for m in accuracy_models.values()})
+    measures = ('mIoU and mean class accuracy' if with_class_accuracy
+                else 'mIoU')
     notes.append(
-        f"mIoU: mean ± sample std over seeds {accuracy['seeds']} (each "
+        f"{measures}: mean ± sample std over seeds {accuracy['seeds']} (each "
         f"seed's value), {' / '.join(map(str, steps))} training steps.")
   if costs:
     settings = costs['settings']
@@ -346,9 +368,11 @@ def format_table(pairs: Sequence[ModelPair], accuracy: Optional[dict],
   return '\n'.join(lines + [''] + notes)
 
 
-def summarize_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
-                       mious: Dict[str, List[float]],
-                       steps: Dict[str, int]) -> dict:
+def summarize_accuracy(
+    pairs: Sequence[ModelPair], seeds: Sequence[int],
+    mious: Dict[str, List[float]], steps: Dict[str, int],
+    class_accuracies: Optional[Dict[str, List[Optional[float]]]] = None
+) -> dict:
   """The 'accuracy' section: each network's mIoU spread over the seeds.
 
   Args:
@@ -357,9 +381,17 @@ def summarize_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
     mious: meta_architecture -> the seeds' val mIoU (networks without any
       are left out).
     steps: meta_architecture -> training steps.
+    class_accuracies: meta_architecture -> the seeds' val mean class
+      accuracy (None where an evaluation has none); a network gets a
+      'mean_class_accuracy' spread only when every seed has one.
   """
-  return {'seeds': list(seeds),
-          'models': {p.meta_architecture: dict(
-              spread(mious[p.meta_architecture]),
-              training_steps=steps[p.meta_architecture])
-                     for p in pairs if mious.get(p.meta_architecture)}}
+  models = {}
+  for pair in pairs:
+    name = pair.meta_architecture
+    if not mious.get(name):
+      continue
+    models[name] = dict(spread(mious[name]), training_steps=steps[name])
+    accuracies = (class_accuracies or {}).get(name)
+    if accuracies and all(value is not None for value in accuracies):
+      models[name]['mean_class_accuracy'] = spread(accuracies)
+  return {'seeds': list(seeds), 'models': models}

@@ -13,7 +13,10 @@ Recovery: `check_latest_checkpoint` verifies the checkpoint training would
 resume from. Without `restore_previous` the error names the newest older
 checkpoint that is intact; with it, the damaged files are renamed aside
 (`<file>.damaged`, kept for inspection) and the experiment's checkpoint
-list is rewritten so training resumes from that older checkpoint.
+list is rewritten so training resumes from that older checkpoint. A lost
+checkpoint list (the `checkpoint` file of the experiment directory) is
+rebuilt from the `ckpt-N` files on disk, so training resumes instead of
+starting again at step 0 over its own checkpoints.
 
 Reading every value costs one read of the checkpoint (its size in I/O, one
 tensor in memory at a time); restoring reads it again, from the page cache
@@ -32,6 +35,12 @@ RESTORE_PREVIOUS_FLAG = '--restore_previous_checkpoint_on_error'
 DAMAGED_SUFFIX = '.damaged'
 # Temporary directories of TensorFlow's sharded checkpoint writes.
 _TEMP_DIR = re.compile(r'^ckpt-\d+_temp(_[0-9a-f]+)?/?$')
+# The files of the trainer's checkpoints (tf.train.CheckpointManager's
+# default name `ckpt`): the step and, for data files, the shard count.
+_CHECKPOINT_FILE = re.compile(
+    r'^ckpt-(\d+)\.(index|data-\d{5}-of-(\d{5}))$')
+# The checkpoint list tf.train.CheckpointManager keeps in the directory.
+STATE_FILENAME = 'checkpoint'
 
 
 class DamagedCheckpointError(ValueError):
@@ -57,6 +66,23 @@ def checkpoint_files(prefix: str) -> List[str]:
                 tf.io.gfile.glob(prefix + '.data-?????-of-?????'))
 
 
+def missing_files(prefix: str) -> List[str]:
+  """The files of the checkpoint `prefix` that are not there.
+
+  Its .index, and its data shards `.data-0000i-of-0000n` (n read from the
+  shards present; all of them when none is).
+  """
+  files = checkpoint_files(prefix)
+  missing = [] if prefix + '.index' in files else [prefix + '.index']
+  shards = [f for f in files if not f.endswith('.index')]
+  if not shards:
+    return missing + [prefix + '.data-00000-of-00001']
+  count = int(shards[0][-5:])
+  return missing + [f'{prefix}.data-{i:05d}-of-{count:05d}'
+                    for i in range(count)
+                    if f'{prefix}.data-{i:05d}-of-{count:05d}' not in shards]
+
+
 def verify_checkpoint(prefix: str) -> None:
   """Reads every value of the checkpoint `prefix`, checking checksums.
 
@@ -64,9 +90,14 @@ def verify_checkpoint(prefix: str) -> None:
     DamagedCheckpointError: naming `prefix` and what is wrong (without the
       fix, which depends on the caller; see damaged_error).
   """
-  if not tf.io.gfile.exists(prefix + '.index'):
+  missing = missing_files(prefix)
+  if missing:
+    present = [f for f in checkpoint_files(prefix) if f not in missing]
     raise DamagedCheckpointError(
-        f'Checkpoint {prefix} is damaged: {prefix}.index is missing')
+        f'Checkpoint {prefix} is damaged: {", ".join(missing)} '
+        f'{"is" if len(missing) == 1 else "are"} missing'
+        + (f' ({", ".join(present)} {"is" if len(present) == 1 else "are"} '
+           'there: a write cut short, or a deletion)' if present else ''))
   try:
     reader = tf.train.load_checkpoint(prefix)
     for key in sorted(reader.get_variable_to_shape_map()):
@@ -135,9 +166,83 @@ def _set_aside(prefix: str) -> None:
     tf.io.gfile.rename(path, path + DAMAGED_SUFFIX, overwrite=True)
 
 
+def checkpoints_on_disk(directory: str) -> List[str]:
+  """The prefixes of the `ckpt-N` checkpoints in `directory`, oldest first.
+
+  Every N with a file (an .index or a data shard), complete or not.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  steps = set()
+  for name in tf.io.gfile.listdir(directory):
+    match = _CHECKPOINT_FILE.match(name)
+    if match:
+      steps.add(int(match.group(1)))
+  return [os.path.join(directory, f'ckpt-{step}') for step in sorted(steps)]
+
+
+def latest_checkpoint(directory: str) -> Optional[str]:
+  """The checkpoint of `directory` to read: the newest of its list.
+
+  Unlike tf.train.latest_checkpoint, a listed checkpoint whose files are
+  missing is returned (verify_checkpoint names what is missing) rather
+  than None (which would read as "no checkpoint"). Without a list (the
+  `checkpoint` file lost), the newest complete checkpoint on disk, with a
+  log line; nothing is written.
+  """
+  state = tf.train.get_checkpoint_state(directory)
+  if state and state.model_checkpoint_path:
+    return state.model_checkpoint_path
+  complete = [p for p in checkpoints_on_disk(directory)
+              if not missing_files(p)]
+  if complete:
+    logging.warning('%s has no checkpoint list (%s); using the newest '
+                    'complete checkpoint on disk, %s.', directory,
+                    STATE_FILENAME, complete[-1])
+    return complete[-1]
+  return None
+
+
+def rotated_away(prefix: str) -> bool:
+  """Whether the trainer's rotation deleted the checkpoint `prefix`.
+
+  tf.train.CheckpointManager drops a checkpoint from the list before it
+  deletes its files: one that is no longer listed and has files missing
+  was rotated away (not damaged) while it was being read.
+  """
+  state = tf.train.get_checkpoint_state(os.path.dirname(prefix))
+  listed = state is not None and prefix in state.all_model_checkpoint_paths
+  return not listed and bool(missing_files(prefix))
+
+
+def _rebuild_lost_state(directory: str) -> None:
+  """Rewrites a lost checkpoint list from the checkpoints on disk.
+
+  tf.train.CheckpointManager knows its checkpoints only from the list:
+  without it, training would start again at step 0 and its rotation would
+  overwrite and delete the checkpoints of the run. Only call with the
+  experiment's writer lock held.
+  """
+  if tf.train.get_checkpoint_state(directory) is not None:
+    return
+  found = checkpoints_on_disk(directory)
+  if not found:
+    return
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, found[-1], all_model_checkpoint_paths=found)
+  logging.warning(
+      'The checkpoint list %s was missing; rebuilt it from the checkpoints '
+      'on disk (%s): resuming from %s.',
+      os.path.join(directory, STATE_FILENAME),
+      ', '.join(os.path.basename(p) for p in found), found[-1])
+
+
 def check_latest_checkpoint(directory: str,
                             restore_previous: bool = False) -> Optional[str]:
   """Verifies the checkpoint training would resume from.
+
+  A lost checkpoint list is rebuilt from the `ckpt-N` files on disk first
+  (with a log line), so the newest of them is the one verified.
 
   Args:
     directory: the experiment directory (its `checkpoint` file lists the
@@ -151,7 +256,8 @@ def check_latest_checkpoint(directory: str,
   Raises:
     DamagedCheckpointError: damage, and no fallback (not allowed or none).
   """
-  latest = tf.train.latest_checkpoint(directory)
+  _rebuild_lost_state(directory)
+  latest = latest_checkpoint(directory)
   if latest is None:
     return None
   try:

@@ -10,6 +10,11 @@ Outputs (checkpoints ckpt-<step>, TensorBoard summaries, eval_results.json)
 go to <model_dir>/<experiment_name>/. Rerunning the same command resumes
 from the latest checkpoint. Also runnable as
 `python -m deeplab_sp.trainer.train`.
+
+Exit codes: 0 done; 1 an error (one line `train: ...` on stderr); 75
+stopped by SIGTERM (preemption) at a step boundary after saving a
+checkpoint of that step: rerun to resume; 143 (killed by SIGTERM) a second
+SIGTERM, or --sigterm_deadline_seconds passed, before that checkpoint.
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines
@@ -24,6 +29,7 @@ from absl import logging
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.trainer import distribution
+from deeplab_sp.trainer import preemption
 from deeplab_sp.trainer import train_lib
 from deeplab_sp.trainer import trainer as trainer_lib
 from deeplab_sp.utils import cli
@@ -51,18 +57,36 @@ _RESTORE_PREVIOUS = flags.DEFINE_bool(
     'corrupt files), resume from the newest intact older checkpoint; the '
     'damaged files are renamed to *.damaged. Without it, training stops '
     'with an error naming the damaged and the previous intact checkpoint.')
+_CONFIG_OVERRIDE = flags.DEFINE_multi_string(
+    'config_override', [], 'Text-format ExperimentOptions fields that '
+    'replace the config file\'s (repeatable; repeated fields are replaced '
+    'whole), e.g. --config_override=\'eval_dataset_options { file_pattern: '
+    '"data/camvid/test-*.tfrecord" }\'. The config that training records '
+    'in TensorBoard (the `config` text) includes them.')
+_SIGTERM_DEADLINE = flags.DEFINE_float(
+    'sigterm_deadline_seconds', preemption.DEFAULT_DEADLINE_SECONDS,
+    'On SIGTERM, training stops at the end of the running loop of '
+    'steps_per_loop steps, saves a checkpoint and exits with code '
+    f'{preemption.EXIT_CODE}; if that takes longer than this, the process '
+    f'ends anyway (exit code {preemption.FORCED_EXIT_CODE}, no checkpoint '
+    'of that step), as it does on a second SIGTERM.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   experiment = experiment_lib.load_experiment(_CONFIG_FILE.value,
-                                              mode=_MODE.value)
+                                              mode=_MODE.value,
+                                              overrides=_CONFIG_OVERRIDE.value)
   logging.info('%s', experiment.summary())
   strategy = distribution.get_strategy(_NUM_GPUS.value, _MASTER.value)
-  train_lib.run_experiment(
-      experiment, _MODEL_DIR.value, strategy,
-      restore_previous_checkpoint_on_error=_RESTORE_PREVIOUS.value)
+  try:
+    train_lib.run_experiment(
+        experiment, _MODEL_DIR.value, strategy,
+        restore_previous_checkpoint_on_error=_RESTORE_PREVIOUS.value,
+        preemption_deadline_seconds=_SIGTERM_DEADLINE.value)
+  except preemption.TrainingPreempted:
+    return preemption.EXIT_CODE  # run_experiment logged it.
 
 
 def run():
@@ -74,7 +98,7 @@ def run():
   if main_module.__doc__ is None:
     main_module.__doc__ = __doc__
   for flag in (_CONFIG_FILE, _MODE, _MODEL_DIR, _NUM_GPUS, _MASTER,
-               _RESTORE_PREVIOUS):
+               _RESTORE_PREVIOUS, _CONFIG_OVERRIDE, _SIGTERM_DEADLINE):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0],
                                              flags.FLAGS[flag.name])
   flags.mark_flags_as_required(['config_file', 'model_dir'])

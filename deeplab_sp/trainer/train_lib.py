@@ -4,8 +4,9 @@ Wires the model (deeplab_sp.model.builder), the input pipeline
 (deeplab_sp.data.input_pipeline), the split AdamW, the orbit Trainer and
 Evaluator, and a tf.train.CheckpointManager in
 `<model_dir>/<experiment_name>/` under an orbit.Controller. Training resumes
-from the latest checkpoint of the experiment; otherwise the model is
-initialised from trainer_options.initial_checkpoint (if set). Training
+from the latest checkpoint of the experiment; otherwise the parts of the
+model trainer_options.initial_checkpoint_parts names are initialised from
+trainer_options.initial_checkpoint (if set; initial_checkpoint.py). Training
 writes the experiment's config as the TensorBoard text summary `config` of
 `train/` when it starts (at the step it starts from).
 """
@@ -27,8 +28,11 @@ from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import record_errors
 from deeplab_sp.model import builder
 from deeplab_sp.trainer import checkpoints
+from deeplab_sp.trainer import eval_augmentation
 from deeplab_sp.trainer import evaluator as evaluator_lib
+from deeplab_sp.trainer import initial_checkpoint
 from deeplab_sp.trainer import optimizer as optimizer_lib
+from deeplab_sp.trainer import preemption
 from deeplab_sp.trainer import trainer as trainer_lib
 from deeplab_sp.utils import io
 from deeplab_sp.utils import lock
@@ -97,24 +101,15 @@ def _first_local_batch(dataset_fn, dataset_options, is_training, count):
           if key in ('image', 'label')}
 
 
-def _initial_checkpoint_fn(model, path: str) -> Callable[[], None]:
+def _initial_checkpoint_fn(model, trainer_options) -> Callable[[], None]:
+  """Initialises the parts trainer_options.initial_checkpoint_parts names
+  from trainer_options.initial_checkpoint (initial_checkpoint.py)."""
   def init_fn():
-    if not path:
+    if not trainer_options.initial_checkpoint:
       return
-    prefix = path
-    if tf.io.gfile.isdir(path):
-      prefix = tf.train.latest_checkpoint(path)
-      if prefix is None:
-        raise FileNotFoundError(
-            f'trainer_options.initial_checkpoint {path} is a directory '
-            'without checkpoints; point it at a checkpoint prefix.')
-    logging.info('Initialising the model from %s.', prefix)
-    checkpoints.verify_or_explain(prefix, flag=None)
-    with _explained_restore_errors(prefix,
-                                   'trainer_options.initial_checkpoint'):
-      # The whole model must come from it (optimizer state may not).
-      tf.train.Checkpoint(model=model).read(
-          prefix).assert_existing_objects_matched()
+    prefix = initial_checkpoint.resolve(trainer_options.initial_checkpoint)
+    initial_checkpoint.restore(model, prefix,
+                               trainer_options.initial_checkpoint_parts)
   return init_fn
 
 
@@ -150,14 +145,18 @@ def run_experiment(experiment: experiment_lib.Experiment,
                    strategy: Optional[tf.distribute.Strategy] = None,
                    model_fn=None,
                    dataset_fn=None,
-                   restore_previous_checkpoint_on_error: bool = False
+                   restore_previous_checkpoint_on_error: bool = False,
+                   preemption_deadline_seconds: float = (
+                       preemption.DEFAULT_DEADLINE_SECONDS)
                   ) -> dict:
   """Runs the experiment in the mode it was loaded for.
 
   Training modes (on the chief) hold the experiment directory's writer lock
   (deeplab_sp/utils/lock.py) while they run, then remove what killed runs
   left there (temporary files, `ckpt-N_temp/` directories) and verify the
-  checkpoint they resume from (deeplab_sp/trainer/checkpoints.py).
+  checkpoint they resume from (deeplab_sp/trainer/checkpoints.py). Called
+  from the main thread, they stop on SIGTERM at a step boundary with a
+  checkpoint of that step (deeplab_sp/trainer/preemption.py).
 
   The evaluation-only modes (eval, continuous_eval) take no lock: they
   only read checkpoints, and continuous_eval is meant to run beside the
@@ -171,6 +170,8 @@ def run_experiment(experiment: experiment_lib.Experiment,
     restore_previous_checkpoint_on_error: when the latest checkpoint is
       damaged, resume from the newest intact older one (else: an error
       naming it).
+    preemption_deadline_seconds: after a SIGTERM, end the process anyway
+      after this many seconds (preemption.StopWatcher).
 
   Returns:
     The last eval results (or {}).
@@ -179,6 +180,8 @@ def run_experiment(experiment: experiment_lib.Experiment,
     lock.LockHeldError: another trainer writes to the experiment directory.
     checkpoints.DamagedCheckpointError: a damaged checkpoint, by name.
     record_errors.DamagedRecordError: a damaged shard or image, by name.
+    preemption.TrainingPreempted: stopped on SIGTERM, after saving a
+      checkpoint and releasing the lock.
   """
   mode = experiment.mode
   strategy = strategy or tf.distribute.get_strategy()
@@ -195,22 +198,32 @@ def run_experiment(experiment: experiment_lib.Experiment,
       return run()
   exp_dir = experiment_dir(model_dir, experiment)
   check_writable(exp_dir)
-  with lock.experiment_lock(exp_dir, purpose='train'):
-    # With the lock held no other process writes here: whatever temporary
-    # is left was left by a killed run.
-    io.remove_stale_temporaries(exp_dir)
-    checkpoints.remove_stale_temp_dirs(exp_dir)
-    checkpoints.check_latest_checkpoint(
-        exp_dir, restore_previous=restore_previous_checkpoint_on_error)
-    with record_errors.explain_data_errors(datasets):
-      return run()
+  try:
+    with lock.experiment_lock(exp_dir, purpose='train'):
+      # With the lock held no other process writes here: whatever temporary
+      # is left was left by a killed run.
+      io.remove_stale_temporaries(exp_dir)
+      checkpoints.remove_stale_temp_dirs(exp_dir)
+      checkpoints.check_latest_checkpoint(
+          exp_dir, restore_previous=restore_previous_checkpoint_on_error)
+      with record_errors.explain_data_errors(datasets), preemption.watch(
+          preemption_deadline_seconds) as watcher:
+        return run(stop_watcher=watcher)
+  except preemption.TrainingPreempted as e:
+    # Logged once the lock is released.
+    logging.warning('Stopped on SIGTERM at step %d: saved %s and released '
+                    'the lock; rerun the same command to resume.', e.step,
+                    e.checkpoint)
+    raise
 
 
 def _run_experiment(experiment: experiment_lib.Experiment,
                     model_dir: str,
                     strategy: Optional[tf.distribute.Strategy] = None,
                     model_fn=None,
-                    dataset_fn=None) -> dict:
+                    dataset_fn=None,
+                    stop_watcher: Optional[preemption.StopWatcher] = None
+                   ) -> dict:
   """Runs the experiment in the mode it was loaded for (no lock).
 
   Returns the last eval results (or {}).
@@ -222,11 +235,14 @@ def _run_experiment(experiment: experiment_lib.Experiment,
     model_fn: experiment -> model; default build_model.
     dataset_fn: (dataset_options, is_training, input_context) ->
       tf.data.Dataset; default input_pipeline.build_dataset.
+    stop_watcher: training stops at a step boundary once it is requested.
 
   Raises:
     PermissionError: before any work starts (the experiment is already
       validated).
     trainer.NonFiniteLossError: when the loss or weights become NaN/Inf.
+    preemption.TrainingPreempted: stopped (stop_watcher) after saving a
+      checkpoint of the step.
   """
   mode = experiment.mode
   if mode not in MODES:
@@ -274,7 +290,8 @@ def _run_experiment(experiment: experiment_lib.Experiment,
     trainer = trainer_lib.Trainer(
         strategy, model, optimizer, train_dataset, trainer_options,
         colormap=info.colormap, vis_batch=train_vis,
-        image_summary_dir=summary_dir('train_images'))
+        image_summary_dir=summary_dir('train_images'),
+        stop_requested=stop_watcher.requested if stop_watcher else None)
 
   evaluator = None
   if mode in experiment_lib.EVAL_MODES:
@@ -290,7 +307,9 @@ def _run_experiment(experiment: experiment_lib.Experiment,
         vis_batch=_first_local_batch(dataset_fn, eval_options, False, num_vis),
         image_summary_dir=summary_dir('eval_images'),
         num_vis_images=num_vis,
-        superpixel_metrics=options.evaluator_options.superpixel_metrics)
+        superpixel_metrics=options.evaluator_options.superpixel_metrics,
+        augmentation=eval_augmentation.EvalAugmentation.from_options(
+            options.evaluator_options))
 
   trackables = dict(model=model, optimizer=optimizer.main,
                     backbone_optimizer=optimizer.backbone)
@@ -307,7 +326,7 @@ def _run_experiment(experiment: experiment_lib.Experiment,
       max_to_keep=trainer_options.num_checkpoints_to_keep,
       step_counter=global_step,
       checkpoint_interval=trainer_options.save_checkpoints_steps,
-      init_fn=_initial_checkpoint_fn(model, trainer_options.initial_checkpoint),
+      init_fn=_initial_checkpoint_fn(model, trainer_options),
       model=model, trainer=trainer)
 
   # With a trainer, the Controller restores the latest checkpoint (or runs
@@ -326,24 +345,35 @@ def _run_experiment(experiment: experiment_lib.Experiment,
   if trainer is not None and summary_dir('train'):
     _write_config_summary(summary_dir('train'), experiment,
                           int(global_step.numpy()))
+  if trainer is not None:
+    _resume_deterministic_input(trainer, strategy, dataset_fn,
+                                options.train_dataset_options,
+                                int(global_step.numpy()))
 
-  if mode == 'train':
-    _restore(checkpoint_manager)
-    controller.train(steps=total_steps)
+  try:
+    if mode == 'train':
+      _restore(checkpoint_manager)
+      controller.train(steps=total_steps)
+      _save_final(checkpoint_manager, global_step)
+    elif mode == 'train_and_eval':
+      _restore(checkpoint_manager)
+      if int(global_step.numpy()) >= total_steps:
+        # A finished experiment (e.g. rerun after its end): evaluate the
+        # final checkpoint again rather than do nothing.
+        controller.evaluate(steps=-1)
+      else:
+        controller.train_and_evaluate(
+            train_steps=total_steps, eval_steps=-1,
+            eval_interval=options.evaluator_options.eval_interval_steps)
+      _save_final(checkpoint_manager, global_step)
+  except preemption.StopRequested:
+    # At a step boundary: the checkpoint manager saved this step, unless
+    # the stop came before a loop (during an evaluation).
     _save_final(checkpoint_manager, global_step)
-  elif mode == 'train_and_eval':
-    _restore(checkpoint_manager)
-    if int(global_step.numpy()) >= total_steps:
-      # A finished experiment (e.g. rerun after its end): evaluate the final
-      # checkpoint again rather than do nothing.
-      controller.evaluate(steps=-1)
-    else:
-      controller.train_and_evaluate(
-          train_steps=total_steps, eval_steps=-1,
-          eval_interval=options.evaluator_options.eval_interval_steps)
-    _save_final(checkpoint_manager, global_step)
-  elif mode == 'eval':
-    latest = tf.train.latest_checkpoint(exp_dir)
+    raise preemption.TrainingPreempted(  # pylint: disable=raise-missing-from
+        int(global_step.numpy()), checkpoint_manager.latest_checkpoint)
+  if mode == 'eval':
+    latest = checkpoints.latest_checkpoint(exp_dir)
     if latest is None:
       raise FileNotFoundError(
           f'No checkpoint in {exp_dir}; train first (--mode=train) or pass '
@@ -352,7 +382,7 @@ def _run_experiment(experiment: experiment_lib.Experiment,
     with _explained_restore_errors(latest, '--mode=eval'):
       checkpoint.read(latest).expect_partial()
     controller.evaluate(steps=-1)
-  else:
+  elif mode == 'continuous_eval':
     _continuous_eval(controller, checkpoint, exp_dir, global_step,
                      total_steps,
                      options.evaluator_options.continuous_eval_timeout_seconds)
@@ -373,6 +403,32 @@ def _write_config_summary(directory: str,
   writer.close()
 
 
+def _resume_deterministic_input(trainer, strategy, dataset_fn,
+                                train_options, step: int) -> None:
+  """Resumes the training data where an uninterrupted run would be.
+
+  With augmentations { deterministic: true } the training batches are a
+  fixed sequence (input_pipeline.py: seeded order, augmentation seeded by
+  example index). A run resumed at `step` skips the batches of the steps
+  before it, so it reads what the uninterrupted run read from `step` on.
+  The skipped batches are still read and augmented: resuming costs the
+  input pipeline's time for `step` steps. Without deterministic the data
+  is random anyway and nothing is skipped.
+  """
+  if step <= 0 or not train_options.augmentations.deterministic:
+    return
+
+  def skipped(context):
+    # Each step takes one batch per replica fed by this input pipeline.
+    per_step = max(context.num_replicas_in_sync //
+                   context.num_input_pipelines, 1)
+    return dataset_fn(train_options, True, context).skip(step * per_step)
+
+  logging.info('Deterministic input: skipping the batches of steps 1-%d, '
+               'which the resumed checkpoint has trained on.', step)
+  trainer.train_dataset = strategy.distribute_datasets_from_function(skipped)
+
+
 def _restore(checkpoint_manager) -> None:
   """Logs where training resumes (the Controller restored it)."""
   path = checkpoint_manager.latest_checkpoint
@@ -390,13 +446,26 @@ def _save_final(checkpoint_manager, global_step) -> None:
 
 def _continuous_eval(controller, checkpoint, exp_dir, global_step,
                      total_steps, timeout_seconds) -> None:
-  """Evaluates each new checkpoint; stops after the last one or a timeout."""
+  """Evaluates each new checkpoint; stops after the last one or a timeout.
+
+  A checkpoint the trainer's rotation (num_checkpoints_to_keep) deletes
+  between its listing and its restore is skipped with a log line: the
+  evaluator waits for the next one.
+  """
   for path in tf.train.checkpoints_iterator(
       exp_dir, min_interval_secs=CHECKPOINT_POLL_SECONDS,
       timeout=timeout_seconds):
-    checkpoints.verify_or_explain(path, flag=None)
-    with _explained_restore_errors(path, '--mode=continuous_eval'):
-      checkpoint.read(path).expect_partial()
+    try:
+      checkpoints.verify_or_explain(path, flag=None)
+      with _explained_restore_errors(path, '--mode=continuous_eval'):
+        checkpoint.read(path).expect_partial()
+    except (ValueError, tf.errors.OpError):
+      if not checkpoints.rotated_away(path):
+        raise
+      logging.warning('Skipping %s: the trainer deleted it (rotation, '
+                      'trainer_options.num_checkpoints_to_keep) before it '
+                      'was read; waiting for the next checkpoint.', path)
+      continue
     logging.info('Evaluating %s (step %d).', path, int(global_step.numpy()))
     controller.evaluate(steps=-1)
     if int(global_step.numpy()) >= total_steps:

@@ -10,7 +10,7 @@ equal those of the global-batch loss whatever the number of replicas.
 import datetime
 import math
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -20,6 +20,7 @@ import tf_keras
 
 from deeplab_sp.trainer import loss as loss_lib
 from deeplab_sp.trainer import optimizer as optimizer_lib
+from deeplab_sp.trainer import preemption
 from deeplab_sp.trainer import summaries
 from deeplab_sp.protos import trainer_pb2
 
@@ -58,6 +59,8 @@ class Trainer(orbit.StandardTrainer):
     colormap: colours of the classes for image summaries.
     vis_batch: one local (non-distributed) batch for image summaries, or None.
     image_summary_dir: where training image summaries are written.
+    stop_requested: () -> whether to stop before the next loop of
+      steps_per_loop steps (preemption.StopWatcher.requested).
   """
 
   def __init__(self, strategy: tf.distribute.Strategy,
@@ -67,8 +70,10 @@ class Trainer(orbit.StandardTrainer):
                options: trainer_pb2.TrainerOptions,
                colormap=None,
                vis_batch: Optional[Dict[str, tf.Tensor]] = None,
-               image_summary_dir: Optional[str] = None):
+               image_summary_dir: Optional[str] = None,
+               stop_requested: Optional[Callable[[], bool]] = None):
     self.strategy = strategy
+    self.stop_requested = stop_requested or (lambda: False)
     self.model = model
     self.optimizer = optimizer
     self.options = options
@@ -94,6 +99,10 @@ class Trainer(orbit.StandardTrainer):
     super().__init__(train_dataset, trainer_options)
 
   def train_loop_begin(self) -> None:
+    # A SIGTERM during an evaluation (train_and_eval) stops here, before
+    # another loop starts.
+    if self.stop_requested():
+      raise preemption.StopRequested()
     self.train_loss.reset_state()
     if self._speed_since is None:
       self._speed_since = (time.time(),
@@ -231,7 +240,14 @@ class ExperimentCheckpoint(tf.train.Checkpoint):
 
 
 class FiniteCheckpointManager(tf.train.CheckpointManager):
-  """A CheckpointManager that refuses to save non-finite weights or loss."""
+  """A CheckpointManager that refuses to save non-finite weights or loss.
+
+  orbit.Controller calls save() with check_interval after every training
+  loop (saving when the checkpoint interval has passed): after a SIGTERM
+  (the trainer's stop_requested), that call saves at the current step
+  whatever the interval and raises preemption.StopRequested. The saves at
+  the end of training (check_interval False) just save.
+  """
 
   def __init__(self, *args, model: tf_keras.Model, trainer: Optional[Trainer],
                **kwargs):
@@ -246,5 +262,11 @@ class FiniteCheckpointManager(tf.train.CheckpointManager):
           f'The last training loss is {last_loss}. '
           f'{NON_FINITE_HINT}')
     check_finite_weights(self._model)
-    return super().save(checkpoint_number=checkpoint_number,
-                        check_interval=check_interval, options=options)
+    stop = (check_interval and self._trainer is not None and
+            self._trainer.stop_requested())
+    path = super().save(checkpoint_number=checkpoint_number,
+                        check_interval=check_interval and not stop,
+                        options=options)
+    if stop:
+      raise preemption.StopRequested()
+    return path

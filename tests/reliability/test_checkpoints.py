@@ -185,3 +185,145 @@ def test_export_cli_prints_one_line_for_a_damaged_checkpoint(experiment,
                                 os.path.join(exp_dir, 'ckpt-2'))
   assert helpers.snapshot(exp_dir) == before
   assert not (tmp_path / 'out').exists()
+
+
+def _step_of(prefix):
+  reader = tf.train.load_checkpoint(prefix)
+  keys = [k for k in reader.get_variable_to_shape_map()
+          if k.startswith('optimizer/iter')]
+  return int(reader.get_tensor(keys[0]))
+
+
+def test_lost_checkpoint_list_resumes_from_the_newest_checkpoint(
+    experiment, caplog):
+  options, model_dir, exp_dir = experiment
+  os.remove(os.path.join(exp_dir, checkpoints.STATE_FILENAME))
+  before = helpers.snapshot(exp_dir)
+  options.trainer_options.training_number_of_steps = 6
+  caplog.set_level(logging.INFO, logger='absl')
+  train_lib.run_experiment(helpers.experiment(options, 'train'), model_dir)
+  assert (f'The checkpoint list {exp_dir}/checkpoint was missing; rebuilt it '
+          'from the checkpoints on disk (ckpt-2, ckpt-4): resuming from '
+          f'{exp_dir}/ckpt-4.') in caplog.text
+  assert 'ckpt-4 (step 4)' in caplog.text
+  # The run's checkpoints are kept as they were (not overwritten by a run
+  # restarted at step 0); two more steps ran.
+  after = helpers.snapshot(exp_dir)
+  for name, digest in before.items():
+    if name.startswith('ckpt-'):
+      assert after[name] == digest, name
+  assert _step_of(os.path.join(exp_dir, 'ckpt-6')) == 6
+  assert tf.train.latest_checkpoint(exp_dir) == os.path.join(exp_dir,
+                                                             'ckpt-6')
+
+
+def test_eval_without_a_checkpoint_list_reads_the_newest_on_disk(experiment):
+  options, model_dir, exp_dir = experiment
+  os.remove(os.path.join(exp_dir, checkpoints.STATE_FILENAME))
+  before = helpers.snapshot(exp_dir)
+  results = train_lib.run_experiment(helpers.experiment(options, 'eval'),
+                                     model_dir)
+  assert results['step'] == 4
+  assert not os.path.exists(os.path.join(exp_dir,
+                                         checkpoints.STATE_FILENAME))
+  assert all(helpers.snapshot(exp_dir)[name] == digest
+             for name, digest in before.items() if name.startswith('ckpt-'))
+
+
+def test_missing_index_is_named_with_the_previous_checkpoint(experiment):
+  options, model_dir, exp_dir = experiment
+  latest = os.path.join(exp_dir, 'ckpt-4')
+  os.remove(latest + '.index')
+  before = helpers.snapshot(os.path.dirname(model_dir))
+  for mode in ('train', 'eval'):
+    with pytest.raises(checkpoints.DamagedCheckpointError) as error:
+      train_lib.run_experiment(helpers.experiment(options, mode), model_dir)
+    message = str(error.value)
+    assert (f'Checkpoint {latest} is damaged: {latest}.index is missing '
+            f'({latest}.data-00000-of-00001 is there') in message
+    assert f'previous checkpoint {exp_dir}/ckpt-2 is intact' in message
+    assert 'written for another model' not in message
+  assert helpers.snapshot(os.path.dirname(model_dir)) == before
+
+
+def test_missing_index_with_the_flag_resumes_from_the_previous(experiment,
+                                                              caplog):
+  options, model_dir, exp_dir = experiment
+  latest = os.path.join(exp_dir, 'ckpt-4')
+  os.remove(latest + '.index')
+  caplog.set_level(logging.INFO, logger='absl')
+  train_lib.run_experiment(helpers.experiment(options, 'train'), model_dir,
+                           restore_previous_checkpoint_on_error=True)
+  assert 'ckpt-2 (step 2)' in caplog.text
+  assert _step_of(latest) == 4
+  assert os.path.exists(latest + '.data-00000-of-00001.damaged')
+
+
+def test_lost_list_and_incomplete_newest_checkpoint_is_named(experiment):
+  options, model_dir, exp_dir = experiment
+  os.remove(os.path.join(exp_dir, checkpoints.STATE_FILENAME))
+  os.remove(os.path.join(exp_dir, 'ckpt-4.index'))
+  with pytest.raises(checkpoints.DamagedCheckpointError,
+                     match=f'{exp_dir}/ckpt-4.index is missing.*previous '
+                     f'checkpoint {exp_dir}/ckpt-2 is intact'):
+    train_lib.run_experiment(helpers.experiment(options, 'train'), model_dir)
+  assert os.path.exists(os.path.join(exp_dir, 'ckpt-2.index'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('when', ['before_verify', 'before_restore'])
+def test_continuous_eval_skips_a_checkpoint_rotated_away(experiment,
+                                                        monkeypatch, caplog,
+                                                        tmp_path, when):
+  """The trainer (num_checkpoints_to_keep: 1) deletes the checkpoint the
+  evaluator picked and writes the next one."""
+  options, model_dir, exp_dir = experiment
+  old, new = (os.path.join(exp_dir, f'ckpt-{step}') for step in (2, 4))
+  # The evaluator starts while ckpt-2 is the only checkpoint.
+  aside = tmp_path / 'aside'
+  aside.mkdir()
+  for path in checkpoints.checkpoint_files(new):
+    shutil.move(path, aside / os.path.basename(path))
+  tf.compat.v1.train.update_checkpoint_state(
+      exp_dir, old, all_model_checkpoint_paths=[old])
+
+  def trainer_rotates():
+    for path in aside.iterdir():
+      shutil.move(str(path), os.path.join(exp_dir, path.name))
+    tf.compat.v1.train.update_checkpoint_state(
+        exp_dir, new, all_model_checkpoint_paths=[new])
+    for path in checkpoints.checkpoint_files(old):
+      os.remove(path)
+
+  verify = checkpoints.verify_or_explain
+  calls = []
+
+  def verify_while_rotating(path, flag=None):
+    calls.append(path)
+    if path == old and when == 'before_verify':
+      trainer_rotates()
+    verify(path, flag)
+    if path == old and when == 'before_restore':
+      trainer_rotates()
+
+  monkeypatch.setattr(checkpoints, 'verify_or_explain', verify_while_rotating)
+  options.evaluator_options.continuous_eval_timeout_seconds = 60
+  caplog.set_level(logging.INFO, logger='absl')
+  results = train_lib.run_experiment(
+      helpers.experiment(options, 'continuous_eval'), model_dir)
+  assert calls == [old, new]
+  assert results['step'] == 4
+  assert (f'Skipping {old}: the trainer deleted it (rotation, '
+          'trainer_options.num_checkpoints_to_keep)') in caplog.text
+
+
+def test_continuous_eval_still_refuses_a_damaged_listed_checkpoint(
+    experiment):
+  options, model_dir, exp_dir = experiment
+  latest = os.path.join(exp_dir, 'ckpt-4')
+  os.remove(latest + '.data-00000-of-00001')
+  options.evaluator_options.continuous_eval_timeout_seconds = 10
+  with pytest.raises(checkpoints.DamagedCheckpointError,
+                     match=f'{latest}.data-00000-of-00001 is missing'):
+    train_lib.run_experiment(
+        helpers.experiment(options, 'continuous_eval'), model_dir)

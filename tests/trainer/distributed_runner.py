@@ -45,6 +45,7 @@ def main(strategy_name, model_dir, init_checkpoint, steps='6',
   # test_replicas.py checks 20% on images with unequal valid pixels.
   trainer.top_k_percent_pixels = 100
   trainer.initial_checkpoint = init_checkpoint
+  trainer.initial_checkpoint_parts = trainer.ALL
   trainer.mixed_precision = mixed_precision
   options.train_dataset_options.batch_size = 4
   train_lib.run_experiment(trainer_testing.experiment(options, 'train'),

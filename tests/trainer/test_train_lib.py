@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import re
+import signal
 import time
 
 import numpy as np
@@ -17,10 +18,13 @@ import tensorflow as tf
 import tf_keras
 from tensorflow.python.checkpoint import checkpoint as tf_checkpoint
 
+from deeplab_sp.trainer import eval_augmentation
 from deeplab_sp.trainer import evaluator as evaluator_lib
 from deeplab_sp.trainer import metrics
+from deeplab_sp.trainer import preemption
 from deeplab_sp.trainer import train_lib
 from deeplab_sp.trainer import trainer as trainer_lib
+from deeplab_sp.utils import lock
 import trainer_testing
 
 
@@ -228,6 +232,8 @@ def test_initial_checkpoint_must_hold_the_whole_model(tmp_path):
       encoder=encoder_only.encoder)).write(str(tmp_path / 'partial'))
   options = trainer_testing.tiny_options(steps=5)
   options.trainer_options.initial_checkpoint = prefix
+  options.trainer_options.initial_checkpoint_parts = (
+      options.trainer_options.ALL)
   with pytest.raises(ValueError, match='initial_checkpoint.*does not fit'):
     _run(options, 'train', tmp_path / 'run')
 
@@ -329,3 +335,96 @@ def test_orbit_lines_are_logged_not_printed(tmp_path, capsys):
   _run(options, 'train', tmp_path)
   # orbit would also print each line to stdout; the log has it already.
   assert 'train | step:' not in capsys.readouterr().out
+
+
+def test_eval_averages_the_configured_scales_and_flipped_images(tmp_path):
+  # Crops of 32: the 4x4 grid at stride 4 takes 16 and 48 (scales 0.5, 1.5).
+  options = trainer_testing.tiny_options(steps=5, crop=32)
+  _run(options, 'train', tmp_path)
+  options.evaluator_options.eval_scales[:] = [0.5, 1.5]
+  options.evaluator_options.add_flipped_images = True
+  results = _run(options, 'eval', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  assert results['test_time_augmentation'] == {
+      'eval_scales': [0.5, 1.5], 'add_flipped_images': True}
+  # The results are those of the augmented predictions of the checkpoint.
+  model = trainer_testing.StandInModel(19)
+  dataset = trainer_testing.make_dataset_fn()(options.eval_dataset_options,
+                                            False)
+  model(next(iter(dataset))['image'])
+  tf.train.Checkpoint(model=model).read(
+      str(exp_dir / 'ckpt-5')).expect_partial()
+  augmentation = eval_augmentation.EvalAugmentation((0.5, 1.5), True)
+  confusion = metrics.ConfusionMatrix(19)
+  for batch in dataset:
+    scores, _ = augmentation(model, batch['image'])
+    confusion.update(batch['label'], tf.argmax(scores, -1))
+  expected = metrics.metrics_from_confusion_matrix(confusion.result())
+  assert results['miou'] == pytest.approx(expected.miou, abs=1e-6)
+  assert results['mean_class_accuracy'] == pytest.approx(
+      expected.mean_class_accuracy, abs=1e-6)
+  # TensorBoard has the mean class accuracy and per-class accuracies.
+  assert _scalars(str(exp_dir / 'eval'), 'mean_class_accuracy') == [
+      pytest.approx(results['mean_class_accuracy'])]
+  road = results['per_class_accuracy']['road']
+  assert _scalars(str(exp_dir / 'eval'), 'accuracy/road') == [
+      pytest.approx(road)]
+
+
+@pytest.fixture
+def sigterm_is_caught():
+  """SIGTERM is ignored around the test (run_experiment installs its own
+  handler): a missing handler fails the test instead of killing pytest."""
+  previous = signal.signal(signal.SIGTERM, lambda *args: None)
+  yield
+  signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_stops_at_the_loop_boundary_with_a_checkpoint(
+    tmp_path, monkeypatch, sigterm_is_caught):
+  del sigterm_is_caught  # Used for its effect.
+  options = trainer_testing.tiny_options(steps=100)
+  options.trainer_options.steps_per_loop = 1
+  options.trainer_options.save_summaries_steps = 1
+  end_loop = trainer_lib.Trainer.train_loop_end
+
+  def end_loop_then_sigterm(self):
+    if int(self.optimizer.iterations.numpy()) == 7:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return end_loop(self)
+
+  monkeypatch.setattr(trainer_lib.Trainer, 'train_loop_end',
+                      end_loop_then_sigterm)
+  with pytest.raises(preemption.TrainingPreempted) as error:
+    _run(options, 'train', tmp_path)
+  exp_dir = tmp_path / 'test_experiment'
+  assert error.value.step == 7
+  assert error.value.checkpoint == str(exp_dir / 'ckpt-7')
+  # Saved at the signalled step, between the periodic ones (1, 6, 11...).
+  assert sorted(p.name for p in exp_dir.glob('*.index')) == [
+      'ckpt-1.index', 'ckpt-6.index', 'ckpt-7.index']
+  assert not (exp_dir / lock.LOCK_FILENAME).exists()
+  assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+
+
+def test_sigterm_during_an_evaluation_stops_before_the_next_loop(
+    tmp_path, monkeypatch, sigterm_is_caught):
+  del sigterm_is_caught  # Used for its effect.
+  options = trainer_testing.tiny_options(steps=100)
+  options.evaluator_options.eval_interval_steps = 5
+  options.evaluator_options.num_vis_images = 0
+  evaluate = evaluator_lib.Evaluator.evaluate
+
+  def evaluate_then_sigterm(self, num_steps):
+    result = evaluate(self, num_steps)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return result
+
+  monkeypatch.setattr(evaluator_lib.Evaluator, 'evaluate',
+                      evaluate_then_sigterm)
+  with pytest.raises(preemption.TrainingPreempted) as error:
+    _run(options, 'train_and_eval', tmp_path)
+  assert error.value.step == 5
+  exp_dir = tmp_path / 'test_experiment'
+  assert tf.train.latest_checkpoint(str(exp_dir)) == str(exp_dir / 'ckpt-5')
+  assert not (exp_dir / lock.LOCK_FILENAME).exists()
