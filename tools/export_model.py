@@ -79,6 +79,12 @@ _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     'accept; larger ones are refused with InvalidArgument before decoding '
     '(the size is read from the JPEG/PNG/GIF/BMP header). Bounds the memory '
     'of one request. Default 4096*4096.')
+_MAX_BATCH_PIXELS = flags.DEFINE_integer(
+    'max_batch_pixels', None, 'saved_model only. Largest batch the '
+    'signatures accept, as batch size x largest height x largest width '
+    '(the outputs are padded to the largest height and width of the batch); '
+    'larger ones are refused with InvalidArgument before decoding. Default '
+    '4 x --max_input_pixels.')
 _INPUT_SIZE = flags.DEFINE_list(
     'input_size', None, 'onnx / tflite only. HEIGHT,WIDTH of the exported '
     "model's input; default: the config's crop size (eval dataset, else "
@@ -95,7 +101,8 @@ _VERIFY = flags.DEFINE_bool(
     'nothing if the logits differ beyond float round-off.')
 
 _SAVED_MODEL_FLAGS = (_VERSION, _INCLUDE_PROBABILITIES,
-                      _INCLUDE_SUPERPIXEL_IDS, _MAX_INPUT_PIXELS)
+                      _INCLUDE_SUPERPIXEL_IDS, _MAX_INPUT_PIXELS,
+                      _MAX_BATCH_PIXELS)
 _FIXED_SIZE_FLAGS = (_INPUT_SIZE, _BATCH_SIZE, _ONNX_OPSET, _VERIFY)
 
 
@@ -132,7 +139,8 @@ def main(argv):
     exported = export_lib.export_from_config(
         _CONFIG_FILE.value, _CHECKPOINT_PATH.value, _OUTPUT_PATH.value,
         _VERSION.value, _OVERWRITE.value, _INCLUDE_PROBABILITIES.value,
-        _INCLUDE_SUPERPIXEL_IDS.value, _MAX_INPUT_PIXELS.value)
+        _INCLUDE_SUPERPIXEL_IDS.value, _MAX_INPUT_PIXELS.value,
+        _MAX_BATCH_PIXELS.value)
   else:
     output_path = _OUTPUT_PATH.value
     # Before the model is built: a wrong path or a missing extra is said

@@ -9,8 +9,9 @@ per image into --output_dir, as --output_format says:
              official Cityscapes evaluation and test server score.
 With --overlay_dir, <name>_superpixels.png (the image with superpixel
 boundaries; not for the per-pixel baselines) goes there; it must not be
-inside --output_dir. An unreadable
-image stops the run, naming the file, before anything is written.
+inside --output_dir. An unreadable image, or an output that would replace
+an input image (e.g. --output_dir is the images' directory and holds
+a_color.png), stops the run, naming the file, before anything is written.
 
 Examples:
   .venv/bin/python tools/predict.py --saved_model=exported/tiny/1 \
@@ -72,11 +73,15 @@ def main(argv):
     raise app.UsageError('Pass either --saved_model, or both --config_file '
                          'and --checkpoint_path.')
   files = predict_lib.expand_images(_IMAGES.value)
+  # Also done by predict_files; here it is said before the model loads.
+  predict_lib.check_outputs(files, predict_lib.planned_outputs(
+      files, _OUTPUT_DIR.value, _OUTPUT_FORMAT.value, _OVERLAY_DIR.value))
   if _SAVED_MODEL.value:
     model = predict_lib.load_saved_model(_SAVED_MODEL.value)
   else:
     model = predict_lib.load_checkpoint(_CONFIG_FILE.value,
-                                        _CHECKPOINT_PATH.value)
+                                        _CHECKPOINT_PATH.value,
+                                        _MAX_INPUT_PIXELS.value)
   predict_lib.predict_files(model, files, _OUTPUT_DIR.value,
                             _OUTPUT_FORMAT.value, _OVERLAY_DIR.value,
                             _MAX_INPUT_PIXELS.value)

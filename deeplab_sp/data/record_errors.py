@@ -17,17 +17,23 @@ unchanged (it was not caused by damaged data), except for a record without
 a label (input_pipeline.MISSING_LABEL_MESSAGE), which is re-raised as a
 MissingLabelError with the pipeline's message (it names the shard and the
 fix), so the tools print it as one line.
+
+A label map that does not fit (values outside the dataset's range, another
+size than its image) is not damage: the pipeline's assertion names the image
+and the fix, and its record is looked up by that name (the image names
+only, nothing decoded) to name the shard too, as a LabelMapError.
 """
 
 import contextlib
 import re
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
 
 from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import tfrecord_format
+from deeplab_sp.utils import cli
 
 REBUILD_HINT = ('rebuild the records with {tool} (or restore the shard from '
                 'a copy)')
@@ -47,6 +53,17 @@ class DamagedRecordError(ValueError):
 
 class MissingLabelError(ValueError):
   """A record without a label was read for training or evaluation."""
+
+
+class LabelMapError(ValueError):
+  """A record's label map does not fit its dataset or its image."""
+
+
+# The assertions of preprocessing.map_labels and check_sizes_match: they
+# name the image (group 'image') but not its shard.
+_LABEL_MAP_ASSERTION = re.compile(
+    r'^(?:The label map|Label map) of image (?P<image>.+?) '
+    r'(?:has values|does not have)')
 
 
 def _assertion_message(error: BaseException) -> str:
@@ -128,6 +145,47 @@ def find_damaged_shard(shards: Sequence[str]) -> Optional[str]:
   return None
 
 
+def find_record(shards: Sequence[str],
+                image_name: str) -> Optional[Tuple[str, int]]:
+  """(shard, record index) of the first record named `image_name`."""
+  spec = {tfrecord_format.IMAGE_FILENAME_KEY:
+          tf.io.FixedLenFeature((), tf.string, default_value='')}
+  wanted = image_name.encode('utf-8')
+  for shard in shards:
+    index = 0
+    try:
+      # Only the names are parsed, a batch at a time: no image is decoded.
+      for batch in tf.data.TFRecordDataset(shard).batch(256):
+        names = tf.io.parse_example(batch, spec)[
+            tfrecord_format.IMAGE_FILENAME_KEY].numpy()
+        for offset, name in enumerate(names):
+          if name == wanted:
+            return shard, index + offset
+        index += len(names)
+    except tf.errors.OpError:
+      continue  # A damaged shard cannot be the one that was read.
+  return None
+
+
+def _label_map_error(error: BaseException,
+                     dataset_options: Sequence) -> Optional[LabelMapError]:
+  """A LabelMapError naming the shard of a failed label check, or None."""
+  text = cli.assertion_text(error)
+  match = _LABEL_MAP_ASSERTION.match(text or '')
+  if not match:
+    return None
+  image = match.group('image')
+  shards = sorted({shard for options in dataset_options
+                   for shard in _shards(options)})
+  found = find_record(shards, image)
+  if found:
+    shard, index = found
+    text = text.replace(f'of image {image} ',
+                        f'of image {image} (record {index} of shard {shard}) ',
+                        1)
+  return LabelMapError(text)
+
+
 def _shards(dataset_options) -> Sequence[str]:
   try:
     return tfrecord_format.list_record_files(
@@ -146,9 +204,12 @@ def explain_data_errors(dataset_options: Sequence) -> Iterator[None]:
   try:
     yield
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    if (isinstance(e, tf.errors.InvalidArgumentError) and
-        not _DATA_ERROR.search(getattr(e, 'message', '') or str(e))):
-      raise
+    if isinstance(e, tf.errors.InvalidArgumentError):
+      label_map_error = _label_map_error(e, dataset_options)
+      if label_map_error is not None:
+        raise label_map_error from e
+      if not _DATA_ERROR.search(getattr(e, 'message', '') or str(e)):
+        raise
     shards = sorted({shard for options in dataset_options
                      for shard in _shards(options)})
     logging.info('Input error (%s); scanning %d shard(s) for damage.',

@@ -12,12 +12,20 @@ names of the exact shard form `{split}-NNNNN-of-NNNNN.tfrecord` are removed
 (never e.g. a user's `train-backup-of-2023.tfrecord`). Temporary files left
 by a killed builder (whose process is gone) are removed when the next
 build starts.
+
+All or nothing also when something is in the way: every target (each final
+shard path of every split, and each stale shard to remove) is checked
+before anything is written, and again before anything is published; a
+directory or anything else that is not a file to replace (a link to a
+directory, a pipe, ...) at a target is a FileExistsError naming it. A full
+disk while writing removes the temporaries and is a DiskFullError naming
+the output directory and the shard.
 """
 
 import os
 import re
 import time
-from typing import Callable, Dict, List, NamedTuple, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -40,6 +48,43 @@ def _is_shard_of(name: str, split: str) -> bool:
   return re.fullmatch(
       re.escape(split) + r'-\d{5}-of-\d{5}' +
       re.escape(tfrecord_format.SHARD_SUFFIX), name) is not None
+
+
+def _check_replaceable(path: str) -> None:
+  """FileExistsError unless `path` is absent or a file we may replace."""
+  if '://' in path:
+    in_the_way = tf.io.gfile.isdir(path)
+  else:
+    # A link to a file is replaced (the link, never its target); a dangling
+    # link, a pipe or a socket is not a shard of ours.
+    in_the_way = os.path.lexists(path) and not os.path.isfile(path)
+  if in_the_way:
+    what = 'a directory' if tf.io.gfile.isdir(path) else 'not a regular file'
+    raise FileExistsError(
+        f'{path} is {what}, where the builder writes or removes a shard; '
+        'nothing was written. Move it out of the output directory or pass '
+        'another --output_dir.')
+
+
+def _plan(jobs: Sequence['SplitJob'], output_dir: str,
+          num_shards: int) -> Dict[str, Tuple[List[str], List[str]]]:
+  """split -> (its shard paths, its stale shards), each checked."""
+  plan = {}
+  for job in jobs:
+    count = min(num_shards, job.num_examples)
+    paths = [os.path.join(output_dir, tfrecord_format.shard_filename(
+        job.split, shard, count)) for shard in range(count)]
+    stale = set()
+    if tf.io.gfile.isdir(output_dir):
+      stale = set(tf.io.gfile.glob(os.path.join(
+          output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
+    stale = sorted(path.rstrip('/') for path in stale
+                   if _is_shard_of(os.path.basename(path.rstrip('/')),
+                                   job.split))
+    for path in paths + stale:
+      _check_replaceable(path)
+    plan[job.split] = (paths, stale)
+  return plan
 
 
 def remove_stale_temporaries(output_dir: str) -> None:
@@ -97,6 +142,8 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
                        'source directory layout and the --splits flag.')
   if num_shards <= 0:
     raise ValueError(f'--num_shards must be positive, got {num_shards}.')
+  # Before anything is written: something in the way of any split stops all.
+  _plan(jobs, output_dir, num_shards)
   tf.io.gfile.makedirs(output_dir)
   remove_stale_temporaries(output_dir)
   temporary = {}
@@ -104,23 +151,26 @@ def write_splits(jobs: Sequence[SplitJob], output_dir: str,
     for job in jobs:
       _write_temporary(job, output_dir, min(num_shards, job.num_examples),
                        temporary)
-  except BaseException:
+    # Again, now that publishing starts: the build may have taken hours.
+    plan = _plan(jobs, output_dir, num_shards)
+  except BaseException as e:
     for temp_path in temporary.values():
       if tf.io.gfile.exists(temp_path):
         tf.io.gfile.remove(temp_path)
+    if io.is_disk_full(e) and not isinstance(e, io.DiskFullError):
+      # The last temporary made is the shard that did not fit.
+      shard = (f' while writing {os.path.basename(list(temporary)[-1])}'
+               if temporary else '')
+      raise io.DiskFullError(
+          output_dir, f'{shard}; nothing was written (the temporary shards '
+          'are removed)') from e
     raise
   written = {}
   for job in jobs:
-    count = min(num_shards, job.num_examples)
-    paths = [os.path.join(output_dir, tfrecord_format.shard_filename(
-        job.split, shard, count)) for shard in range(count)]
+    paths, stale = plan[job.split]
     for path in paths:
       tf.io.gfile.rename(temporary[path], path, overwrite=True)
-    stale = set(tf.io.gfile.glob(os.path.join(
-        output_dir, tfrecord_format.shard_glob(job.split)))) - set(paths)
-    stale = {path for path in stale
-             if _is_shard_of(os.path.basename(path), job.split)}
-    for path in sorted(stale):
+    for path in stale:
       logging.info('Removing stale shard %s', path)
       tf.io.gfile.remove(path)
     written[job.split] = paths

@@ -42,9 +42,19 @@ default image_header.DEFAULT_MAX_INPUT_PIXELS = 4096 * 4096) with an
 InvalidArgumentError naming the limit and the image's size. For encoded
 images the size is read from the header (JPEG, PNG, GIF, BMP; any other
 format is refused) before anything is decoded, so a small file claiming a
-huge size costs nothing. The outputs are made at the image's own size, so
-the limit bounds them too; the softmax is computed only when
-'probabilities' is exported. An empty batch returns empty outputs.
+huge size costs nothing; a GIF's every frame is read, and its frames
+together are held to the same limit (image_header). The outputs are made
+at the image's own size, so the limit bounds them too; the softmax is
+computed only when 'probabilities' is exported. A batch is padded to its
+largest height and width, so the batch too is bounded: batch size x
+largest height x largest width at most max_batch_pixels (export flag
+--max_batch_pixels, default 4 x max_input_pixels), checked from the
+headers before any image of the batch is decoded. An empty batch returns
+empty outputs.
+
+Export writes into a temporary directory beside the version directory
+(named by utils/io.temporary_name); one left by a killed export (its pid
+is gone) is removed by the next export to the same output path.
 """
 
 import contextlib
@@ -90,7 +100,8 @@ class ServingModule(tf.Module):
                class_names: Optional[Sequence[str]] = None,
                include_probabilities: bool = False,
                include_superpixel_ids: bool = True,
-               max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS):
+               max_input_pixels: int = image_header.DEFAULT_MAX_INPUT_PIXELS,
+               max_batch_pixels: Optional[int] = None):
     """Initialises the module.
 
     Args:
@@ -104,10 +115,22 @@ class ServingModule(tf.Module):
       include_probabilities: add the 'probabilities' output.
       include_superpixel_ids: add the 'superpixel_ids' output.
       max_input_pixels: the largest height * width accepted.
+      max_batch_pixels: the largest batch size * largest height * largest
+        width of a batch (its padded outputs); None:
+        image_header.default_max_batch_pixels(max_input_pixels).
     """
     if max_input_pixels <= 0:
       raise ValueError('--max_input_pixels must be positive, got '
                        f'{max_input_pixels}.')
+    if max_batch_pixels is None:
+      max_batch_pixels = image_header.default_max_batch_pixels(
+          max_input_pixels)
+    if max_batch_pixels < max_input_pixels:
+      raise ValueError(
+          f'--max_batch_pixels ({max_batch_pixels}) is less than '
+          f'--max_input_pixels ({max_input_pixels}): one image at the limit '
+          'would be refused. Raise --max_batch_pixels or leave it out (4 x '
+          '--max_input_pixels).')
     super().__init__(name='sp_transformer_serving')
     # The Keras model is kept out of the SavedModel's object graph (its
     # layers' call functions, e.g. the encoder's int-keyed endpoint dict,
@@ -123,6 +146,7 @@ class ServingModule(tf.Module):
     self.include_probabilities = include_probabilities
     self.include_superpixel_ids = include_superpixel_ids
     self.max_input_pixels = int(max_input_pixels)
+    self.max_batch_pixels = int(max_batch_pixels)
     if colormap is None:
       colormap = [(0, 0, 0)] * num_classes
     if class_names is None:
@@ -160,13 +184,17 @@ class ServingModule(tf.Module):
                     constant_values=preprocessing.PAD_PIXEL_VALUE)
     return tf.ensure_shape(padded, [*self.input_size, 3]), fitted
 
+  def _header_size(self, encoded: tf.Tensor) -> tf.Tensor:
+    """int64 [2], the (height, width) in the header, after its checks."""
+    size = image_header.encoded_image_size(encoded)
+    with tf.control_dependencies(image_header.encoded_size_checks(
+        encoded, self.max_input_pixels, size)):
+      return tf.stack([size.height, size.width])
+
   def _decode(self, encoded: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor,
                                                  tf.Tensor]:
-    # The size in the header is checked before the decoder allocates it.
-    with tf.control_dependencies(image_header.encoded_size_checks(
-        encoded, self.max_input_pixels)):
-      image = tfrecord_format.decode_image(encoded)
-    image = tf.cast(image, tf.float32)
+    """Decodes an image whose header serve_encoded has checked."""
+    image = tf.cast(tfrecord_format.decode_image(encoded), tf.float32)
     padded, fitted = self._prepare(image)
     return padded, fitted, tf.shape(image)[:2]
 
@@ -253,6 +281,14 @@ class ServingModule(tf.Module):
       tf.TensorSpec([None], tf.string, name='encoded_images')])
   def serve_encoded(self, encoded_images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """string [B] encoded images -> outputs (see the module docstring)."""
+    # Every header, and the padded batch they make, is checked before the
+    # decoders allocate anything.
+    header_sizes = tf.map_fn(
+        self._header_size, encoded_images,
+        fn_output_signature=tf.TensorSpec([2], tf.int64))
+    with tf.control_dependencies(image_header.batch_checks(
+        header_sizes, self.max_batch_pixels)):
+      encoded_images = tf.identity(encoded_images)
     padded, fitted, sizes = tf.map_fn(
         self._decode, encoded_images,
         fn_output_signature=(
@@ -265,8 +301,14 @@ class ServingModule(tf.Module):
   def serve_float(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """float32 [B, h, w, 3] RGB 0..255 -> outputs (see the module docstring)."""
     shape = tf.shape(images)
-    with tf.control_dependencies(image_header.size_checks(
-        shape[1], shape[2], self.max_input_pixels)):
+    checks = image_header.size_checks(shape[1], shape[2],
+                                      self.max_input_pixels)
+    with tf.control_dependencies(checks):
+      # The outputs are [B, H, W] too: the same bound as a padded batch.
+      checks = image_header.batch_checks(
+          tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1]),
+          self.max_batch_pixels)
+    with tf.control_dependencies(checks):
       images = tf.identity(images)
     padded, fitted = tf.map_fn(
         self._prepare, images,
@@ -282,7 +324,8 @@ def build_serving_module(experiment: experiment_lib.Experiment,
                          include_probabilities: bool = False,
                          include_superpixel_ids: bool = True,
                          max_input_pixels: int = (
-                             image_header.DEFAULT_MAX_INPUT_PIXELS)
+                             image_header.DEFAULT_MAX_INPUT_PIXELS),
+                         max_batch_pixels: Optional[int] = None
                         ) -> ServingModule:
   """Builds the model of `experiment`, restores a checkpoint, wraps it.
 
@@ -290,9 +333,10 @@ def build_serving_module(experiment: experiment_lib.Experiment,
     experiment: the Experiment (its model, input size and dataset).
     checkpoint_path: a checkpoint prefix or a directory (its latest
       checkpoint is used); None keeps the initial weights (tests).
-    include_probabilities, include_superpixel_ids, max_input_pixels: see
-      ServingModule; a model without superpixels (the per-pixel baselines)
-      has no 'superpixel_ids' output whatever include_superpixel_ids says.
+    include_probabilities, include_superpixel_ids, max_input_pixels,
+      max_batch_pixels: see ServingModule; a model without superpixels
+      (the per-pixel baselines) has no 'superpixel_ids' output whatever
+      include_superpixel_ids says.
 
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
@@ -307,7 +351,8 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   info = experiment.dataset
   return ServingModule(model, input_size, num_classes, info.colormap,
                        info.class_names, include_probabilities,
-                       include_superpixel_ids, max_input_pixels)
+                       include_superpixel_ids, max_input_pixels,
+                       max_batch_pixels)
 
 
 def restored_model(experiment: experiment_lib.Experiment,
@@ -448,8 +493,13 @@ def export_saved_model(module: ServingModule, output_path: str,
     The version directory.
 
   Raises:
-    ValueError: bad version; FileExistsError: version exists, no overwrite.
+    ValueError: bad version; FileExistsError: version exists, no overwrite;
+    io.DiskFullError: the disk filled up (nothing is left behind).
   """
+  # Temporaries of killed exports: their pid is gone, and no one else
+  # writes such names.
+  for path in io.remove_stale_temporaries(output_path, directories=True):
+    logging.info('Removed %s, left by an interrupted export.', path)
   if version is None:
     version = next_version(output_path)
   if version <= 0:
@@ -471,7 +521,8 @@ def export_saved_model(module: ServingModule, output_path: str,
     signatures = {SERVING_DEFAULT: module.serve_encoded,
                   SERVING_FLOAT: module.serve_float}
     logging.info('Writing SavedModel to %s', temp_dir)
-    with _without_loop_capture_renaming_notes():
+    with _without_loop_capture_renaming_notes(), io.disk_full_names(
+        export_dir, ' while writing the SavedModel; nothing was written'):
       tf.saved_model.save(module, temp_dir, signatures=signatures)
     if exists:
       version_dir.check_replaceable(export_dir)
@@ -497,10 +548,11 @@ def export_from_config(config_file: str, checkpoint_path: str,
                        include_probabilities: bool = False,
                        include_superpixel_ids: bool = True,
                        max_input_pixels: int = (
-                           image_header.DEFAULT_MAX_INPUT_PIXELS)) -> str:
+                           image_header.DEFAULT_MAX_INPUT_PIXELS),
+                       max_batch_pixels: Optional[int] = None) -> str:
   """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
   experiment = experiment_lib.load_experiment(config_file, mode=None)
   module = build_serving_module(experiment, checkpoint_path,
                                 include_probabilities, include_superpixel_ids,
-                                max_input_pixels)
+                                max_input_pixels, max_batch_pixels)
   return export_saved_model(module, output_path, version, overwrite)

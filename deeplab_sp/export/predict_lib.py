@@ -15,11 +15,17 @@ never share the label maps' directory: the official evaluation takes every
 PNG under its results directory whose name starts with an image's
 `<city>_<seq>_<frame>` as that image's prediction.
 All inputs are decoded first, so an unreadable image stops the run before
-anything is written. An image larger than max_input_pixels (height *
-width, read from its header before decoding) is refused the same way.
-Inputs that share a name (a.png and a.jpg, or dir1/a.png and dir2/a.png)
-get distinct outputs (`a_color.png`, `a_2_color.png`, ...), so no output
-overwrites another. PNGs are written to a temporary name, then renamed.
+anything is written; each is dropped once checked and read again to be
+predicted, so memory holds one image at a time, however many are given.
+An image larger than max_input_pixels (height * width, read from its
+header before decoding; for a GIF every frame) is refused the same way.
+Inputs that share a name (a.png and a.jpg, or dir1/a.png and dir2/a.png,
+or A.png and a.png, one file on a case-insensitive disk) get distinct
+outputs (`a_color.png`, `a_2_color.png`, ...), so no output overwrites
+another. No output may be an input: an output path that names an input
+file (e.g. `--images="d/*" --output_dir=d` with an input `a_color.png`)
+is refused before anything is written. PNGs are written to a temporary
+name, then renamed.
 """
 
 import dataclasses
@@ -104,10 +110,14 @@ def load_saved_model(saved_model_dir: str) -> LoadedModel:
                      _names(loaded.class_names))
 
 
-def load_checkpoint(config_file: str, checkpoint_path: str) -> LoadedModel:
+def load_checkpoint(config_file: str, checkpoint_path: str,
+                    max_input_pixels: int = (
+                        image_header.DEFAULT_MAX_INPUT_PIXELS)
+                   ) -> LoadedModel:
   """The predict function of a config + checkpoint, with its dataset facts."""
   experiment = experiment_lib.load_experiment(config_file, mode=None)
-  module = export_lib.build_serving_module(experiment, checkpoint_path)
+  module = export_lib.build_serving_module(
+      experiment, checkpoint_path, max_input_pixels=max_input_pixels)
 
   def predict(encoded_images):
     return module.serve_encoded(encoded_images)  # Keeps `module` alive.
@@ -153,16 +163,14 @@ def encode_label_map(semantic: np.ndarray, model: LoadedModel,
 
 def _check_size(path: str, data: bytes, max_input_pixels: int) -> None:
   """ValueError unless `data` is a known format within the pixel limit."""
-  height, width, known = image_header.encoded_image_size(tf.constant(data))
-  if not known:
+  size = image_header.encoded_image_size(tf.constant(data))
+  if not size.known:
     raise ValueError(f'Cannot read image {path}: unsupported format. Pass '
                      f'{image_header.SUPPORTED_FORMATS} files.')
-  height, width = int(height), int(width)
-  if height * width > max_input_pixels:
-    raise ValueError(
-        f'Image {path} is {height}x{width} (height x width) pixels, more '
-        f'than the limit of {max_input_pixels} pixels (--max_input_pixels);'
-        ' resize it or raise the limit.')
+  problem = image_header.first_problem(
+      size, max_input_pixels, fix='resize it, or raise --max_input_pixels')
+  if problem:
+    raise ValueError(f'Image {path} refused: {problem}')
 
 
 def _read_image(path: str,
@@ -204,18 +212,101 @@ def _write_png(path: str, image: np.ndarray) -> None:
 
 
 def output_names(files: Sequence[str]) -> List[str]:
-  """A distinct output name per file: its stem, then `<stem>_2`, ..."""
+  """A distinct output name per file: its stem, then `<stem>_2`, ...
+
+  Names are distinct ignoring case too: on a case-insensitive disk (macOS,
+  Windows) `A_color.png` and `a_color.png` are one file.
+  """
   stems = [os.path.splitext(os.path.basename(path))[0] for path in files]
   used = set()
   names = []
   for stem in stems:
     name, count = stem, 1
-    while name in used:
+    while name.lower() in used:
       count += 1
       name = f'{stem}_{count}'
-    used.add(name)
+    used.add(name.lower())
     names.append(name)
   return names
+
+
+def _entry(path: str) -> str:
+  """The directory entry `path` names: its directory resolved, its name not.
+
+  Writing renames a temporary over the entry, so a link there is replaced,
+  never followed; a link in the directory part leads to the real directory.
+  """
+  if '://' in path:
+    return path
+  directory, name = os.path.split(os.path.abspath(path))
+  return os.path.join(os.path.realpath(directory), name)
+
+
+def _file_id(path: str) -> Optional[Tuple[int, int]]:
+  """(device, inode) of an existing local file, else None."""
+  if '://' in path:
+    return None
+  try:
+    status = os.stat(path)
+  except OSError:
+    return None
+  return status.st_dev, status.st_ino
+
+
+def check_outputs(inputs: Sequence[str],
+                  outputs: Sequence[Tuple[str, str]]) -> None:
+  """ValueError unless every output is a new, distinct, non-input path.
+
+  Args:
+    inputs: the input image files.
+    outputs: (output path, what it is, e.g. 'label map of x/a.png').
+
+  Raises:
+    ValueError: an output that is an input (the same entry, or an existing
+      file that is one of the inputs: a case-insensitive disk, a link, a
+      hard link), that is an existing directory, or that another output
+      also is; nothing has been written.
+  """
+  by_entry = {_entry(path): path for path in inputs}
+  by_id = {}
+  for path in inputs:
+    file_id = _file_id(path)
+    if file_id is not None:
+      by_id[file_id] = path
+  fix = ('Nothing was written. Pass an --output_dir (and --overlay_dir) '
+         'that holds no input image, e.g. a new directory.')
+  clashes = []
+  seen = {}
+  for path, what in outputs:
+    entry = _entry(path)
+    source = by_entry.get(entry) or by_id.get(_file_id(path))
+    if source is not None:
+      clashes.append(f'{path} (the {what}) would overwrite the input image '
+                     f'{source}')
+    elif tf.io.gfile.isdir(path):
+      raise ValueError(f'{path} (the {what}) is an existing directory. '
+                       f'{fix}')
+    elif entry.lower() in seen:
+      raise ValueError(f'{path} (the {what}) is also the '
+                       f'{seen[entry.lower()]}. {fix}')
+    seen[entry.lower()] = what
+  if clashes:
+    more = f' (and {len(clashes) - 1} more)' if len(clashes) > 1 else ''
+    raise ValueError(f'{clashes[0]}{more}. {fix}')
+
+
+def planned_outputs(files: Sequence[str], output_dir: str,
+                    output_format: str = COLOR,
+                    overlay_dir: Optional[str] = None
+                   ) -> List[Tuple[str, str]]:
+  """(path, what it is) of every output predict_files may write."""
+  names = output_names(files)
+  planned = [(os.path.join(output_dir, name + _SUFFIXES[output_format]),
+              f'label map of {path}') for path, name in zip(files, names)]
+  if overlay_dir is not None:
+    planned += [(os.path.join(overlay_dir, name + OVERLAY_SUFFIX),
+                 f'overlay of {path}') for path, name in zip(files, names)]
+  return planned
 
 
 def predict_files(model: LoadedModel, files: Sequence[str], output_dir: str,
@@ -236,8 +327,8 @@ def predict_files(model: LoadedModel, files: Sequence[str], output_dir: str,
 
   Raises:
     ValueError: naming the first unreadable or too large image, or a format
-      the model cannot write, or an overlay_dir in output_dir (nothing is
-      written).
+      the model cannot write, or an overlay_dir in output_dir, or an output
+      that would replace an input (nothing is written).
   """
   check_output_format(model, output_format)
   if overlay_dir is not None and _is_within(overlay_dir, output_dir):
@@ -245,15 +336,17 @@ def predict_files(model: LoadedModel, files: Sequence[str], output_dir: str,
         f'The overlay directory {overlay_dir} is inside the output directory '
         f'{output_dir}: the official Cityscapes evaluation would take each '
         'overlay for a second prediction. Pass a directory beside it.')
-  # Fails before writing.
-  images = [_read_image(path, max_input_pixels) for path in files]
+  # Fails before writing: no output replaces an input, every image reads.
+  check_outputs(files, planned_outputs(files, output_dir, output_format,
+                                       overlay_dir))
+  for path in files:
+    _read_image(path, max_input_pixels)  # Dropped: one image in memory.
   tf.io.gfile.makedirs(output_dir)
   if overlay_dir is not None:
     tf.io.gfile.makedirs(overlay_dir)
   written = []
-  names = output_names(files)
-  for index, (path, name, (data, image)) in enumerate(
-      zip(files, names, images)):
+  for index, (path, name) in enumerate(zip(files, output_names(files))):
+    data, image = _read_image(path, max_input_pixels)
     try:
       outputs = model.predict(tf.constant([data]))
     except tf.errors.InvalidArgumentError as e:  # E.g. the model's limit.

@@ -93,3 +93,31 @@ def test_overwrite_replaces_our_own_export_only(exported, tmp_path):
   assert (base / '1' / 'saved_model.pb').exists()
   assert sorted(os.listdir(base)) == ['1', 'latest']  # No temporaries.
   assert helpers.snapshot(victim) == victim_before
+
+
+def test_temporaries_of_killed_exports_are_removed(exported, tmp_path):
+  _, _, module, _ = exported
+  base = tmp_path / 'base'
+  dead = helpers.dead_pid()
+  # Half-written versions of a killed export, one a link to user data.
+  stale = base / f'1.incomplete-{dead}-0123abcd'
+  (stale / 'variables').mkdir(parents=True)
+  (stale / 'saved_model.pb').write_bytes(b'half written')
+  victim = _victim(tmp_path)
+  stale_link = base / f'2.incomplete-{dead}-89abcdef'
+  os.symlink(victim, stale_link)
+  # An export still running (this test's parent process is alive), and a
+  # directory whose name is not one of ours.
+  running = base / f'1.incomplete-{os.getppid()}-0123abcd'
+  running.mkdir()
+  (running / 'saved_model.pb').write_bytes(b'being written')
+  not_ours = base / f'notes.incomplete-{dead}-mine'
+  not_ours.mkdir()
+  kept = {name: helpers.snapshot(path) for name, path in
+          (('victim', victim), ('running', running), ('not_ours', not_ours))}
+  export_lib.export_saved_model(module, str(base), version=3)
+  assert sorted(os.listdir(base)) == sorted(['3', running.name,
+                                             not_ours.name])
+  assert kept == {name: helpers.snapshot(path) for name, path in
+                  (('victim', victim), ('running', running),
+                   ('not_ours', not_ours))}

@@ -88,3 +88,44 @@ def test_a_gfile_error_other_than_the_filesystem_keeps_its_traceback():
       'tool', _raising(tf.errors.InvalidArgumentError(None, None, 'a bug')))
   with pytest.raises(tf.errors.InvalidArgumentError):
     main(['tool'])
+
+
+def test_a_full_disk_of_tensorflow_is_one_line_naming_the_file(capsys):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  error = tf.errors.ResourceExhaustedError(None, None, (
+      'Graph execution error:\n\n{{function_node __wrapped__SaveV2_device_/'
+      'job:localhost/replica:0/task:0/device:CPU:0}} run/ckpt-2_temp/part-0;'
+      ' No space left on device [Op:SaveV2]'))
+  assert cli.main_with_clear_errors('train', _raising(error))(['train']) == 1
+  assert capsys.readouterr().err == (
+      'train: run/ckpt-2_temp/part-0; No space left on device: free space on '
+      'that disk or write to another directory, then rerun.\n')
+
+
+def test_out_of_memory_keeps_its_traceback():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  error = tf.errors.ResourceExhaustedError(
+      None, None, 'OOM when allocating tensor with shape[8,512,512,256]')
+  with pytest.raises(tf.errors.ResourceExhaustedError):
+    cli.main_with_clear_errors('train', _raising(error))(['train'])
+
+
+def test_a_failed_check_of_the_data_is_one_line(capsys):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  error = tf.errors.InvalidArgumentError(None, None, (
+      'Graph execution error:\n\nDetected at node Assert_2/Assert\n'
+      "assertion failed: [Label map of image x_000003 has values for \\'syn"
+      "thetic\\': rebuild the records. Largest value:] [200]\n"
+      '\t [[{{node Assert_2/Assert}}]]'))
+  assert cli.main_with_clear_errors('train', _raising(error))(['train']) == 1
+  assert capsys.readouterr().err == (
+      "train: Label map of image x_000003 has values for 'synthetic': rebuild "
+      'the records. Largest value: [200]\n')
+
+
+def test_other_failed_assertions_keep_their_traceback():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  error = tf.errors.InvalidArgumentError(None, None, (
+      'assertion failed: [Condition x == y did not hold element-wise:] [1]'))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    cli.main_with_clear_errors('train', _raising(error))(['train'])
