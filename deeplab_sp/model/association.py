@@ -11,8 +11,12 @@ As in the paper, the 9 association logits are computed at the hypercolumn
 stride and bilinearly upsampled to the input resolution *before* the softmax
 of (5); (6) is then evaluated at input resolution. The logits are indexed by
 relative neighbour slot, so near a cell border the interpolation of slot k
-mixes the logits of different absolute superpixels; the slots are read with
-the neighbour indexing of the full-resolution pixel's own cell.
+mixes the logits of different absolute superpixels (upsampling
+RELATIVE_SLOTS, the slot tensor resized as it is), unless each source's
+logits are re-indexed into the full-resolution pixel's own cell first
+(upsampling PER_SUPERPIXEL, association_upsampling.py); either way the
+slots are read with the neighbour indexing of the full-resolution pixel's
+own cell.
 Implementation choices, documented:
   * by default (logit_scale SQRT_CHANNELS) the dot products are scaled by
     1/sqrt(C) (the features are layer-normalised, so unscaled logits would
@@ -34,6 +38,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import local_attention
 from deeplab_sp.model.kernels import xla_islands
 
@@ -117,15 +122,23 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
     logit_scale: SQRT_CHANNELS (I . S / sqrt(C)) or NONE (I . S, the
       paper's equation 5).
+    upsampling: how the logits are upsampled before the softmax
+      (association_upsampling): RELATIVE_SLOTS (the slot tensor as it is) or
+      PER_SUPERPIXEL (per absolute superpixel).
   """
 
   def __init__(self, upsample_logits_before_softmax=True,
                implementation=local_attention.NAIVE,
-               logit_scale=SQRT_CHANNELS, **kwargs):
+               logit_scale=SQRT_CHANNELS,
+               upsampling=association_upsampling.RELATIVE_SLOTS, **kwargs):
     super().__init__(**kwargs)
     if logit_scale not in LOGIT_SCALES:
       raise ValueError(f'Unknown association logit scale {logit_scale!r}: '
                        f'use one of {LOGIT_SCALES}.')
+    if upsampling not in association_upsampling.UPSAMPLINGS:
+      raise ValueError(f'Unknown association upsampling {upsampling!r}: use '
+                       f'one of {association_upsampling.UPSAMPLINGS}.')
+    self.upsampling = upsampling
     self.upsample_logits_before_softmax = upsample_logits_before_softmax
     self.implementation = local_attention.normalize_implementation(
         implementation)
@@ -151,7 +164,12 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
           keepdims=True)
       filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
-      upsampled = tf.image.resize(filled, (height, width), method='bilinear')
+      if self.upsampling == association_upsampling.PER_SUPERPIXEL:
+        upsampled = association_upsampling.upsample_per_superpixel(
+            filled, (height, width), grid_height, grid_width)
+      else:
+        upsampled = tf.image.resize(filled, (height, width),
+                                    method='bilinear')
       association, superpixel_ids = _masked_association(
           upsampled, grid_height, grid_width)
       semantic_logits = local_attention.combine_neighbors(
@@ -183,5 +201,6 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
         'upsample_logits_before_softmax': self.upsample_logits_before_softmax,
         'implementation': self.implementation,
         'logit_scale': self.logit_scale,
+        'upsampling': self.upsampling,
     })
     return config

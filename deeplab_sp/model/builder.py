@@ -7,7 +7,7 @@ with, the hypercolumn pixel classifier and DeepLabV3+.
 
 This is the one place that reads the model protos: enum values become plain
 Python values here (`meta_architecture`, `local_attention_implementation`,
-`association_logit_scale`), so the layers and local_attention know nothing
+`association_logit_scale`, `association_upsampling_name`), so the layers and local_attention know nothing
 of protos; which option messages each network reads, and the input sizes it
 accepts (`model_geometry`), are decided here too.
 """
@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import association
+from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import classifier
 from deeplab_sp.model import deeplabv3plus
 from deeplab_sp.model import encoders
@@ -83,6 +84,13 @@ def association_logit_scale(value) -> str:
   """association.SQRT_CHANNELS or NONE for an AssociationLogitScale."""
   return _enum_name(model_pb2.AssociationLogitScale, value,
                     association.LOGIT_SCALES)
+
+
+def association_upsampling_name(value) -> str:
+  """association_upsampling.RELATIVE_SLOTS or PER_SUPERPIXEL for an
+  AssociationUpsampling."""
+  return _enum_name(model_pb2.AssociationUpsampling, value,
+                    association_upsampling.UPSAMPLINGS)
 
 
 def meta_architecture(value) -> str:
@@ -189,6 +197,7 @@ def build_association(options: model_pb2.SuperpixelAssociationOptions
       upsample_logits_before_softmax=options.upsample_logits_before_softmax,
       implementation=local_attention_implementation(options.implementation),
       logit_scale=association_logit_scale(options.logit_scale),
+      upsampling=association_upsampling_name(options.upsampling),
       name='superpixel_association')
 
 
