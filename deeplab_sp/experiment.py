@@ -84,9 +84,9 @@ class Experiment:
     path: the config file (or '<string>').
     mode: the mode it was validated for (one of MODES), or None when no data
       is read (export, predict, model statistics).
-    train_dataset, eval_dataset: the registry entries (dataset_info) of
-      train_dataset_options / eval_dataset_options, None when the config
-      does not set that dataset.
+    train_dataset, eval_dataset: the datasets (dataset_info.DatasetInfo,
+      registered or described) of train_dataset_options /
+      eval_dataset_options, None when the config does not set that dataset.
     dataset: the entry of the describing dataset (see the module docstring).
     num_classes: classes the model predicts.
     input_size: (height, width) the model is built for: the describing
@@ -165,7 +165,7 @@ class Experiment:
                     f'{width // builder.ASPP_STRIDE}, logits '
                     f'{height // stride}x{width // stride}')
       lines.append(
-          f'{field.split("_")[0]}: dataset {dataset.dataset} '
+          f'{field.split("_")[0]}: dataset {info.name} '
           f'({info.num_classes} classes), crop {height}x{width}, batch '
           f'{dataset.batch_size}, {features}, files '
           f'{", ".join(dataset.file_pattern) or "(none)"}')
@@ -207,7 +207,8 @@ def _model_summary(model: model_pb2.ModelOptions) -> str:
 
 
 def load_experiment(path: str,
-                    mode: Optional[str] = 'train_and_eval') -> Experiment:
+                    mode: Optional[str] = 'train_and_eval',
+                    overrides: Sequence[str] = ()) -> Experiment:
   """Reads, parses, validates and resolves the experiment at `path`.
 
   Args:
@@ -215,13 +216,61 @@ def load_experiment(path: str,
     mode: one of MODES; decides which datasets must have file patterns.
       None (for tools that read no data: export, predict, model_stats,
       benchmark): no file pattern is required.
+    overrides: text-format ExperimentOptions fragments applied in order on
+      top of the file (see apply_overrides), e.g. the --config_override
+      flags.
 
   Raises:
     ConfigError: naming the file, the line or field, and the fix (also for
       a missing file, a directory or a file that is not UTF-8 text).
   """
-  return experiment_from_options(
-      parse_experiment_options(read_config_text(path), path), path, mode)
+  options = parse_experiment_options(read_config_text(path), path)
+  for override in overrides:
+    apply_overrides(options, override)
+  return experiment_from_options(options, path, mode)
+
+
+def apply_overrides(options: config_pb2.ExperimentOptions,
+                    override: str) -> None:
+  """Applies a text-format ExperimentOptions fragment to `options`.
+
+  The Model Garden's --params_override, for protos: every field the fragment
+  sets replaces the config's value, and a repeated field is replaced as a
+  whole (file_pattern, crop_size), not appended to as a plain text-proto
+  merge would; messages are merged field by field. E.g.
+  `trainer_options { base_learning_rate: 1e-4 }` or
+  `eval_dataset_options { file_pattern: "data/camvid/test-*.tfrecord" }`.
+
+  Raises:
+    ConfigError: naming the override and the text-proto error.
+  """
+  fragment = config_pb2.ExperimentOptions()
+  try:
+    text_format.Parse(override, fragment)
+  except text_format.ParseError as e:
+    raise ConfigError(
+        f'--config_override {override!r}: {e} -- write text-format '
+        'ExperimentOptions fields, e.g. --config_override='
+        '"trainer_options { base_learning_rate: 1e-4 }" (fields in '
+        'protos/*.proto).') from None
+  _replace_set_fields(options, fragment)
+
+
+def _replace_set_fields(target, fragment) -> None:
+  """Sets in `target` every field set in `fragment` (see apply_overrides)."""
+  for field, value in fragment.ListFields():
+    if field.is_repeated:
+      target.ClearField(field.name)
+      getattr(target, field.name).extend(value)
+    elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+      if field.containing_oneof is not None:
+        # Selecting another member of a oneof replaces the previous one.
+        target.ClearField(field.name)
+      _replace_set_fields(getattr(target, field.name), value)
+      if not value.ListFields():
+        getattr(target, field.name).SetInParent()
+    else:
+      setattr(target, field.name, value)
 
 
 def experiment_from_options(options: config_pb2.ExperimentOptions,
@@ -236,12 +285,12 @@ def experiment_from_options(options: config_pb2.ExperimentOptions,
   options_copy = config_pb2.ExperimentOptions()
   options_copy.CopyFrom(options)
   options = options_copy
+  resolve_dataset_info_files(options, path)
   _validate(options, path, mode)
-  train = (dataset_info.get_dataset_info(options.train_dataset_options.dataset)
+  train = (dataset_info.from_options(options.train_dataset_options)
            if options.HasField('train_dataset_options') else None)
-  evaluation = (
-      dataset_info.get_dataset_info(options.eval_dataset_options.dataset)
-      if options.HasField('eval_dataset_options') else None)
+  evaluation = (dataset_info.from_options(options.eval_dataset_options)
+                if options.HasField('eval_dataset_options') else None)
   field, describing = _describing_dataset(options)
   dataset = evaluation if field == 'eval_dataset_options' else train
   if dataset is None:
@@ -257,6 +306,43 @@ def experiment_from_options(options: config_pb2.ExperimentOptions,
       num_classes=dataset.num_classes, input_size=input_size,
       geometry=model_geometry(options.model_options, input_size, path,
                               f'{field}.crop_size'))
+
+
+def resolve_dataset_info_files(options: config_pb2.ExperimentOptions,
+                                path: str) -> None:
+  """Replaces each DatasetOptions.dataset_info_file by the description it
+  holds (dataset_description), so that the resolved options, and the
+  experiment config saved beside the checkpoints, are self-contained."""
+  for field in ('train_dataset_options', 'eval_dataset_options'):
+    if not options.HasField(field):
+      continue
+    dataset = getattr(options, field)
+    if dataset.WhichOneof('source') != 'dataset_info_file':
+      continue
+    file_field = f'{field}.dataset_info_file'
+    info_path = dataset.dataset_info_file
+    hint = ('write the path of a text DatasetDescription (relative paths are '
+            'read from the current directory), e.g. dataset_info_file: '
+            '"configs/camvid/camvid.dataset.textproto"')
+    if not info_path or not tf.io.gfile.exists(info_path) or (
+        tf.io.gfile.isdir(info_path)):
+      raise ConfigError(
+          f'{path}: {file_field} {info_path!r} is not a file; {hint}.')
+    try:
+      with tf.io.gfile.GFile(info_path, 'rb') as f:
+        text = f.read().decode('utf-8')
+    except (tf.errors.OpError, OSError, UnicodeDecodeError) as e:
+      raise ConfigError(f'{path}: {file_field}: cannot read {info_path} '
+                        f'({getattr(e, "message", e)}); {hint}.') from None
+    description = dataset_pb2.DatasetDescription()
+    try:
+      text_format.Parse(text, description)
+    except text_format.ParseError as e:
+      raise ConfigError(
+          f'{info_path}:{e} -- ({file_field}) fix the text-proto syntax; '
+          'the fields are documented in protos/dataset.proto '
+          '(DatasetDescription).') from None
+    dataset.dataset_description.CopyFrom(description)
 
 
 def read_config_text(path: str) -> str:
@@ -555,6 +641,7 @@ def _validate_trainer(path: str, options) -> None:
     if getattr(options, field) < 0:
       raise ConfigError(f'{path}: {prefix}.{field} must be >= 0, got '
                         f'{getattr(options, field)}.')
+  _validate_schedule(path, options)
   _require_positive(path, f'{prefix}.base_learning_rate',
                     options.base_learning_rate)
   _require_positive(path, f'{prefix}.backbone_learning_rate_multiplier',
@@ -581,6 +668,48 @@ def _validate_trainer(path: str, options) -> None:
         '.')
 
 
+def set_training_steps(options, steps: int) -> None:
+  """Sets TrainerOptions `options` to `steps` steps (tools that shorten a
+  config's run).
+
+  A warm-up that would no longer fit (warmup_steps >= steps, refused by
+  _validate_schedule) is shortened in proportion, keeping the schedule's
+  shape: warmup_steps * steps / the config's steps.
+  """
+  if options.warmup_steps >= steps:
+    options.warmup_steps = (options.warmup_steps * steps //
+                            max(options.training_number_of_steps, 1))
+    options.warmup_steps = min(options.warmup_steps, steps - 1)
+  options.training_number_of_steps = steps
+
+
+def _validate_schedule(path: str, options) -> None:
+  """Checks the learning-rate schedule of TrainerOptions `options`.
+
+  The warm-up ramps the rate from 0 to the schedule's value at step
+  warmup_steps; with the poly decay that value is 0 once warmup_steps
+  reaches the last step, so such a run trains at a rate near 0 throughout.
+  A negative poly power makes the rate infinite at the last step.
+  """
+  prefix = 'trainer_options'
+  steps, warmup = options.training_number_of_steps, options.warmup_steps
+  if warmup >= steps:
+    default = ('' if options.HasField('warmup_steps') else
+               ', the default when the config does not set it')
+    raise ConfigError(
+        f'{path}: {prefix}.warmup_steps ({warmup}{default}) must be below '
+        f'{prefix}.training_number_of_steps ({steps}), else the learning '
+        'rate stays near 0 for the whole run. Set e.g. warmup_steps: '
+        f'{steps // 10} (a tenth of the steps).')
+  # `not >= 0` also refuses NaN.
+  if not options.poly_learning_power >= 0:
+    raise ConfigError(
+        f'{path}: {prefix}.poly_learning_power must be >= 0, got '
+        f'{options.poly_learning_power}: the poly learning rate '
+        '(1 - step / steps)^power would be infinite at the last step. Use '
+        'e.g. 0.9 (the paper).')
+
+
 def _next_multiple(value: int, step: int) -> int:
   return -(-value // step) * step
 
@@ -590,16 +719,11 @@ def _validate_dataset(path: str, field: str,
                       model_options: model_pb2.ModelOptions,
                       needs_files: bool) -> None:
   """Checks one DatasetOptions against the registry and the model geometry."""
-  if not options.dataset:
-    raise ConfigError(f'{path}: {field}.dataset is not set; use one of '
-                      f'{", ".join(dataset_info.dataset_names())}.')
-  if options.dataset not in dataset_info.DATASETS:
-    raise ConfigError(f'{path}: unknown {field}.dataset {options.dataset!r}; '
-                      f'use one of {", ".join(dataset_info.dataset_names())}.')
+  info = _validate_dataset_source(path, field, options)
   if needs_files and not any(options.file_pattern):
     raise ConfigError(
         f'{path}: {field}.file_pattern is empty, but this mode reads that '
-        f'split. Add e.g. file_pattern: "data/{options.dataset}/'
+        f'split. Add e.g. file_pattern: "data/{info.name}/'
         f'{"train" if "train" in field else "val"}-*.tfrecord" (build the '
         'records with tools/build_*_data.py).')
   _require_positive(path, f'{field}.batch_size', options.batch_size)
@@ -646,6 +770,31 @@ def _validate_dataset(path: str, field: str,
         'one of the two.')
 
 
+def _validate_dataset_source(path: str, field: str,
+                             options: dataset_pb2.DatasetOptions
+                            ) -> dataset_info.DatasetInfo:
+  """The dataset of one DatasetOptions: registered or described."""
+  source = options.WhichOneof('source')
+  registered = ', '.join(dataset_info.dataset_names())
+  if source is None:
+    raise ConfigError(
+        f'{path}: {field} names no dataset; set dataset (one of '
+        f'{registered}), or describe yours with dataset_description {{ ... }} '
+        'or dataset_info_file: "..." (protos/dataset.proto).')
+  if source == 'dataset':
+    if options.dataset not in dataset_info.DATASETS:
+      raise ConfigError(
+          f'{path}: unknown {field}.dataset {options.dataset!r}; use one of '
+          f'{registered}, or describe the dataset with dataset_description '
+          'or dataset_info_file.')
+    return dataset_info.get_dataset_info(options.dataset)
+  try:
+    return dataset_info.from_options(options)
+  except dataset_info.DescriptionError as e:
+    raise ConfigError(
+        f'{path}: {field}.dataset_description.{e}') from None
+
+
 def _validate_name(path: str, name: str) -> None:
   if not name:
     raise ConfigError(f'{path}: experiment_name is not set; it names the '
@@ -682,7 +831,8 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
     _validate_dataset(path, 'train_dataset_options',
                       options.train_dataset_options, options.model_options,
                       needs_files=mode in TRAIN_MODES)
-    classes['train_dataset_options'] = options.train_dataset_options.dataset
+    classes['train_dataset_options'] = dataset_info.from_options(
+        options.train_dataset_options)
   if options.HasField('eval_dataset_options') or mode in EVAL_MODES:
     _validate_dataset(path, 'eval_dataset_options',
                       options.eval_dataset_options, options.model_options,
@@ -692,9 +842,9 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
           f'{path}: eval_dataset_options.repeat is true (its default), so '
           'an evaluation would never end; add `repeat: false` to '
           'eval_dataset_options.')
-    classes['eval_dataset_options'] = options.eval_dataset_options.dataset
-  counts = {name: dataset_info.get_dataset_info(name).num_classes
-            for name in classes.values()}
+    classes['eval_dataset_options'] = dataset_info.from_options(
+        options.eval_dataset_options)
+  counts = {info.name: info.num_classes for info in classes.values()}
   if len(set(counts.values())) > 1:
     raise ConfigError(
         f'{path}: train_dataset_options.dataset and eval_dataset_options.'
@@ -708,3 +858,91 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
                     evaluator.continuous_eval_timeout_seconds)
   if evaluator.num_vis_images < 0:
     raise ConfigError(f'{path}: evaluator_options.num_vis_images must be >= 0.')
+  _validate_evaluator(path, options)
+
+
+# Limits of EvaluatorOptions.eval_scales. DeepLab's largest scale is 2.0 and
+# its longest list six scales; a scale above the limit is most likely a typo
+# (10 for 1.0) that would cost an out-of-memory error, and every scale is a
+# forward pass (two with flipped images) of every evaluation batch.
+MAX_EVAL_SCALE = 4.0
+MAX_EVAL_SCALES = 16
+# The suggestions of a scale that does not fit are multiples of this.
+_EVAL_SCALE_STEP = 0.125
+
+
+def _fitting_scales(model_options: model_pb2.ModelOptions,
+                    size: Tuple[int, int], near: float,
+                    count: int = 3) -> list:
+  """The `count` multiples of _EVAL_SCALE_STEP nearest `near` whose scaled
+  `size` (height, width) the model takes, ascending."""
+  fitting = []
+  for index in range(1, int(MAX_EVAL_SCALE / _EVAL_SCALE_STEP) + 1):
+    scale = index * _EVAL_SCALE_STEP
+    scaled = geometry_lib.scaled_size(size, scale)
+    if max(scaled) > MAX_CROP_SIDE:
+      continue
+    try:
+      builder.model_geometry(model_options, scaled)
+    except geometry_lib.GeometryError:
+      continue
+    fitting.append(scale)
+  return sorted(sorted(fitting, key=lambda s: abs(s - near))[:count])
+
+
+def _validate_evaluator(path: str,
+                        options: config_pb2.ExperimentOptions) -> None:
+  """Checks the test-time augmentation of evaluator_options.
+
+  Each scale must be finite, in (0, MAX_EVAL_SCALE], listed once, and
+  resize the evaluation input (the describing dataset's crop_size, the
+  size the model is built for) to a size the model takes: the evaluator
+  runs the model at exactly geometry.scaled_size of it.
+  """
+  field = 'evaluator_options.eval_scales'
+  scales = list(options.evaluator_options.eval_scales)
+  if len(scales) > MAX_EVAL_SCALES:
+    raise ConfigError(
+        f'{path}: {field} lists {len(scales)} scales, above the limit '
+        f'{MAX_EVAL_SCALES} (experiment.MAX_EVAL_SCALES); each one is a '
+        'forward pass of every evaluation batch. List fewer (DeepLab uses '
+        'up to six, e.g. 0.5 0.75 1.0 1.25 1.5 1.75).')
+  for scale in scales:
+    if not (math.isfinite(scale) and 0 < scale <= MAX_EVAL_SCALE):
+      raise ConfigError(
+          f'{path}: {field} has {scale:g}; every scale must be in (0, '
+          f'{MAX_EVAL_SCALE:g}] (experiment.MAX_EVAL_SCALE): the factor the '
+          'evaluation input is resized by, e.g. `eval_scales: [0.75, 1.0, '
+          '1.25]` (leave it out for the plain evaluation at 1.0).')
+  repeated = sorted({scale for scale in scales if scales.count(scale) > 1})
+  if repeated:
+    raise ConfigError(
+        f'{path}: {field} lists {", ".join(f"{s:g}" for s in repeated)} '
+        'more than once; a repeat only weights that scale more in the '
+        'average and costs another forward pass. List each scale once.')
+  dataset_field, describing = _describing_dataset(options)
+  if len(describing.crop_size) != 2:
+    return  # No dataset: experiment_from_options reports it.
+  size = crop_size(describing)
+  for scale in scales:
+    scaled = geometry_lib.scaled_size(size, scale)
+    if max(scaled) > MAX_CROP_SIDE:
+      raise ConfigError(
+          f'{path}: {field} has {scale:g}, which resizes the evaluation '
+          f'input {size[0]}x{size[1]} ({dataset_field}.crop_size) to '
+          f'{scaled[0]}x{scaled[1]}, above the limit {MAX_CROP_SIDE} '
+          'pixels per side (experiment.MAX_CROP_SIDE). Use a smaller scale.')
+    try:
+      builder.model_geometry(options.model_options, scaled)
+    except geometry_lib.GeometryError as e:
+      fitting = _fitting_scales(options.model_options, size, scale)
+      hint = (f'Use scales whose sizes fit, e.g. '
+              f'{", ".join(f"{s:g}" for s in fitting)}.' if fitting else
+              f'No multiple of {_EVAL_SCALE_STEP} up to {MAX_EVAL_SCALE:g} '
+              'fits this crop_size; change the crop_size or leave '
+              f'{field} out.')
+      raise ConfigError(
+          f'{path}: {field} has {scale:g}, which resizes the evaluation '
+          f'input {size[0]}x{size[1]} ({dataset_field}.crop_size) to '
+          f'{scaled[0]}x{scaled[1]}, a size the model cannot take ({e}) '
+          f'{hint}') from None

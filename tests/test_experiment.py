@@ -8,15 +8,22 @@ import dataclasses
 import math
 
 import pytest
+from google.protobuf import text_format
 
 from deeplab_sp import experiment
 from deeplab_sp.data import dataset_info
 from deeplab_sp.protos import config_pb2
 from deeplab_sp.protos import dataset_pb2
+from deeplab_sp.protos import model_pb2
 import tiny_experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_FILES = sorted((REPO_ROOT / 'configs').rglob('*.textproto'))
+# Experiment configs, and the dataset descriptions they may name.
+DESCRIPTION_SUFFIX = '.dataset.textproto'
+CONFIG_FILES = sorted(p for p in (REPO_ROOT / 'configs').rglob('*.textproto')
+                      if not p.name.endswith(DESCRIPTION_SUFFIX))
+DESCRIPTION_FILES = sorted(
+    (REPO_ROOT / 'configs').rglob(f'*{DESCRIPTION_SUFFIX}'))
 DEFAULT_CONFIG = REPO_ROOT / 'configs/synthetic/sp_transformer_tiny.textproto'
 
 
@@ -46,7 +53,32 @@ def test_configs_directory_has_the_paper_experiments():
       'synthetic/deeplabv3plus_tiny.textproto',
       'cityscapes/hypercolumn_pixel_classifier_r50.textproto',
       'cityscapes/deeplabv3plus_r50.textproto',
+      'camvid/sp_transformer_tiny.textproto',
+      'camvid/hypercolumn_pixel_classifier_tiny.textproto',
+      'camvid/deeplabv3plus_tiny.textproto',
   } <= names
+
+
+@pytest.mark.parametrize('path', DESCRIPTION_FILES, ids=lambda p: p.name)
+def test_every_dataset_description_is_valid(path):
+  description = text_format.Parse(path.read_text(),
+                                  dataset_pb2.DatasetDescription())
+  info = dataset_info.from_description(description)
+  assert path.name == f'{info.name}{DESCRIPTION_SUFFIX}'
+
+
+def test_camvid_description_is_the_segnet_tutorials_classes():
+  loaded = experiment.load_experiment(
+      str(REPO_ROOT / 'configs/camvid/sp_transformer_tiny.textproto'))
+  info = loaded.dataset
+  assert info.class_names == (
+      'sky', 'building', 'pole', 'road', 'pavement', 'tree', 'sign_symbol',
+      'fence', 'car', 'pedestrian', 'bicyclist')
+  assert info.label_table == tuple(range(11)) + (dataset_info.IGNORE_LABEL,)
+  # The file is read once and stored inline in the resolved options.
+  dataset = loaded.options.train_dataset_options
+  assert dataset.WhichOneof('source') == 'dataset_description'
+  assert dataset.dataset_description.name == 'camvid'
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
@@ -288,8 +320,8 @@ def test_a_config_without_datasets_is_a_clear_error():
 def test_class_count_mismatch_is_rejected(monkeypatch):
   cityscapes = dataset_info.get_dataset_info('cityscapes')
   monkeypatch.setitem(dataset_info.DATASETS, 'other', dataclasses.replace(
-      cityscapes, name='other', num_classes=3,
-      class_names=cityscapes.class_names[:3]))
+      cityscapes, name='other', class_names=cityscapes.class_names[:3],
+      colormap=cityscapes.colormap[:3]))
   with pytest.raises(experiment.ConfigError,
                      match='train_dataset_options.*eval_dataset_options.*'
                      'same label space'):
@@ -464,3 +496,158 @@ def test_a_baseline_of_another_encoder_names_its_strides():
                      match='convnext_large has endpoints below the ASPP '
                      'stride 32 at strides 4, 8, 16'):
     experiment.experiment_from_options(options)
+
+
+def test_eval_scales_and_flipped_images_load_as_written(tmp_path):
+  text = _load_text().replace(
+      'evaluator_options {',
+      'evaluator_options {\n  eval_scales: [0.5, 0.75, 1.0, 1.25, 1.5]\n'
+      '  add_flipped_images: true', 1)
+  loaded = experiment.load_experiment(_write(tmp_path, text))
+  evaluator = loaded.options.evaluator_options
+  assert list(evaluator.eval_scales) == [0.5, 0.75, 1.0, 1.25, 1.5]
+  assert evaluator.add_flipped_images
+  # Off by default: no scale listed (1.0 alone), no flipped images.
+  default = experiment.load_experiment(str(DEFAULT_CONFIG)).options
+  assert not default.evaluator_options.eval_scales
+  assert not default.evaluator_options.add_flipped_images
+
+
+# The tiny config evaluates 128x128 crops; its sizes must be multiples of
+# 32 (stride 4 x an 8x8 grid), so 0.25, 0.5, ... 4.0 fit.
+@pytest.mark.parametrize('meta,overrides,expected', [
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [1.0, 0.0]},
+     r'bad.textproto: evaluator_options.eval_scales has 0; every scale must '
+     r'be in \(0, 4\]'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [-0.5]},
+     r'eval_scales has -0.5; every scale must be in \(0, 4\]'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [10.0]},
+     r'eval_scales has 10; every scale must be in \(0, 4\] '
+     r'\(experiment.MAX_EVAL_SCALE\)'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [float('inf')]},
+     'evaluator_options.eval_scales is inf; it must be a finite number'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [float('nan')]},
+     'evaluator_options.eval_scales is nan; it must be a finite number'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [0.75, 1.0, 0.75]},
+     'eval_scales lists 0.75 more than once'),
+    ('SP_TRANSFORMER',
+     {'evaluator_options.eval_scales': [0.25 * i for i in range(1, 18)]},
+     r'eval_scales lists 17 scales, above the limit 16 '
+     r'\(experiment.MAX_EVAL_SCALES\)'),
+    # A scaled size the model cannot take: the nearest scales that fit.
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [1.0, 1.1]},
+     r'eval_scales has 1.1, which resizes the evaluation input 128x128 '
+     r'\(eval_dataset_options.crop_size\) to 141x141, a size the model '
+     r'cannot take \(Input size 141x141 is not divisible .*\) Use scales '
+     r'whose sizes fit, e.g. 0.75, 1, 1.25.'),
+    ('SP_TRANSFORMER', {'evaluator_options.eval_scales': [0.1]},
+     r'to 13x13, .* e.g. 0.25, 0.5, 0.75.'),
+    ('SP_TRANSFORMER', {'eval_dataset_options.crop_size': [8192, 8192],
+                        'train_dataset_options.crop_size': [128, 128],
+                        'evaluator_options.eval_scales': [1.0, 4.0]},
+     r'eval_scales has 4, which resizes the evaluation input 8192x8192 '
+     r'\(eval_dataset_options.crop_size\) to 32768x32768, above the limit '
+     '16384'),
+    # The baselines: multiples of their encoder's stride.
+    ('DEEPLABV3PLUS', {'evaluator_options.eval_scales': [1.2]},
+     r'to 154x154, a size the model cannot take \(Input size 154x154 is not '
+     r'a multiple of 32 .*\) Use scales whose sizes fit, e.g. 1, 1.25, 1.5.'),
+])
+def test_eval_scales_are_validated(meta, overrides, expected):
+  options = tiny_experiment.options(overrides, meta_architecture=meta)
+  with pytest.raises(experiment.ConfigError, match=expected):
+    experiment.experiment_from_options(options, 'bad.textproto')
+
+
+def test_eval_scales_are_checked_at_the_train_crop_without_eval_dataset():
+  # Without eval_dataset_options the model's size is the train crop_size.
+  options = tiny_experiment.options(
+      {'train_dataset_options.crop_size': [64, 64],
+       'evaluator_options.eval_scales': [0.5, 0.75]})
+  options.ClearField('eval_dataset_options')
+  with pytest.raises(experiment.ConfigError,
+                     match=r'eval_scales has 0.75, which resizes the '
+                     r'evaluation input 64x64 \(train_dataset_options.'
+                     r'crop_size\) to 48x48'):
+    experiment.experiment_from_options(options, mode='train')
+  options.evaluator_options.eval_scales[:] = [0.5, 1.0, 1.5]
+  loaded = experiment.experiment_from_options(options, mode='train')
+  assert loaded.input_size == (64, 64)
+
+
+def test_warmup_as_long_as_the_run_is_rejected_with_the_fix(tmp_path):
+  with pytest.raises(experiment.ConfigError,
+                     match=r'trainer_options.warmup_steps \(1500\) must be '
+                     r'below trainer_options.training_number_of_steps '
+                     r'\(1500\).*near 0.*warmup_steps: 150'):
+    _experiment({'trainer_options.warmup_steps': 1500})
+  # The proto default (5000) of a config that does not set it.
+  text = _load_text().replace('  warmup_steps: 100\n', '')
+  assert 'warmup_steps' not in text
+  with pytest.raises(experiment.ConfigError) as error:
+    experiment.load_experiment(_write(tmp_path, text))
+  assert str(error.value).startswith(f'{tmp_path}/bad.textproto: ')
+  assert ('trainer_options.warmup_steps (5000, the default when the config '
+          'does not set it) must be below') in str(error.value)
+  _experiment({'trainer_options.warmup_steps': 1499})  # Fits.
+
+
+@pytest.mark.parametrize('power', [-0.9, -1e-3])
+def test_negative_poly_power_is_rejected(power):
+  with pytest.raises(experiment.ConfigError,
+                     match=r'trainer_options.poly_learning_power must be >= '
+                     r'0, got .*infinite at the last step.*0.9'):
+    _experiment({'trainer_options.poly_learning_power': power})
+  _experiment({'trainer_options.poly_learning_power': 0.0})  # Constant.
+
+
+def test_set_training_steps_shortens_a_warmup_that_would_not_fit():
+  options = tiny_experiment.options().trainer_options
+  experiment.set_training_steps(options, 30)
+  assert (options.training_number_of_steps, options.warmup_steps) == (30, 2)
+  experiment.set_training_steps(options, 1)
+  assert (options.training_number_of_steps, options.warmup_steps) == (1, 0)
+  options.warmup_steps = 100
+  experiment.set_training_steps(options, 1000)  # Fits: kept.
+  assert options.warmup_steps == 100
+
+
+def test_config_overrides_replace_fields_and_whole_repeated_fields(tmp_path):
+  path = _write(tmp_path, _load_text())
+  loaded = experiment.load_experiment(path, 'eval', overrides=[
+      'eval_dataset_options { file_pattern: "test-*.tfrecord" }',
+      'trainer_options { base_learning_rate: 1e-4 } '
+      'train_dataset_options { crop_size: [64, 96] }',
+      'model_options { superpixel_association { upsampling: '
+      'PER_SUPERPIXEL } }'])
+  options = loaded.options
+  assert list(options.eval_dataset_options.file_pattern) == [
+      'test-*.tfrecord']
+  assert list(options.train_dataset_options.crop_size) == [64, 96]
+  assert options.trainer_options.base_learning_rate == pytest.approx(1e-4)
+  # Everything else is the file's.
+  assert options.trainer_options.training_number_of_steps == 1500
+  assert options.eval_dataset_options.batch_size == 16
+  assert options.model_options.superpixel_tokenization.grid_height == 8
+  assert (options.model_options.superpixel_association.upsampling ==
+          model_pb2.PER_SUPERPIXEL)
+  # A oneof member replaces the other.
+  overridden = experiment.load_experiment(path, None, overrides=[
+      'eval_dataset_options { dataset_info_file: "'
+      f'{REPO_ROOT}/configs/camvid/camvid.dataset.textproto" }}',
+      'train_dataset_options { dataset_info_file: "'
+      f'{REPO_ROOT}/configs/camvid/camvid.dataset.textproto" }}'])
+  assert overridden.num_classes == 11
+
+
+def test_a_bad_config_override_is_named(tmp_path):
+  path = _write(tmp_path, _load_text())
+  with pytest.raises(experiment.ConfigError,
+                     match=r"--config_override 'trainer_options "
+                     r"\{ base_learning_rat: 1 \}': 1:.*base_learning_rat"):
+    experiment.load_experiment(
+        path, overrides=['trainer_options { base_learning_rat: 1 }'])
+  with pytest.raises(experiment.ConfigError,
+                     match='trainer_options.base_learning_rate'):
+    experiment.load_experiment(
+        path, overrides=['trainer_options { base_learning_rate: -1 }'])
