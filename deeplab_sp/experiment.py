@@ -60,6 +60,10 @@ MAX_BATCH_SIZE = 4096          # Global batch size of a dataset.
 MAX_CROP_SIDE = 16384          # Pixels per side of a crop.
 MAX_CHANNELS = 65536           # Any width (channels, FFN or MLP channels).
 MAX_LAYERS = 1000              # Layers of one transformer stack.
+# Files read in parallel: each is a thread of tf.data's interleave, and tens
+# of thousands of threads abort the process (pthread_create) instead of
+# failing with an error.
+MAX_PARALLEL_READS = 1024
 
 # experiment_name is one directory under --model_dir: a single path
 # component of safe characters, not '.' or '..'.
@@ -750,6 +754,9 @@ def _validate_dataset(path: str, field: str,
       options.max_examples < 0):
     raise ConfigError(f'{path}: {field}.shuffle_buffer_size, '
                       'num_parallel_reads and max_examples must be >= 0.')
+  _require_at_most(path, f'{field}.num_parallel_reads',
+                   options.num_parallel_reads, MAX_PARALLEL_READS,
+                   'MAX_PARALLEL_READS')
   aug = options.augmentations
   if not 0 < aug.min_scale_factor <= aug.max_scale_factor:
     raise ConfigError(

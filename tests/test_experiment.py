@@ -651,3 +651,12 @@ def test_a_bad_config_override_is_named(tmp_path):
                      match='trainer_options.base_learning_rate'):
     experiment.load_experiment(
         path, overrides=['trainer_options { base_learning_rate: -1 }'])
+
+
+def test_num_parallel_reads_is_bounded():
+  """Tens of thousands of reader threads abort the process; a named error."""
+  with pytest.raises(experiment.ConfigError,
+                     match='train_dataset_options.num_parallel_reads is '
+                     '100000, above the limit 1024'):
+    _experiment({'train_dataset_options.num_parallel_reads': 100000})
+  _experiment({'train_dataset_options.num_parallel_reads': 1024})

@@ -11,6 +11,7 @@ from google.protobuf import text_format
 import pytest
 import reliability_helpers as helpers
 
+from deeplab_sp.protos import dataset_pb2
 import tiny_experiment
 
 # Field overrides -> a word the message must contain.
@@ -30,6 +31,20 @@ _BAD_CONFIGS = {
     'steps_per_loop': ({'trainer_options.steps_per_loop': 30,
                         'trainer_options.save_summaries_steps': 50},
                        'steps_per_loop'),
+    'warmup_whole_training': ({'trainer_options.warmup_steps': 1500},
+                              'warmup_steps'),
+    'negative_poly_power': ({'trainer_options.poly_learning_power': -2.0},
+                            'poly_learning_power'),
+    'parallel_reads_threads': (
+        {'train_dataset_options.num_parallel_reads': 100000},
+        'num_parallel_reads'),
+    'description_twice_mapped': (
+        {'train_dataset_options.dataset_description':
+             text_format.Parse(
+                 'name: "d" classes { name: "a" color: [1, 2, 3] } classes '
+                 '{ name: "b" color: [1, 2, 3] } ignore_values: 1',
+                 dataset_pb2.DatasetDescription())},
+        'dataset_description.label_offset'),
 }
 
 
