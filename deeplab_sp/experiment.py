@@ -650,9 +650,18 @@ def _validate_trainer(path: str, options) -> None:
                     options.base_learning_rate)
   _require_positive(path, f'{prefix}.backbone_learning_rate_multiplier',
                     options.backbone_learning_rate_multiplier)
-  if not 0 < options.top_k_percent_pixels <= 100:
+  top_k = options.top_k_percent_pixels
+  if not 0 < top_k <= 100:
     raise ConfigError(f'{path}: {prefix}.top_k_percent_pixels must be in '
-                      f'(0, 100], got {options.top_k_percent_pixels}.')
+                      f'[1, 100] (a percent), got {top_k:g}.')
+  # The Model Garden's top_k_percent_pixels and DeepLab2's top_k_percent are
+  # fractions; copied here, 0.2 would silently train on 0.2% of the pixels.
+  # Under 1% is no useful setting, so such a value is taken for a fraction.
+  if top_k < 1:
+    raise ConfigError(
+        f'{path}: {prefix}.top_k_percent_pixels is a percent in [1, 100]; '
+        f'{top_k:g} looks like a fraction: write {top_k * 100:g} for the top '
+        f'{top_k * 100:g}%.')
   _validate_choice(path, f'{prefix}.optimizer', options.optimizer, OPTIMIZERS)
   _validate_choice(path, f'{prefix}.learning_rate_policy',
                    options.learning_rate_policy, LEARNING_RATE_POLICIES)

@@ -134,7 +134,8 @@ def test_paper_geometries():
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
 def test_paper_configs_synchronize_batch_norm_and_autoaugment(path):
   options = experiment.load_experiment(str(path)).options
-  paper = options.train_dataset_options.dataset in ('cityscapes', 'ade20k')
+  # The paper-scale configs (for accelerators), not the CPU-sized ones.
+  paper = options.model_options.encoder.name != 'tiny_convnet'
   assert options.model_options.encoder.sync_batchnorm == paper
   augmentation = options.train_dataset_options.augmentations
   assert (augmentation.color_augmentation ==
@@ -660,3 +661,43 @@ def test_num_parallel_reads_is_bounded():
                      '100000, above the limit 1024'):
     _experiment({'train_dataset_options.num_parallel_reads': 100000})
   _experiment({'train_dataset_options.num_parallel_reads': 1024})
+
+
+@pytest.mark.parametrize('value, fix', [(0.2, 'write 20 for the top 20%'),
+                                        (0.5, 'write 50 for the top 50%')])
+def test_a_top_k_fraction_is_refused_as_a_percent(value, fix):
+  """The Model Garden's and DeepLab2's fraction would keep 0.2% of pixels."""
+  with pytest.raises(
+      experiment.ConfigError,
+      match=(r'trainer_options.top_k_percent_pixels is a percent in '
+             rf'\[1, 100\]; {value} looks like a fraction: '
+             f'{fix}')):
+    _experiment({'trainer_options.top_k_percent_pixels': value})
+  for bad in (0, -5, 150):
+    with pytest.raises(experiment.ConfigError,
+                       match=r'top_k_percent_pixels must be in \[1, 100\]'):
+      _experiment({'trainer_options.top_k_percent_pixels': bad})
+  for percent in (1, 20, 100):
+    loaded = _experiment({'trainer_options.top_k_percent_pixels': percent})
+    assert loaded.options.trainer_options.top_k_percent_pixels == percent
+
+
+def test_validate_config_tool_applies_config_overrides():
+  tiny = REPO_ROOT / 'configs/synthetic/deeplabv3plus_tiny.textproto'
+  result = _run_validate(
+      f'--config_file={DEFAULT_CONFIG}', f'--config_file={tiny}',
+      '--config_override=trainer_options { base_learning_rate: 2.5e-4 }',
+      '--config_override=train_dataset_options { batch_size: 3 }')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.count('OK ') == 2
+  # Every file gets the overrides; the fields they leave keep the file's.
+  assert result.stdout.count('adamw lr 0.00025 (poly') == 2
+  assert result.stdout.count('train: dataset synthetic (6 classes), crop '
+                             '128x128, batch 3,') == 2
+  assert result.stdout.count(', batch 16,') == 2  # eval_dataset_options.
+  bad = _run_validate(f'--config_file={DEFAULT_CONFIG}',
+                      '--config_override=trainer_options { top_k: 20 }')
+  assert bad.returncode == 1
+  assert ("INVALID --config_override 'trainer_options { top_k: 20 }': "
+          in bad.stderr)
+  assert 'Traceback' not in bad.stderr

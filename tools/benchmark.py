@@ -79,6 +79,7 @@ _DEVICE = flags.DEFINE_enum(
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Path of a text ExperimentOptions (.textproto) whose '
     'model_options are benchmarked.', required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _HEIGHT = flags.DEFINE_integer(
     'height', None, 'Input height in pixels (default: the config eval '
     'crop_size). Give --width too.')
@@ -141,7 +142,8 @@ def _train_settings():
 def main(argv):
   del argv  # Unused.
   devices.select(_DEVICE.value)
-  experiment = experiment_lib.load_experiment(_CONFIG_FILE.value, mode=None)
+  experiment = experiment_lib.load_experiment(
+      _CONFIG_FILE.value, mode=None, overrides=_CONFIG_OVERRIDE.value)
   progress = lambda line: print(line, file=sys.stderr, flush=True)
   if _MODE.value == 'train':
     results = train_benchmark.run_train_benchmark(

@@ -29,6 +29,7 @@ from deeplab_sp.utils import cli
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment config (text proto), e.g. '
     'configs/synthetic/sp_transformer_tiny.textproto.', required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'],
                            'Time the training pipeline (train_dataset_options,'
                            ' with augmentation) or the evaluation one.')
@@ -43,7 +44,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   is_training = _SPLIT.value == 'train'
   options = experiment_lib.load_experiment(
-      _CONFIG_FILE.value, mode='train' if is_training else 'eval').options
+      _CONFIG_FILE.value, mode='train' if is_training else 'eval',
+      overrides=_CONFIG_OVERRIDE.value).options
   dataset_options = (options.train_dataset_options if is_training
                      else options.eval_dataset_options)
   result = pipeline_benchmark.measure_throughput(

@@ -29,6 +29,7 @@ from deeplab_sp.utils import cli
 _CONFIG_FILE = flags.DEFINE_string('config_file', None,
                                    'Experiment config (.textproto).',
                                    required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _BATCH = flags.DEFINE_integer('batch', 1,
                               'Images per step (one TPU core\'s batch; the '
                               'paper trains with one image per core).')
@@ -43,7 +44,8 @@ _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
 
 def main(argv):
   del argv  # Unused.
-  experiment = experiment_lib.load_experiment(_CONFIG_FILE.value, 'train')
+  experiment = experiment_lib.load_experiment(
+      _CONFIG_FILE.value, 'train', overrides=_CONFIG_OVERRIDE.value)
   with tpu_compat.MemoryReportDirectory() as dump_dir:
     tpu_compat.enable_memory_report(dump_dir)
     print(f'Compiling one training step of {_CONFIG_FILE.value} with XLA '

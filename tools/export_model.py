@@ -53,6 +53,7 @@ _FORMAT = flags.DEFINE_enum(
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment .textproto the checkpoint was trained '
     'with (model and dataset options).', required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _CHECKPOINT_PATH = flags.DEFINE_string(
     'checkpoint_path', None, 'Checkpoint prefix (.../ckpt-1500) or the '
     'directory holding checkpoints (its latest one is used).', required=True)
@@ -140,7 +141,7 @@ def main(argv):
         _CONFIG_FILE.value, _CHECKPOINT_PATH.value, _OUTPUT_PATH.value,
         _VERSION.value, _OVERWRITE.value, _INCLUDE_PROBABILITIES.value,
         _INCLUDE_SUPERPIXEL_IDS.value, _MAX_INPUT_PIXELS.value,
-        _MAX_BATCH_PIXELS.value)
+        _MAX_BATCH_PIXELS.value, overrides=_CONFIG_OVERRIDE.value)
   else:
     output_path = _OUTPUT_PATH.value
     # Before the model is built: a wrong path or a missing extra is said
@@ -148,8 +149,8 @@ def main(argv):
     fixed_size.check_output_file(output_path, _OVERWRITE.value)
     exporter = onnx_export if export_format == ONNX else tflite_export
     exporter.require_packages(_VERIFY.value)
-    experiment = experiment_lib.load_experiment(_CONFIG_FILE.value,
-                                                mode=None)
+    experiment = experiment_lib.load_experiment(
+        _CONFIG_FILE.value, mode=None, overrides=_CONFIG_OVERRIDE.value)
     module = fixed_size.build_fixed_size_module(
         experiment, _CHECKPOINT_PATH.value, _input_size(), _BATCH_SIZE.value)
     if export_format == ONNX:

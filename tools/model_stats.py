@@ -27,6 +27,7 @@ from deeplab_sp.analysis import model_stats
 _CONFIG_FILE = flags.DEFINE_string('config_file', None,
                                    'Experiment config (.textproto).',
                                    required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
                             'Output format; json has keys total_params, '
                             'components (name -> params) and flops.')
@@ -37,7 +38,8 @@ _FLOPS = flags.DEFINE_bool('flops', True,
 
 def main(argv):
   del argv  # Unused.
-  stats = model_stats.model_stats(_CONFIG_FILE.value, with_flops=_FLOPS.value)
+  stats = model_stats.model_stats(_CONFIG_FILE.value, with_flops=_FLOPS.value,
+                                  overrides=_CONFIG_OVERRIDE.value)
   if _FORMAT.value == 'json':
     print(json.dumps(stats, indent=2))
   else:

@@ -40,6 +40,7 @@ _SAVED_MODEL = flags.DEFINE_string(
     'tools/export_model.py (e.g. exported/tiny/1).')
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment .textproto (instead of --saved_model).')
+_CONFIG_OVERRIDE = cli.define_config_override('With --config_file only.')
 _CHECKPOINT_PATH = flags.DEFINE_string(
     'checkpoint_path', None, 'Checkpoint prefix or directory (with '
     '--config_file).')
@@ -72,6 +73,12 @@ def main(argv):
       use_checkpoint and not (_CONFIG_FILE.value and _CHECKPOINT_PATH.value)):
     raise app.UsageError('Pass either --saved_model, or both --config_file '
                          'and --checkpoint_path.')
+  if _SAVED_MODEL.value and _CONFIG_OVERRIDE.value:
+    # The SavedModel was built from its config at export time; an override
+    # here would be silently ignored.
+    raise ValueError('--config_override: applies to --config_file, not '
+                     '--saved_model (its config was fixed at export); '
+                     'remove it, or pass it to tools/export_model.py.')
   files = predict_lib.expand_images(_IMAGES.value)
   # Also done by predict_files; here it is said before the model loads.
   predict_lib.check_outputs(files, predict_lib.planned_outputs(
@@ -81,7 +88,8 @@ def main(argv):
   else:
     model = predict_lib.load_checkpoint(_CONFIG_FILE.value,
                                         _CHECKPOINT_PATH.value,
-                                        _MAX_INPUT_PIXELS.value)
+                                        _MAX_INPUT_PIXELS.value,
+                                        overrides=_CONFIG_OVERRIDE.value)
   predict_lib.predict_files(model, files, _OUTPUT_DIR.value,
                             _OUTPUT_FORMAT.value, _OVERLAY_DIR.value,
                             _MAX_INPUT_PIXELS.value)

@@ -17,6 +17,10 @@ or gRPC (needs `pip install -e .[serving]`):
 
   python tools/serving_client.py --images=a.png --protocol=grpc
 
+gRPC accepts answers up to --grpc_max_receive_mb MiB (default 64: three
+1024x2048 images without probabilities); raise it for larger batches or an
+export with --include_probabilities.
+
 For each image it prints its size and the classes (train ids) in its label
 map. The request format is in deeplab_sp/export/serving_client.py.
 """
@@ -52,11 +56,23 @@ _WRITE_REQUEST = flags.DEFINE_string(
     'write_request', None, 'Write the REST request JSON to this file (for '
     'curl) instead of sending it.')
 _TIMEOUT = flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for an answer.')
+_GRPC_MAX_RECEIVE_MB = flags.DEFINE_integer(
+    'grpc_max_receive_mb', serving_client.DEFAULT_GRPC_MAX_RECEIVE_MB,
+    '--protocol=grpc only. Largest answer accepted, MiB (gRPC\'s own default '
+    'is 4). An answer is 8 bytes per pixel (16 MiB for a 1024x2048 image), '
+    'plus 4 bytes per pixel and class with probabilities exported; the '
+    'default holds three 1024x2048 images without probabilities.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if (flags.FLAGS[_GRPC_MAX_RECEIVE_MB.name].present and
+      (_PROTOCOL.value != 'grpc' or _WRITE_REQUEST.value)):
+    raise ValueError('--grpc_max_receive_mb: used by --protocol=grpc only '
+                     '(REST answers have no size limit); remove it.')
+  # Checked before the images are read.
+  serving_client.grpc_channel_options(_GRPC_MAX_RECEIVE_MB.value)
   files = predict_lib.expand_images(_IMAGES.value)
   images = []
   for path in files:
@@ -81,7 +97,8 @@ def main(argv):
   else:
     server = _SERVER.value or f'localhost:{serving_client.DEFAULT_GRPC_PORT}'
     outputs = serving_client.grpc_predict(server, _MODEL_NAME.value, images,
-                                          _VERSION.value, _TIMEOUT.value)
+                                          _VERSION.value, _TIMEOUT.value,
+                                          _GRPC_MAX_RECEIVE_MB.value)
   semantic = np.asarray(outputs['semantic'])
   sizes = np.asarray(outputs['image_size'])
   for path, labels, (height, width) in zip(files, semantic, sizes):

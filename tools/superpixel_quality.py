@@ -33,6 +33,7 @@ from deeplab_sp.utils import cli
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', None, 'Experiment .textproto the checkpoint was trained '
     'with (model, dataset and its file patterns).', required=True)
+_CONFIG_OVERRIDE = cli.define_config_override()
 _CHECKPOINT_PATH = flags.DEFINE_string(
     'checkpoint_path', None, 'Checkpoint prefix (.../ckpt-1500) or the '
     'directory holding checkpoints (its latest one is used).', required=True)
@@ -77,7 +78,8 @@ def main(argv):
       num_images=_NUM_IMAGES.value, baselines=_BASELINES.value,
       tolerance=_TOLERANCE.value, output_dir=_OUTPUT_DIR.value,
       num_figure_images=_NUM_FIGURE_IMAGES.value, log_every=_LOG_EVERY.value,
-      slic_match_count=_SLIC_MATCH_COUNT.value)
+      slic_match_count=_SLIC_MATCH_COUNT.value,
+      overrides=_CONFIG_OVERRIDE.value)
   if _FORMAT.value == 'json':
     print(json.dumps(report, indent=2))
   else:

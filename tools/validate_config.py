@@ -2,7 +2,8 @@ r"""Checks an experiment config and prints a summary of its geometry.
 
 Usage:
   python tools/validate_config.py \
-      --config_file=configs/cityscapes/sp_transformer_r50.textproto
+      --config_file=configs/cityscapes/sp_transformer_r50.textproto \
+      [--config_override='trainer_options { base_learning_rate: 1e-4 }']
 
 Exit 0 with a short summary (dataset, crop, hypercolumn size, superpixel
 grid, pixels per superpixel), or exit 1 with a message naming the file, the
@@ -29,6 +30,8 @@ _MODE = flags.DEFINE_enum(
     'mode', 'train_and_eval', experiment_lib.MODES,
     'Mode the config will be used in; decides which datasets must have '
     'file patterns.')
+_CONFIG_OVERRIDE = cli.define_config_override(
+    'Applied to every --config_file; the summary shows the result.')
 
 
 def main(argv):
@@ -36,7 +39,8 @@ def main(argv):
   failed = 0
   for path in _CONFIG_FILE.value:
     try:
-      experiment = experiment_lib.load_experiment(path, mode=_MODE.value)
+      experiment = experiment_lib.load_experiment(
+          path, mode=_MODE.value, overrides=_CONFIG_OVERRIDE.value)
     except experiment_lib.ConfigError as e:
       print(f'INVALID {e}', file=sys.stderr)
       failed += 1

@@ -18,7 +18,7 @@ is an error, so this module uses the Model Garden's. Other ops without
 statistics (e.g. resizes, exp) are not counted.
 """
 
-from typing import Dict
+from typing import Dict, Sequence
 
 from official.core import train_utils  # pylint: disable=unused-import
 import tensorflow as tf
@@ -65,9 +65,15 @@ def count_graph_flops(graph: tf.Graph) -> int:
   return int(profile.total_float_ops)
 
 
-def model_stats(config_path: str, with_flops: bool = True) -> dict:
-  """Returns {'total_params', 'components', 'flops', 'input_size'}."""
-  experiment = experiment_lib.load_experiment(config_path, mode=None)
+def model_stats(config_path: str, with_flops: bool = True,
+                overrides: Sequence[str] = ()) -> dict:
+  """Returns {'total_params', 'components', 'flops', 'input_size'}.
+
+  `overrides` are text-format ExperimentOptions fragments applied on top of
+  `config_path` (--config_override; see experiment.apply_overrides).
+  """
+  experiment = experiment_lib.load_experiment(config_path, mode=None,
+                                              overrides=overrides)
   input_size = experiment.input_size
   model = builder.create_model(experiment.options.model_options,
                                experiment.num_classes, input_size)

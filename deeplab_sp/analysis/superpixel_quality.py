@@ -344,8 +344,12 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
         num_figure_images: int = DEFAULT_NUM_FIGURE_IMAGES,
         log_every: int = DEFAULT_LOG_EVERY,
         log: Callable[[str], None] = None,
-        slic_match_count: bool = True) -> Dict:
+        slic_match_count: bool = True,
+        overrides: Sequence[str] = ()) -> Dict:
   """Measures, writes <output_dir>/superpixel_quality_<split>.{json,png}.
+
+  `overrides` are text-format ExperimentOptions fragments applied on top of
+  `config_file` (--config_override; see experiment.apply_overrides).
 
   Returns:
     The report (also the JSON file): settings, 'methods' (column order),
@@ -361,7 +365,8 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
   if num_images < 0:
     raise ValueError(f'--num_images must be >= 0 (0: all), got {num_images}.')
   baselines = parse_baselines(baselines)
-  experiment = experiment_lib.load_experiment(config_file, mode=None)
+  experiment = experiment_lib.load_experiment(config_file, mode=None,
+                                              overrides=overrides)
   if not experiment.has_superpixels:
     raise ValueError(
         f'{config_file}: model_options.meta_architecture is '
@@ -396,6 +401,7 @@ def run(config_file: str, checkpoint_path: str, split: str = 'val',
                           figure_png(examples, methods, info.colormap))
   report = {
       'config_file': config_file,
+      'config_overrides': list(overrides),
       'checkpoint': checkpoint_path,
       'split': split,
       'num_images': count,

@@ -549,9 +549,15 @@ def export_from_config(config_file: str, checkpoint_path: str,
                        include_superpixel_ids: bool = True,
                        max_input_pixels: int = (
                            image_header.DEFAULT_MAX_INPUT_PIXELS),
-                       max_batch_pixels: Optional[int] = None) -> str:
-  """tools/export_model.py: config + checkpoint -> versioned SavedModel."""
-  experiment = experiment_lib.load_experiment(config_file, mode=None)
+                       max_batch_pixels: Optional[int] = None,
+                       overrides: Sequence[str] = ()) -> str:
+  """tools/export_model.py: config + checkpoint -> versioned SavedModel.
+
+  `overrides` are text-format ExperimentOptions fragments applied on top of
+  `config_file` (--config_override; see experiment.apply_overrides).
+  """
+  experiment = experiment_lib.load_experiment(config_file, mode=None,
+                                              overrides=overrides)
   module = build_serving_module(experiment, checkpoint_path,
                                 include_probabilities, include_superpixel_ids,
                                 max_input_pixels, max_batch_pixels)

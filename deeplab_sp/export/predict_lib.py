@@ -112,10 +112,15 @@ def load_saved_model(saved_model_dir: str) -> LoadedModel:
 
 def load_checkpoint(config_file: str, checkpoint_path: str,
                     max_input_pixels: int = (
-                        image_header.DEFAULT_MAX_INPUT_PIXELS)
-                   ) -> LoadedModel:
-  """The predict function of a config + checkpoint, with its dataset facts."""
-  experiment = experiment_lib.load_experiment(config_file, mode=None)
+                        image_header.DEFAULT_MAX_INPUT_PIXELS),
+                    overrides: Sequence[str] = ()) -> LoadedModel:
+  """The predict function of a config + checkpoint, with its dataset facts.
+
+  `overrides` are text-format ExperimentOptions fragments applied on top of
+  `config_file` (--config_override; see experiment.apply_overrides).
+  """
+  experiment = experiment_lib.load_experiment(config_file, mode=None,
+                                              overrides=overrides)
   module = export_lib.build_serving_module(
       experiment, checkpoint_path, max_input_pixels=max_input_pixels)
 

@@ -16,13 +16,18 @@ request can be checked against the SavedModel without a server.
 
 gRPC (port 8500) sends the same tensor as a PredictRequest; it needs the
 optional `tensorflow-serving-api` package (`pip install -e .[serving]`), and
-only `grpc_predict` imports it.
+only `grpc_predict` imports it. gRPC refuses an answer above the channel's
+receive limit (4 MiB unless set); one 1024x2048 image answers 16 MiB
+('semantic' and 'superpixel_ids', int32), so the channel is opened with
+`max_receive_mb` (DEFAULT_GRPC_MAX_RECEIVE_MB). A server that does not
+answer (UNAVAILABLE) or an answer above the limit is a one-line
+ConnectionError / ValueError saying the fix.
 """
 
 import base64
 import json
 import urllib.request
-from typing import Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +38,13 @@ SIGNATURE_NAME = export_lib.SERVING_DEFAULT
 INPUT_NAME = 'encoded_images'
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
+# Receive limit of the gRPC channel, MiB. An answer without 'probabilities'
+# is 8 bytes per pixel (2 int32 outputs): 16 MiB for a 1024x2048 image, so
+# 64 MiB holds a batch of three. 'probabilities' adds 4 bytes per pixel and
+# class (152 MiB per image for Cityscapes' 19 classes).
+DEFAULT_GRPC_MAX_RECEIVE_MB = 64
+# gRPC's limit is a signed 32-bit count of bytes.
+MAX_GRPC_RECEIVE_MB = 2047
 _SERVING_API_HINT = (
     'gRPC needs the optional tensorflow-serving-api package: pip install '
     '-e .[serving] (or use --protocol=rest).')
@@ -117,16 +129,93 @@ def grpc_request(model_name: str, images: Sequence[bytes],
   return request
 
 
+def grpc_channel_options(max_receive_mb: int) -> List[Tuple[str, int]]:
+  """The options of a gRPC channel that accepts answers of that many MiB.
+
+  Raises:
+    ValueError: `max_receive_mb` outside [1, MAX_GRPC_RECEIVE_MB].
+  """
+  if not 1 <= max_receive_mb <= MAX_GRPC_RECEIVE_MB:
+    raise ValueError(
+        f'--grpc_max_receive_mb must be in [1, {MAX_GRPC_RECEIVE_MB}] (MiB; '
+        f'gRPC counts bytes in 32 bits), got {max_receive_mb}.')
+  return [('grpc.max_receive_message_length', int(max_receive_mb) * 2**20)]
+
+
+def grpc_user_error(error: Exception, server: str,
+                    max_receive_mb: int) -> Optional[Exception]:
+  """The one-line error to raise for a gRPC error of the user's, or None.
+
+  UNAVAILABLE: nothing answers at `server` (a ConnectionError, an OSError
+  as the REST path's). RESOURCE_EXHAUSTED with gRPC's `larger than max`:
+  the answer is above the channel's receive limit (a ValueError naming the
+  flag). Anything else is left to the caller.
+  """
+  import grpc  # pylint: disable=g-import-not-at-top
+  code = error.code() if hasattr(error, 'code') else None
+  details = (error.details() if hasattr(error, 'details') else '') or ''
+  details = ' '.join(details.split())
+  if code == grpc.StatusCode.UNAVAILABLE:
+    return ConnectionError(f'cannot connect to {server} ({details}); is TF '
+                           'Serving running? Start tensorflow_model_server '
+                           'with --port or pass --server.')
+  if code == grpc.StatusCode.RESOURCE_EXHAUSTED and 'larger than max' in (
+      details):
+    return ValueError(
+        f'the answer of {server} is larger than --grpc_max_receive_mb='
+        f'{max_receive_mb} MiB ({details}); raise --grpc_max_receive_mb, or '
+        'send fewer images per request (probabilities, when exported, add '
+        '4 bytes per pixel and class).')
+  return None
+
+
+def grpc_call(server: str, method: Callable[[Any], Callable[..., Any]],
+              request: Any, timeout: float = 60.0,
+              max_receive_mb: int = DEFAULT_GRPC_MAX_RECEIVE_MB) -> Any:
+  """Calls `method(channel)(request)` on an insecure channel to `server`.
+
+  Args:
+    server: host:port.
+    method: gives the unary method to call on a channel, e.g. a stub's
+      `Predict`.
+    request: the request message.
+    timeout: seconds to wait for the answer.
+    max_receive_mb: the channel's receive limit, MiB.
+
+  Raises:
+    ConnectionError, ValueError: see grpc_user_error.
+    grpc.RpcError: any other error of the call.
+  """
+  import grpc  # pylint: disable=g-import-not-at-top
+  options = grpc_channel_options(max_receive_mb)
+  try:
+    with grpc.insecure_channel(server, options=options) as channel:
+      return method(channel)(request, timeout=timeout)
+  except grpc.RpcError as e:
+    user_error = grpc_user_error(e, server, max_receive_mb)
+    if user_error is None:
+      raise
+    raise user_error from e
+
+
 def grpc_predict(server: str, model_name: str, images: Sequence[bytes],
                  version: Optional[int] = None,
-                 timeout: float = 60.0) -> Dict[str, np.ndarray]:
-  """Sends a PredictRequest over gRPC; returns the outputs as arrays."""
+                 timeout: float = 60.0,
+                 max_receive_mb: int = DEFAULT_GRPC_MAX_RECEIVE_MB
+                ) -> Dict[str, np.ndarray]:
+  """Sends a PredictRequest over gRPC; returns the outputs as arrays.
+
+  Raises:
+    ImportError: tensorflow-serving-api is not installed.
+    ConnectionError, ValueError: see grpc_user_error.
+  """
   request = grpc_request(model_name, images, version)
-  # The optional packages, only here (the REST path does not need them).
-  import grpc  # pylint: disable=g-import-not-at-top
+  # The optional package, only here (the REST path does not need it).
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
-  with grpc.insecure_channel(server) as channel:
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    answer = stub.Predict(request, timeout=timeout)
+  answer = grpc_call(
+      server,
+      lambda channel: prediction_service_pb2_grpc.PredictionServiceStub(
+          channel).Predict,
+      request, timeout, max_receive_mb)
   return {name: tf.make_ndarray(proto) for name, proto in
           answer.outputs.items()}

@@ -57,12 +57,9 @@ _RESTORE_PREVIOUS = flags.DEFINE_bool(
     'corrupt files), resume from the newest intact older checkpoint; the '
     'damaged files are renamed to *.damaged. Without it, training stops '
     'with an error naming the damaged and the previous intact checkpoint.')
-_CONFIG_OVERRIDE = flags.DEFINE_multi_string(
-    'config_override', [], 'Text-format ExperimentOptions fields that '
-    'replace the config file\'s (repeatable; repeated fields are replaced '
-    'whole), e.g. --config_override=\'eval_dataset_options { file_pattern: '
-    '"data/camvid/test-*.tfrecord" }\'. The config that training records '
-    'in TensorBoard (the `config` text) includes them.')
+_CONFIG_OVERRIDE = cli.define_config_override(
+    'The config that training records in TensorBoard (the `config` text) '
+    'includes them.')
 _SIGTERM_DEADLINE = flags.DEFINE_float(
     'sigterm_deadline_seconds', preemption.DEFAULT_DEADLINE_SECONDS,
     'On SIGTERM, training stops at the end of the running loop of '

@@ -15,6 +15,9 @@ whose message says the fix. `main_with_clear_errors` prints such an error as
 one line `tool: message`, without a traceback (absl's `--v=1` logs it too),
 and exits with status 1. Any other exception is a bug and keeps its
 traceback.
+
+`define_config_override` defines the --config_override flag of every tool
+that takes --config_file, with one help text.
 """
 
 import functools
@@ -22,6 +25,7 @@ import re
 import sys
 from typing import Optional
 
+from absl import flags
 from absl import logging
 
 # Errors whose message is written for the user (bad input, not a bug).
@@ -143,3 +147,33 @@ def main_with_clear_errors(tool_name, main, extra_errors=()):
       return 1
 
   return wrapped
+
+
+# The flags define_config_override defines belong to the tool that calls
+# it, so that its --help lists them (absl lists the main module's flags).
+flags.disclaim_key_flags()
+
+CONFIG_OVERRIDE_HELP = (
+    'Text-format ExperimentOptions fields that replace the config file\'s '
+    '(repeatable, applied in order; repeated fields are replaced whole), '
+    'e.g. --config_override=\'eval_dataset_options { file_pattern: '
+    '"data/camvid/test-*.tfrecord" }\'.')
+
+
+def define_config_override(extra_help: str = '') -> flags.FlagHolder:
+  """Defines --config_override, the same on every tool with --config_file.
+
+  The Model Garden's --params_override for the text-proto configs; its
+  value goes to experiment.load_experiment(..., overrides=...).
+
+  Args:
+    extra_help: what the flag means for this tool in particular, appended
+      to the shared help text.
+
+  Returns:
+    The flag's holder; its value is the list of fragments.
+  """
+  help_text = CONFIG_OVERRIDE_HELP
+  if extra_help:
+    help_text += ' ' + extra_help
+  return flags.DEFINE_multi_string('config_override', [], help_text)
