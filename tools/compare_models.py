@@ -1,20 +1,30 @@
 r"""Compares the SP-Transformer with the per-pixel baselines in one table.
 
-For each model (a config on the generated dataset and one at the Cityscapes
-geometry with ResNet-50, paired by position; see
+For each model (a config on a trainable dataset and, for the cost, one at
+the Cityscapes geometry with ResNet-50, paired by position; see
 deeplab_sp/analysis/compare_models.py):
 
-  accuracy  trains the generated-data config once per --seeds with
-            deeplab_sp/trainer/train.py (--mode=train_and_eval; a run that
-            already evaluated its last step is reused, an interrupted one
-            resumes) and reads each run's val mIoU;
-  cost      counts parameters and multiply-adds of the Cityscapes config and
-            times every model's encoder and whole model round-robin together
-            (several GB of memory; minutes on a CPU).
+  accuracy  trains the config once per --seeds, and once per seed for each
+            --variants NAME:FRAGMENT (an ablation: a text-format
+            ExperimentOptions fragment on top of every config whose network
+            reads the model_options it sets; the config itself is the
+            variant 'base'), with deeplab_sp/trainer/train.py
+            (--mode=train_and_eval). Each run,
+            <experiment_name>_<variant>_seed<N>, is reused when it evaluated
+            its last step with an identical config (an interrupted one
+            resumes; a directory of another config is refused). Reads each
+            run's val mIoU, mean class accuracy, the IoU of --thin_classes,
+            the superpixel metrics (SP-Transformer) and its training wall
+            time;
+  cost      counts parameters and multiply-adds of the Cityscapes configs
+            and times every model's encoder and whole model round-robin
+            together (several GB of memory; minutes on a CPU). Only this
+            stage pairs --cost_configs with --accuracy_configs.
 
 Writes <work_dir>/accuracy.json and <work_dir>/cost.json (each stage
-rewrites its own) and prints the table from both, with
-<work_dir>/comparison.md beside them.
+rewrites its own) and prints the table from both, a row per (model,
+variant) with the mean ± sample std over the seeds and each seed's value,
+with <work_dir>/comparison.md beside them.
 
 Usage (from the repository root; the generated dataset first):
   .venv/bin/python tools/build_synthetic_data.py \
@@ -26,6 +36,14 @@ The defaults compare the three shipped networks:
       hypercolumn_pixel_classifier,deeplabv3plus}_tiny.textproto
   --cost_configs=configs/cityscapes/{sp_transformer,
       hypercolumn_pixel_classifier,deeplabv3plus}_r50.textproto
+
+An ablation on CamVid (records built as in the README, "Your own data"):
+  .venv/bin/python tools/compare_models.py --stages=accuracy --seeds=1,2 \
+      --accuracy_configs=configs/camvid/sp_transformer_tiny.textproto,\
+configs/camvid/hypercolumn_pixel_classifier_tiny.textproto \
+      --variants='per_superpixel:model_options { superpixel_association {
+          upsampling: PER_SUPERPIXEL } }' \
+      --thin_classes=pole,fence,sign_symbol --work_dir=work_dirs/camvid_study
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines
@@ -46,11 +64,24 @@ from deeplab_sp.utils import io
 
 _ACCURACY_CONFIGS = flags.DEFINE_list(
     'accuracy_configs', list(compare_models.DEFAULT_ACCURACY_CONFIGS),
-    'Configs on the generated dataset, one per model.')
+    'Configs to train, one per model, on any dataset (default: the '
+    'generated one; e.g. configs/camvid/*_tiny.textproto).')
 _COST_CONFIGS = flags.DEFINE_list(
     'cost_configs', list(compare_models.DEFAULT_COST_CONFIGS),
     'Configs at the Cityscapes geometry, one per model, in the order of '
-    '--accuracy_configs.')
+    '--accuracy_configs. Read by the cost stage only.')
+_VARIANTS = flags.DEFINE_multi_string(
+    'variants', [],
+    'Repeatable NAME:FRAGMENT: an ablation trained beside the configs as '
+    'they are (the variant "base"), the text-format ExperimentOptions '
+    'FRAGMENT applied on top of each config (repeated fields replaced '
+    'whole), e.g. "per_superpixel:model_options { superpixel_association { '
+    'upsampling: PER_SUPERPIXEL } }". Configs whose network does not read a '
+    'model_options message it sets are skipped for it.')
+_THIN_CLASSES = flags.DEFINE_list(
+    'thin_classes', [],
+    'Class names (of the evaluated dataset) whose val IoU gets a column, '
+    'e.g. pole,fence,sign_symbol on CamVid.')
 _SEEDS = flags.DEFINE_list(
     'seeds', [str(s) for s in compare_models.DEFAULT_SEEDS],
     'Training seeds (trainer_options.random_seed), positive integers; the '
@@ -58,7 +89,8 @@ _SEEDS = flags.DEFINE_list(
 _STAGES = flags.DEFINE_list(
     'stages', ['accuracy', 'cost'],
     'What to run: accuracy (train and read the mIoU), cost (parameters, '
-    'multiply-adds, latency). The table shows what the work dir holds.')
+    'multiply-adds, latency). The table shows what the work dir holds. '
+    '--stages=accuracy needs no --cost_configs.')
 _WORK_DIR = flags.DEFINE_string(
     'work_dir', 'work_dirs/compare_models',
     'Where the seeds\' configs, the experiments and the results go.')
@@ -89,7 +121,7 @@ def _read_json(path):
 
 
 def _train(config_path, model_dir):
-  """Trains and evaluates one seed's experiment with the trainer tool."""
+  """Trains and evaluates one run's experiment with the trainer tool."""
   command = [sys.executable, 'deeplab_sp/trainer/train.py',
              f'--config_file={config_path}', '--mode=train_and_eval',
              f'--model_dir={model_dir}']
@@ -117,8 +149,12 @@ def main(argv):
     raise ValueError(f'--seeds must be integers, got {_SEEDS.value}.') from None
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f'--seeds must list distinct seeds, got {_SEEDS.value}.')
-  pairs = compare_models.model_pairs(_ACCURACY_CONFIGS.value,
-                                     _COST_CONFIGS.value)
+  variants = compare_models.parse_variants(_VARIANTS.value)
+  # Only the cost stage pairs the configs: a study of the accuracy alone
+  # may train on any dataset, a network more than once.
+  pairs = compare_models.model_pairs(
+      _ACCURACY_CONFIGS.value,
+      _COST_CONFIGS.value if 'cost' in _STAGES.value else None)
   work_dir = _WORK_DIR.value
   os.makedirs(work_dir, exist_ok=True)
   accuracy_path = os.path.join(work_dir, 'accuracy.json')
@@ -126,7 +162,8 @@ def main(argv):
   if 'accuracy' in _STAGES.value:
     accuracy = compare_models.run_accuracy(
         pairs, seeds, work_dir, _train, _TRAINING_STEPS.value,
-        log=lambda line: print(line, flush=True))
+        log=lambda line: print(line, flush=True), variants=variants,
+        thin_classes=_THIN_CLASSES.value)
     io.write_atomically(accuracy_path, json.dumps(accuracy, indent=2))
   if 'cost' in _STAGES.value:
     print('\n== Cost at the Cityscapes geometry', flush=True)

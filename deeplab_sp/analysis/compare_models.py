@@ -2,33 +2,52 @@
 
 The paper's claim (arXiv 2309.16889, Table I) is a better accuracy /
 efficiency trade-off than per-pixel decoders. Cityscapes cannot be trained
-here, so the two sides are measured apart, each model as a pair of configs
-of one meta-architecture (model_options.meta_architecture):
+here, so the two sides are measured apart, each model as a config of one
+meta-architecture (model_options.meta_architecture):
 
-- Accuracy: the model's config on the generated dataset (same encoder,
-  steps, batch and augmentation for all), trained from scratch once per
-  seed (trainer_options.random_seed) by deeplab_sp/trainer/train.py; the
-  validation mIoU of the last step, as mean, sample standard deviation and
-  each seed's value, and the same of its mean class accuracy (a column of
-  its own when the evaluations have it: older eval_results.json do not).
+- Accuracy: the model's config on a trainable dataset (the generated one by
+  default, CamVid's configs/camvid/*_tiny.textproto or any other), trained
+  from scratch once per seed (trainer_options.random_seed) by
+  deeplab_sp/trainer/train.py, and once per seed for each variant: an
+  ablation given as a text-format ExperimentOptions fragment applied on top
+  of the config (experiment.apply_overrides). A row of the table is a
+  (model, variant), the config itself being the variant 'base'. A variant
+  skips the configs whose network does not read a model_options message it
+  sets (superpixel_association only applies to the SP-Transformer); any
+  other problem of the resulting config is an error. Per row, over the
+  seeds (mean, sample standard deviation and each seed's value): the
+  validation mIoU of the last step, its mean class accuracy (when the
+  evaluations have it: older eval_results.json do not), the IoU of chosen
+  thin classes (by name), the superpixel metrics of SP-Transformer runs
+  (ASA, undersegmentation error, connected fraction) and each run's training
+  wall time (that of the invocation which finished it, for a resumed run).
 - Cost: the model's config at the Cityscapes geometry (1024x2048,
-  ResNet-50): parameters and multiply-adds (model_stats.py), and latency:
-  the encoder and the whole model of every model are timed round-robin
-  together (timing.round_robin, the benchmark's method), so that all of
-  them see the same stretch of a machine whose speed drifts; each figure is
-  a median over rounds, total / encoder the median of the per-round ratios.
+  ResNet-50), paired by position with its accuracy config: parameters and
+  multiply-adds (model_stats.py), and latency: the encoder and the whole
+  model of every model are timed round-robin together
+  (timing.round_robin, the benchmark's method), so that all of them see the
+  same stretch of a machine whose speed drifts; each figure is a median over
+  rounds, total / encoder the median of the per-round ratios. Variants are
+  not measured: the cost columns are the base configs'.
+
+Each run (config, variant, seed) is the experiment
+`<experiment_name>_<variant>_seed<seed>`; the config it was trained with is
+kept in its directory (RUN_CONFIG_FILENAME) and a finished run is reused
+only when that config is identical, so that a changed variant, step count
+or config is never read from an older run's results.
 
 `tools/compare_models.py` runs both and prints the table; the library here
-derives the seeds' configs, reads their results and measures the costs.
+derives the runs' configs, reads their results and measures the costs.
 """
 
 import dataclasses
 import gc
 import json
 import os
+import re
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from absl import logging
 from google.protobuf import text_format
@@ -39,6 +58,7 @@ from deeplab_sp.analysis import benchmark
 from deeplab_sp.analysis import model_stats
 from deeplab_sp.analysis import timing
 from deeplab_sp.model import builder
+from deeplab_sp.protos import config_pb2
 from deeplab_sp.trainer import evaluator
 from deeplab_sp.utils import io
 
@@ -63,8 +83,93 @@ DEFAULT_COST_CONFIGS = (
 )
 DEFAULT_SEEDS = (1, 2)
 
+# The config a run was trained with, and its training wall time, kept in
+# the run's directory: the key of its reuse, and its time when reused.
+RUN_CONFIG_FILENAME = 'compare_models_config.textproto'
+RUN_TIME_FILENAME = 'compare_models_time.json'
+
+# The superpixel metrics of eval_results.json's 'superpixels' section that
+# the table shows, with their column headers.
+SUPERPIXEL_COLUMNS = (
+    ('asa', 'ASA'),
+    ('undersegmentation_error', 'undersegm. error'),
+    ('connected_fraction', 'connected'),
+)
+
 # The components every model is timed by.
 _TIMED = ('encoder', 'total')
+
+# Variant names become part of experiment (directory) names.
+_VARIANT_NAME = re.compile(r'^[A-Za-z0-9_.\-]+$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """An ablation: a fragment applied on top of every config it fits.
+
+  Attributes:
+    name: the table's and the runs' name of it.
+    override: text-format ExperimentOptions (experiment.apply_overrides);
+      empty for the configs as they are.
+  """
+  name: str
+  override: str = ''
+
+
+BASE = Variant('base')
+
+
+def parse_variants(texts: Sequence[str]) -> List[Variant]:
+  """[BASE] followed by the --variants `NAME:FRAGMENT` values.
+
+  Raises:
+    ValueError: a value without a name or a fragment, a name that cannot be
+      part of an experiment name, a repeated name or 'base', or a fragment
+      that is no ExperimentOptions text.
+  """
+  variants = [BASE]
+  for text in texts:
+    name, separator, override = text.partition(':')
+    name, override = name.strip(), override.strip()
+    if not separator or not name or not override:
+      raise ValueError(
+          f'--variants {text!r}: write NAME:FRAGMENT, e.g. --variants='
+          '"per_superpixel:model_options { superpixel_association { '
+          'upsampling: PER_SUPERPIXEL } }".')
+    if not _VARIANT_NAME.match(name):
+      raise ValueError(f'--variants name {name!r}: use letters, digits, '
+                       "'_', '.' and '-' only (it names the runs).")
+    if name in [v.name for v in variants]:
+      raise ValueError(f'--variants name {name!r} is given twice or is the '
+                       "reserved 'base' (the configs as they are); rename it.")
+    try:
+      text_format.Parse(override, config_pb2.ExperimentOptions())
+    except text_format.ParseError as e:
+      raise ValueError(f'--variants {name}: {e}; write text-format '
+                       'ExperimentOptions fields (protos/*.proto).') from None
+    variants.append(Variant(name, override))
+  return variants
+
+
+def _foreign_model_options(options: config_pb2.ExperimentOptions,
+                           override: str) -> List[str]:
+  """The model_options messages `override` sets that the network of
+  `options` (with `override` applied) does not read."""
+  fragment = text_format.Parse(override, config_pb2.ExperimentOptions())
+  network = builder.meta_architecture(options.model_options.meta_architecture)
+  return [field.name
+          for field, _ in fragment.model_options.ListFields()
+          if field.message_type is not None
+          and field.name not in builder.OPTIONS_READ[network]]
+
+
+def variant_applies(config: str, variant: Variant) -> bool:
+  """Whether `variant` is run on `config` (see the module docstring)."""
+  if not variant.override:
+    return True
+  options = experiment_lib.load_experiment(config).copy_options()
+  experiment_lib.apply_overrides(options, variant.override)
+  return not _foreign_model_options(options, variant.override)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +178,13 @@ class ModelPair:
 
   Attributes:
     meta_architecture: the network (builder.META_ARCHITECTURES).
-    accuracy_config: its config on the generated dataset.
-    cost_config: its config at the Cityscapes geometry.
+    accuracy_config: its config on a trainable dataset.
+    cost_config: its config at the Cityscapes geometry; None in a study of
+      the accuracy alone.
   """
   meta_architecture: str
   accuracy_config: str
-  cost_config: str
+  cost_config: Optional[str] = None
 
   @property
   def name(self) -> str:
@@ -86,53 +192,86 @@ class ModelPair:
 
 
 def model_pairs(accuracy_configs: Sequence[str],
-                cost_configs: Sequence[str]) -> List[ModelPair]:
+                cost_configs: Optional[Sequence[str]]) -> List[ModelPair]:
   """Pairs the configs by position, checking each pair is one network.
+
+  Args:
+    accuracy_configs: one config per model.
+    cost_configs: one per model, in the same order; None for a study of
+      the accuracy alone (no pairing: a network may then appear twice, e.g.
+      on two datasets).
 
   Raises:
     ValueError (experiment.ConfigError for a bad config): lists of different
-      lengths, a pair of two networks, two pairs of one network.
+      lengths, a pair of two networks, two pairs of one network, two
+      accuracy configs of one experiment_name (their runs would collide).
   """
-  if len(accuracy_configs) != len(cost_configs) or not accuracy_configs:
+  if not accuracy_configs or (
+      cost_configs is not None and len(accuracy_configs) != len(cost_configs)):
     raise ValueError(
         f'--accuracy_configs ({len(accuracy_configs)}) and --cost_configs '
-        f'({len(cost_configs)}) must list the same number (at least one) of '
-        'configs: the i-th of each is one model.')
+        f'({len(cost_configs or ())}) must list the same number (at least '
+        'one) of configs: the i-th of each is one model.')
   pairs = []
-  for accuracy, cost in zip(accuracy_configs, cost_configs):
-    names = [experiment_lib.load_experiment(path, mode=None).meta_architecture
-             for path in (accuracy, cost)]
-    if names[0] != names[1]:
+  names = {}
+  for index, accuracy in enumerate(accuracy_configs):
+    experiment = experiment_lib.load_experiment(accuracy, mode=None)
+    names.setdefault(experiment.name, []).append(accuracy)
+    network = experiment.meta_architecture
+    if cost_configs is None:
+      pairs.append(ModelPair(network, accuracy))
+      continue
+    cost = cost_configs[index]
+    cost_network = experiment_lib.load_experiment(
+        cost, mode=None).meta_architecture
+    if network != cost_network:
       raise ValueError(
-          f'{accuracy} is a {names[0]} and {cost} a {names[1]}: the configs '
-          'at the same position of --accuracy_configs and --cost_configs '
-          'must be one network.')
-    pairs.append(ModelPair(names[0], accuracy, cost))
-  repeated = {p.meta_architecture for p in pairs
-              if [q.meta_architecture for q in pairs].count(
-                  p.meta_architecture) > 1}
-  if repeated:
-    raise ValueError(f'{", ".join(sorted(repeated))} appears more than once; '
-                     'give each network once.')
+          f'{accuracy} is a {network} and {cost} a {cost_network}: the '
+          'configs at the same position of --accuracy_configs and '
+          '--cost_configs must be one network.')
+    pairs.append(ModelPair(network, accuracy, cost))
+  if cost_configs is not None:
+    networks = [p.meta_architecture for p in pairs]
+    repeated = {n for n in networks if networks.count(n) > 1}
+    if repeated:
+      raise ValueError(
+          f'{", ".join(sorted(repeated))} appears more than once; give each '
+          'network once (or run --stages=accuracy, which pairs no cost '
+          'configs).')
+  for name, configs in names.items():
+    if len(configs) > 1:
+      raise ValueError(
+          f'{" and ".join(configs)} have one experiment_name {name!r}: give '
+          'each of --accuracy_configs its own (it names their runs).')
   return pairs
 
 
-def seed_experiment(config: str, seed: int, training_steps: int = 0
-                   ) -> experiment_lib.Experiment:
-  """The experiment of `config` trained with `seed`.
+def seed_experiment(config: str, seed: int, training_steps: int = 0,
+                    variant: Variant = BASE) -> experiment_lib.Experiment:
+  """The experiment of `config` with `variant`, trained with `seed`.
 
-  Named `<experiment_name>_seed<seed>`, with trainer_options.random_seed =
-  seed and, if `training_steps` > 0, that many steps
-  (experiment.set_training_steps).
+  Named `<experiment_name>_<variant>_seed<seed>`, with
+  trainer_options.random_seed = seed and, if `training_steps` > 0, that
+  many steps (experiment.set_training_steps, after the variant).
 
   Raises:
-    experiment.ConfigError: a bad config.
+    ValueError: seed <= 0, or a variant that does not apply to the config
+      (variant_applies).
+    experiment.ConfigError: a bad config, or a variant that makes it one.
   """
   if seed <= 0:
     raise ValueError(f'Seeds must be positive (0 means "no seed" to the '
                      f'trainer), got {seed}.')
   options = experiment_lib.load_experiment(config).copy_options()
-  options.experiment_name = f'{options.experiment_name}_seed{seed}'
+  if variant.override:
+    experiment_lib.apply_overrides(options, variant.override)
+    foreign = _foreign_model_options(options, variant.override)
+    if foreign:
+      raise ValueError(
+          f'--variants {variant.name} sets model_options.{foreign[0]}, which '
+          f'the network of {config} does not read: it does not apply there.')
+  options.experiment_name = (
+      f'{options.experiment_name}_{variant.name}_seed{seed}')
   options.trainer_options.random_seed = seed
   if training_steps:
     experiment_lib.set_training_steps(options.trainer_options,
@@ -158,16 +297,59 @@ def finished_result(experiment_dir: str, steps: int) -> Optional[dict]:
   return results if results.get('step', 0) >= steps else None
 
 
+def run_config_text(experiment: experiment_lib.Experiment) -> str:
+  """The text that keys the reuse of the experiment's run."""
+  return text_format.MessageToString(experiment.options)
+
+
+def check_reusable(experiment_dir: str, config_text: str) -> None:
+  """Refuses a run directory that holds a run of another config.
+
+  Resuming it would continue another config's checkpoints, and its results
+  would be read as this config's.
+
+  Raises:
+    RuntimeError: `experiment_dir` is not empty and its RUN_CONFIG_FILENAME
+      is missing or differs from `config_text`.
+  """
+  if (not tf.io.gfile.isdir(experiment_dir)
+      or not tf.io.gfile.listdir(experiment_dir)):
+    return
+  path = os.path.join(experiment_dir, RUN_CONFIG_FILENAME)
+  stored = None
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      stored = f.read()
+  if stored != config_text:
+    state = 'differs' if stored is not None else 'is missing'
+    raise RuntimeError(
+        f'{experiment_dir} holds a run of another config (its '
+        f'{RUN_CONFIG_FILENAME} {state}): delete that directory or choose '
+        'another --work_dir.')
+
+
+def _read_training_seconds(experiment_dir: str) -> Optional[float]:
+  path = os.path.join(experiment_dir, RUN_TIME_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f).get('training_seconds')
+
+
 def run_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
                  work_dir: str, train_fn: Callable[[str, str], None],
                  training_steps: int = 0,
-                 log: Callable[[str], None] = logging.info) -> dict:
-  """Trains each pair's accuracy config once per seed; their mIoU spread.
+                 log: Callable[[str], None] = logging.info,
+                 variants: Sequence[Variant] = (BASE,),
+                 thin_classes: Sequence[str] = ()) -> dict:
+  """Trains each (pair, variant) once per seed; the rows of the table.
 
-  Each seed's experiment (seed_experiment) is written to
+  Each run's experiment (seed_experiment) is written to
   <work_dir>/configs/<experiment_name>.textproto and trained into
-  <work_dir>/experiments/ by `train_fn`, unless that directory already
-  holds an evaluation of its last step (a finished run is reused).
+  <work_dir>/experiments/<experiment_name> by `train_fn`, unless that
+  directory already holds an evaluation of its last step by the same config
+  (RUN_CONFIG_FILENAME; a finished run is reused, an interrupted one
+  resumes). Every check is done before any training.
 
   Args:
     pairs: the models.
@@ -178,56 +360,111 @@ def run_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
       --mode=train_and_eval does), writing eval_results.json.
     training_steps: if > 0, overrides the configs' steps.
     log: progress lines.
+    variants: parse_variants' list; each runs on the configs it applies to
+      (variant_applies).
+    thin_classes: class names whose IoU the rows show.
 
   Returns:
-    summarize_accuracy's section.
+    summarize_runs' section.
 
   Raises:
-    FileNotFoundError: a config's dataset has no records (before any
-      training).
-    RuntimeError: a run left no evaluation of its last step.
+    ValueError: a variant that applies to no config, a thin class that no
+      evaluated dataset has.
+    FileNotFoundError: a config's dataset has no records.
+    RuntimeError: a run directory of another config (check_reusable); a run
+      left no evaluation of its last step.
   """
   model_dir = os.path.join(work_dir, 'experiments')
-  runs = [(pair, seed, seed_experiment(pair.accuracy_config, seed,
-                                       training_steps))
-          for pair in pairs for seed in seeds]
-  for _, _, experiment in runs:
-    missing = missing_data(experiment)
-    if missing:
-      raise FileNotFoundError(
-          f'{experiment.path}: no file matches {missing[0]}. Build the '
-          'records first; for the generated dataset of the shipped configs: '
-          'tools/build_synthetic_data.py --output_dir=work_dirs/data/'
-          'synthetic (run from the repository root).')
-  mious, steps, class_accuracies = {}, {}, {}
-  for index, (pair, seed, experiment) in enumerate(runs):
-    run_steps = experiment.options.trainer_options.training_number_of_steps
-    experiment_dir = os.path.join(model_dir, experiment.name)
-    log(f'[{index + 1}/{len(runs)}] {pair.name}, seed {seed}: '
-        f'{experiment_dir}')
-    result = finished_result(experiment_dir, run_steps)
-    if result is None:
-      config_path = os.path.join(work_dir, 'configs',
-                                 f'{experiment.name}.textproto')
-      tf.io.gfile.makedirs(os.path.dirname(config_path))
-      io.write_atomically(config_path, (
-          f'# {experiment.path} with seed {seed}: tools/compare_models.py.\n'
-          + text_format.MessageToString(experiment.options)))
-      start = time.time()
-      train_fn(config_path, model_dir)
+  rows = []
+  for variant in variants:
+    applied = [pair for pair in pairs
+               if variant_applies(pair.accuracy_config, variant)]
+    if not applied:
+      raise ValueError(
+          f'--variants {variant.name} applies to none of --accuracy_configs: '
+          'it sets model_options of a network none of them is.')
+  for pair in pairs:
+    for variant in variants:
+      if not variant_applies(pair.accuracy_config, variant):
+        log(f'{pair.name} ({pair.accuracy_config}): variant {variant.name} '
+            'does not apply, skipped.')
+        continue
+      rows.append((pair, variant, [
+          seed_experiment(pair.accuracy_config, seed, training_steps, variant)
+          for seed in seeds]))
+  class_names = {name for _, _, experiments in rows
+                 for experiment in experiments
+                 if experiment.eval_dataset is not None
+                 for name in experiment.eval_dataset.class_names}
+  unknown = [name for name in thin_classes if name not in class_names]
+  if unknown:
+    raise ValueError(
+        f'--thin_classes {", ".join(unknown)}: no evaluated dataset has such '
+        f'a class; they have {", ".join(sorted(class_names))}.')
+  for _, _, experiments in rows:
+    for experiment in experiments:
+      missing = missing_data(experiment)
+      if missing:
+        raise FileNotFoundError(
+            f'{experiment.path}: no file matches {missing[0]}. Build the '
+            'records first; for the generated dataset of the shipped configs: '
+            'tools/build_synthetic_data.py --output_dir=work_dirs/data/'
+            'synthetic (run from the repository root); for CamVid: README, '
+            '"Your own data".')
+      check_reusable(os.path.join(model_dir, experiment.name),
+                     run_config_text(experiment))
+  num_runs = sum(len(experiments) for _, _, experiments in rows)
+  index = 0
+  summaries = []
+  for pair, variant, experiments in rows:
+    results, seconds = [], []
+    for seed, experiment in zip(seeds, experiments):
+      index += 1
+      run_steps = experiment.options.trainer_options.training_number_of_steps
+      experiment_dir = os.path.join(model_dir, experiment.name)
+      log(f'[{index}/{num_runs}] {pair.name}, {variant.name}, seed {seed}: '
+          f'{experiment_dir}')
       result = finished_result(experiment_dir, run_steps)
       if result is None:
-        raise RuntimeError(f'{experiment_dir} has no evaluation of step '
-                           f'{run_steps} after training {config_path}.')
-      log(f'trained in {time.time() - start:.0f} s')
-    else:
-      log(f'reusing its evaluation of step {result["step"]}')
-    log(f'val mIoU {result["miou"]:.4f}')
-    mious.setdefault(pair.meta_architecture, []).append(result['miou'])
-    class_accuracies.setdefault(pair.meta_architecture, []).append(
-        result.get('mean_class_accuracy'))
-    steps[pair.meta_architecture] = run_steps
-  return summarize_accuracy(pairs, seeds, mious, steps, class_accuracies)
+        config_path = os.path.join(work_dir, 'configs',
+                                   f'{experiment.name}.textproto')
+        tf.io.gfile.makedirs(os.path.dirname(config_path))
+        config_text = run_config_text(experiment)
+        io.write_atomically(config_path, (
+            f'# {experiment.path}, variant {variant.name}, seed {seed}: '
+            f'tools/compare_models.py.\n' + config_text))
+        # Written first: an interrupted run resumes only with this config.
+        tf.io.gfile.makedirs(experiment_dir)
+        io.write_atomically(
+            os.path.join(experiment_dir, RUN_CONFIG_FILENAME), config_text)
+        start = time.time()
+        train_fn(config_path, model_dir)
+        result = finished_result(experiment_dir, run_steps)
+        if result is None:
+          raise RuntimeError(f'{experiment_dir} has no evaluation of step '
+                             f'{run_steps} after training {config_path}.')
+        elapsed = time.time() - start
+        io.write_atomically(os.path.join(experiment_dir, RUN_TIME_FILENAME),
+                            json.dumps({'training_seconds': elapsed}))
+        log(f'trained in {elapsed:.0f} s')
+      else:
+        log(f'reusing its evaluation of step {result["step"]}')
+      log(f'val mIoU {result["miou"]:.4f}')
+      results.append(result)
+      seconds.append(_read_training_seconds(experiment_dir))
+    summaries.append({
+        'model': experiments[0].meta_architecture,
+        'config': pair.accuracy_config,
+        'experiment_name': experiment_lib.load_experiment(
+            pair.accuracy_config, mode=None).name,
+        'variant': variant.name,
+        'override': variant.override,
+        'training_steps':
+            experiments[0].options.trainer_options.training_number_of_steps,
+        'results': results,
+        'training_seconds': seconds,
+    })
+  return summarize_runs(summaries, seeds, thin_classes)
 
 
 def spread(values: Sequence[float]) -> dict:
@@ -238,10 +475,65 @@ def spread(values: Sequence[float]) -> dict:
           'values': values}
 
 
+def _spread_if_all(values: Sequence[Optional[float]]) -> Optional[dict]:
+  """spread(values), or None when any is missing (an older evaluation, a
+  class absent from the split)."""
+  if not values or any(value is None for value in values):
+    return None
+  return spread(values)
+
+
+def summarize_runs(runs: Sequence[dict], seeds: Sequence[int],
+                   thin_classes: Sequence[str] = ()) -> dict:
+  """The 'accuracy' section: each row's spreads over the seeds.
+
+  Args:
+    runs: one dict per row (model, variant): 'model' (meta_architecture),
+      'config', 'experiment_name' (the config's), 'variant', 'override',
+      'training_steps', 'results' (the seeds' eval_results.json) and
+      'training_seconds' (the seeds' training wall times, None unknown).
+    seeds: the seeds each row was trained with.
+    thin_classes: the class names whose IoU each row gets.
+
+  Returns:
+    JSON-ready {'seeds', 'thin_classes', 'rows': [{'model', 'config',
+    'experiment_name', 'variant', 'override', 'training_steps',
+    'training_seconds', 'mean', 'std', 'values' (val mIoU),
+    'thin_class_iou': {class: spread or None}, and when every seed has it
+    'mean_class_accuracy' and 'superpixels' ({metric: spread})}]}.
+  """
+  rows = []
+  for run in runs:
+    results = run['results']
+    row = {key: run[key] for key in (
+        'model', 'config', 'experiment_name', 'variant', 'override',
+        'training_steps', 'training_seconds')}
+    row.update(spread([result['miou'] for result in results]))
+    accuracy = _spread_if_all(
+        [result.get('mean_class_accuracy') for result in results])
+    if accuracy:
+      row['mean_class_accuracy'] = accuracy
+    row['thin_class_iou'] = {
+        name: _spread_if_all([result.get('per_class_iou', {}).get(name)
+                              for result in results])
+        for name in thin_classes}
+    superpixels = {
+        metric: _spread_if_all([result.get('superpixels', {}).get(metric)
+                                for result in results])
+        for metric, _ in SUPERPIXEL_COLUMNS}
+    if any(superpixels.values()):
+      row['superpixels'] = superpixels
+    rows.append(row)
+  return {'seeds': list(seeds), 'thin_classes': list(thin_classes),
+          'rows': rows}
+
+
 def measure_costs(pairs: Sequence[ModelPair], num_warmup: int = 1,
                   num_runs: int = 5, jit_compile: bool = False,
                   progress: Callable[[str], None] = logging.info) -> dict:
   """Parameters, multiply-adds and latency of each pair's cost config.
+
+  Pairs without one (cost_config None) are left out.
 
   Every model is built (random weights: the cost does not depend on them)
   at its config's evaluation size, its multiply-adds counted, and its
@@ -256,6 +548,8 @@ def measure_costs(pairs: Sequence[ModelPair], num_warmup: int = 1,
   functions = {}
   models = {}
   for pair in pairs:
+    if pair.cost_config is None:
+      continue
     experiment = experiment_lib.load_experiment(pair.cost_config, mode=None)
     options = experiment.copy_options().model_options
     # Random weights: no pretrained file is needed (nor read).
@@ -298,100 +592,149 @@ def measure_costs(pairs: Sequence[ModelPair], num_warmup: int = 1,
   }
 
 
-def _format_miou(entry: Optional[dict]) -> str:
+def _format_spread(entry: Optional[dict]) -> str:
   if not entry:
-    return 'not trained'
+    return 'n/a'
   text = f"{entry['mean']:.3f}"
   if entry['std'] is not None:
     text += f" ± {entry['std']:.3f}"
   return text + ' (' + ', '.join(f'{v:.3f}' for v in entry['values']) + ')'
 
 
-def _format_class_accuracy(entry: Optional[dict]) -> str:
-  if not entry:
-    return 'not trained'
-  if not entry.get('mean_class_accuracy'):
-    return 'not measured'
-  return _format_miou(entry['mean_class_accuracy'])
+def _format_seconds(row: dict) -> str:
+  seconds = row.get('training_seconds')
+  if not seconds:
+    return 'unknown'
+  return ', '.join('?' if s is None else f'{s:.0f}' for s in seconds)
+
+
+def _join_words(words: Sequence[str]) -> str:
+  """'a', 'a and b', 'a, b and c'."""
+  return (', '.join(words[:-1]) + ' and ' + words[-1] if len(words) > 1
+          else words[0])
+
+
+def accuracy_rows(accuracy: Optional[dict]) -> List[dict]:
+  """The rows of an 'accuracy' section, also of one by an older version
+  (keyed by meta_architecture, the configs as they are)."""
+  if not accuracy:
+    return []
+  if 'rows' in accuracy:
+    return list(accuracy['rows'])
+  return [dict(entry, model=name, variant=BASE.name)
+          for name, entry in accuracy.get('models', {}).items()]
+
+
+def _table_rows(pairs: Sequence[ModelPair], rows: Sequence[dict]
+               ) -> List[tuple]:
+  """(pair or None, row or None) in table order: each pair's rows (a None
+  row when it has none), then the rows of no pair."""
+  ordered, used = [], set()
+  for pair in pairs:
+    matched = [index for index, row in enumerate(rows)
+               if index not in used and row['model'] == pair.meta_architecture
+               and row.get('config', pair.accuracy_config)
+               == pair.accuracy_config]
+    used.update(matched)
+    ordered += [(pair, rows[index]) for index in matched] or [(pair, None)]
+  ordered += [(None, row) for index, row in enumerate(rows)
+              if index not in used]
+  return ordered
 
 
 def format_table(pairs: Sequence[ModelPair], accuracy: Optional[dict],
                  costs: Optional[dict]) -> str:
-  """The comparison as a Markdown table, with a line on how it was measured.
+  """The study as a Markdown table, with lines on how it was measured.
+
+  A row per (model, variant) of `accuracy` (the pairs without any: one 'not
+  trained' row); columns for the mean class accuracy and the superpixel
+  metrics when a row has them, one per thin class, and the cost columns
+  when `costs` is given (the base configs' only).
 
   Args:
     pairs: the models, in table order.
-    accuracy: summarize_accuracy's result or None.
+    accuracy: summarize_runs' result (or an older version's) or None.
     costs: measure_costs' result or None.
   """
-  accuracy_models = (accuracy or {}).get('models', {})
+  rows = accuracy_rows(accuracy)
+  thin_classes = (accuracy or {}).get('thin_classes', [])
   cost_models = (costs or {}).get('models', {})
-  # The column is left out of tables of older results, which lack it.
-  with_class_accuracy = any('mean_class_accuracy' in entry
-                            for entry in accuracy_models.values())
-  class_header = ' val mean class acc. |' if with_class_accuracy else ''
-  lines = [
-      f'| model | val mIoU, generated data |{class_header} params | '
-      'multiply-adds | encoder ms | total ms | total / encoder |',
-      '|---|---|' + ('---|' if with_class_accuracy else '') +
-      '---|---|---|---|---|']
-  for pair in pairs:
-    cost = cost_models.get(pair.meta_architecture)
-    entry = accuracy_models.get(pair.meta_architecture)
-    row = [pair.name, _format_miou(entry)]
-    if with_class_accuracy:
-      row.append(_format_class_accuracy(entry))
-    if cost:
-      row += [f"{cost['params'] / 1e6:.2f}M",
-              f"{cost['multiply_adds'] / 1e9:.1f}G",
-              f"{cost['encoder_ms']:.0f}", f"{cost['total_ms']:.0f}",
-              f"{cost['total_over_encoder']:.2f}x"]
+  with_class_accuracy = any('mean_class_accuracy' in row for row in rows)
+  with_superpixels = any('superpixels' in row for row in rows)
+  header = ['model', 'variant', 'val mIoU']
+  if with_class_accuracy:
+    header.append('val mean class acc.')
+  header += [f'IoU {class_name}' for class_name in thin_classes]
+  if with_superpixels:
+    header += [title for _, title in SUPERPIXEL_COLUMNS]
+  if rows:
+    header.append('train s / run')
+  if costs:
+    header += ['params', 'multiply-adds', 'encoder ms', 'total ms',
+               'total / encoder']
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  # Two configs of one network (e.g. on two datasets) are told apart by
+  # their experiment names.
+  configs_of = {}
+  for row in rows:
+    configs_of.setdefault(row['model'], set()).add(row.get('experiment_name'))
+  for pair, row in _table_rows(pairs, rows):
+    network = row['model'] if row else pair.meta_architecture
+    name = DISPLAY_NAMES[network]
+    if row and len(configs_of[network]) > 1:
+      name += f" ({row.get('experiment_name')})"
+    variant = row['variant'] if row else BASE.name
+    cells = [name, variant]
+    if row is None:
+      cells += ['not trained'] * (len(header) - 2 - (5 if costs else 0))
     else:
-      row += ['not measured'] * 5
-    lines.append('| ' + ' | '.join(row) + ' |')
+      cells.append(_format_spread(row))
+      if with_class_accuracy:
+        cells.append(_format_spread(row.get('mean_class_accuracy')))
+      cells += [_format_spread(row.get('thin_class_iou', {}).get(class_name))
+                for class_name in thin_classes]
+      if with_superpixels:
+        superpixels = row.get('superpixels', {})
+        cells += [_format_spread(superpixels.get(metric))
+                  for metric, _ in SUPERPIXEL_COLUMNS]
+      cells.append(_format_seconds(row))
+    if costs:
+      cost = cost_models.get(network) if variant == BASE.name else None
+      if cost:
+        cells += [f"{cost['params'] / 1e6:.2f}M",
+                  f"{cost['multiply_adds'] / 1e9:.1f}G",
+                  f"{cost['encoder_ms']:.0f}", f"{cost['total_ms']:.0f}",
+                  f"{cost['total_over_encoder']:.2f}x"]
+      else:
+        cells += ['not measured'] * 5
+    lines.append('| ' + ' | '.join(cells) + ' |')
   notes = []
-  if accuracy_models:
-    steps = sorted({m['training_steps'] for m in accuracy_models.values()})
-    measures = ('mIoU and mean class accuracy' if with_class_accuracy
-                else 'mIoU')
+  if rows:
+    steps = sorted({row['training_steps'] for row in rows})
+    measures = ['mIoU']
+    if with_class_accuracy:
+      measures.append('mean class accuracy')
+    if thin_classes:
+      measures.append('class IoU')
+    if with_superpixels:
+      measures.append('superpixel metrics')
     notes.append(
-        f"{measures}: mean ± sample std over seeds {accuracy['seeds']} (each "
-        f"seed's value), {' / '.join(map(str, steps))} training steps.")
+        f"{_join_words(measures)}: mean ± sample std over seeds "
+        f"{accuracy['seeds']} (each seed's value; n/a: not measured by every "
+        f"seed), {' / '.join(map(str, steps))} training steps; train s / "
+        "run: each seed's training wall time (? : not recorded).")
+    variants = {row['variant']: row.get('override') for row in rows
+                if row['variant'] != BASE.name}
+    for variant, override in variants.items():
+      notes.append(f'Variant {variant}: `{override}`.')
   if costs:
     settings = costs['settings']
     sizes = sorted({tuple(c['input_size']) for c in cost_models.values()})
     size_text = ', '.join(f'{h}x{w}' for h, w in sizes)
     notes.append(
-        f'Cost at {size_text} (batch 1): median of {settings["num_runs"]} '
-        f'round-robin rounds after {settings["num_warmup"]} warm-up, '
-        f'{settings["execution_mode"]}, {settings["device"]}.')
+        f'Cost at {size_text} (batch 1) of the base configs: median of '
+        f'{settings["num_runs"]} round-robin rounds after '
+        f'{settings["num_warmup"]} warm-up, {settings["execution_mode"]}, '
+        f'{settings["device"]}.')
   return '\n'.join(lines + [''] + notes)
-
-
-def summarize_accuracy(
-    pairs: Sequence[ModelPair], seeds: Sequence[int],
-    mious: Dict[str, List[float]], steps: Dict[str, int],
-    class_accuracies: Optional[Dict[str, List[Optional[float]]]] = None
-) -> dict:
-  """The 'accuracy' section: each network's mIoU spread over the seeds.
-
-  Args:
-    pairs: the models.
-    seeds: the seeds each was trained with.
-    mious: meta_architecture -> the seeds' val mIoU (networks without any
-      are left out).
-    steps: meta_architecture -> training steps.
-    class_accuracies: meta_architecture -> the seeds' val mean class
-      accuracy (None where an evaluation has none); a network gets a
-      'mean_class_accuracy' spread only when every seed has one.
-  """
-  models = {}
-  for pair in pairs:
-    name = pair.meta_architecture
-    if not mious.get(name):
-      continue
-    models[name] = dict(spread(mious[name]), training_steps=steps[name])
-    accuracies = (class_accuracies or {}).get(name)
-    if accuracies and all(value is not None for value in accuracies):
-      models[name]['mean_class_accuracy'] = spread(accuracies)
-  return {'seeds': list(seeds), 'models': models}
