@@ -65,7 +65,7 @@ def _values_and_gradients(function, inputs, implementation, seed,
 def _assert_equivalent(function, inputs, seed=0, zero_gradients=()):
   """Outputs and gradients agree; `zero_gradients`: inputs whose gradient is
   exactly 0 in exact arithmetic (then both must be round-off: below
-  TOLERANCE times the largest gradient of the first input)."""
+  TOLERANCE times the largest gradient of any input)."""
   naive, naive_grads = _values_and_gradients(function, inputs, NAIVE, seed)
   efficient, efficient_grads = _values_and_gradients(function, inputs,
                                                      EFFICIENT, seed)
@@ -77,7 +77,7 @@ def _assert_agree(actual, actual_grads, expected, expected_grads,
                   zero_gradients):
   """See _assert_equivalent; `expected` from NAIVE."""
   assert _relative_error(actual, expected) < TOLERANCE
-  scale = np.max(np.abs(expected_grads[0]))
+  scale = max(np.max(np.abs(g)) for g in expected_grads)
   for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
     if index in zero_gradients:
       assert np.max(np.abs(a)) < TOLERANCE * scale, f'gradient of {index}'
@@ -254,10 +254,16 @@ def test_in_graphs_with_xla_islands(gh, gw, ch, cw):
       _normal(rng, batch, gh * ch, gw * cw, heads, dim),
       _normal(rng, 9 * ch * cw, heads, dim),
       _normal(rng, 9 * ch * cw, heads, dim)]
+  # On a 1x1 grid every pixel has one valid superpixel: its softmax is
+  # exactly 1, so the pixel update depends neither on the queries (the
+  # pixels and the query projection, inputs 0-2) nor on the keys (the
+  # superpixel keys and the key position embedding, inputs 3 and 7): both
+  # forms give round-off (or exact 0) there.
+  pixel_query = (0, 1, 2, 3, 7) if gh * gw == 1 else ()
   for function, inputs, zero_gradients in (
       (local_attention.superpixel_attention, attention_inputs, ()),
       (_superpixel_update, _superpixel_update_inputs(gh, gw, ch, cw), (3,)),
-      (_pixel_update, _pixel_update_inputs(gh, gw, ch, cw), ())):
+      (_pixel_update, _pixel_update_inputs(gh, gw, ch, cw), pixel_query)):
     expected, expected_grads = _values_and_gradients(function, inputs, NAIVE,
                                                      seed=2)
     actual, actual_grads = _values_and_gradients(function, inputs, EFFICIENT,
