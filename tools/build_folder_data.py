@@ -24,7 +24,8 @@ paths):
   .venv/bin/python tools/build_folder_data.py \
       --dataset_info_file=configs/camvid/camvid.dataset.textproto \
       --split_lists=train=/data/CamVid/train.txt,val=/data/CamVid/val.txt,test=/data/CamVid/test.txt \
-      --rewrite_prefix=/SegNet/CamVid=/data/CamVid --output_dir=data/camvid
+      --rewrite_prefix=/SegNet/CamVid=/data/CamVid \
+      --output_dir=work_dirs/data/camvid
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines
