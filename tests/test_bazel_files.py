@@ -296,3 +296,64 @@ def test_glob_semantics():
   assert _glob_match('sub/deeper/a.textproto', '**/*.textproto')
   assert _glob_match('a.textproto', '**/*.textproto')
   assert _glob_match('x/y', '**')
+
+
+def _module_level_imports(path):
+  """Dotted names a file imports at module level (not inside functions)."""
+  names = []
+  pending = list(ast.parse(path.read_text(), filename=str(path)).body)
+  while pending:
+    node = pending.pop()
+    if isinstance(node, ast.Import):
+      names += [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names += [f'{node.module}.{alias.name}' for alias in node.names]
+    elif isinstance(node, (ast.If, ast.Try)):
+      pending += node.body + node.orelse + getattr(node, 'finalbody', [])
+      for handler in getattr(node, 'handlers', []):
+        pending += handler.body
+  return names
+
+
+def _owning_package(dotted, packages):
+  """The Bazel package of deeplab_sp that holds the module `dotted`."""
+  parts = dotted.split('.')
+  for end in range(len(parts), 0, -1):
+    directory = '/'.join(parts[:end])
+    if directory in packages:
+      return directory
+  return None
+
+
+def test_imports_are_in_deps(workspace):
+  """What a target's files import from deeplab_sp at module level is in its
+  deps, directly or through them: a missing dep passes under pytest (which
+  sees the whole tree) and fails only under Bazel's sandbox."""
+  packages = {p for p, _ in workspace.targets
+              if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
+  closures = {}
+
+  def closure(key):
+    if key not in closures:
+      closures[key] = {key}
+      target = workspace.targets.get(key)
+      for label in (target.attrs.get('deps', []) if target else []):
+        dep = workspace.resolve(key[0], label)
+        if dep:
+          closures[key] |= closure(dep)
+    return closures[key]
+
+  missing = []
+  for key, target in workspace.targets.items():
+    if not target.kind.startswith('py_'):
+      continue
+    reachable = {package for package, _ in closure(key)}
+    for source in workspace.source_files(target):
+      if source.endswith('_pb2.py'):
+        continue
+      for dotted in _module_level_imports(REPO_ROOT / source):
+        package = _owning_package(dotted, packages)
+        if package and package != target.package and package not in reachable:
+          missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
+                         f'add //{package} to its deps')
+  assert not missing, '\n'.join(sorted(set(missing)))
