@@ -855,9 +855,9 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
                       needs_files=mode in EVAL_MODES)
     if mode in EVAL_MODES and options.eval_dataset_options.repeat:
       raise ConfigError(
-          f'{path}: eval_dataset_options.repeat is true (its default), so '
-          'an evaluation would never end; add `repeat: false` to '
-          'eval_dataset_options.')
+          f'{path}: eval_dataset_options.repeat is true, so an evaluation '
+          'would never end; remove `repeat: true` from eval_dataset_options '
+          '(unset, the evaluation split is read once).')
     classes['eval_dataset_options'] = dataset_info.from_options(
         options.eval_dataset_options)
   counts = {info.name: info.num_classes for info in classes.values()}

@@ -189,8 +189,12 @@ def test_unknown_field_names_field_and_line(tmp_path):
     ('num_heads: 2', 'num_heads: 3', 'must divide'),
     ('file_pattern: "work_dirs/data/synthetic/train-*.tfrecord"', '',
      'train_dataset_options.file_pattern is empty'),
-    ('repeat: false', 'repeat: true', 'add `repeat: false`'),
-    ('repeat: false', 'repeat: false panoptic_label_divisor: -1',
+    ('file_pattern: "work_dirs/data/synthetic/val-*.tfrecord"',
+     'file_pattern: "work_dirs/data/synthetic/val-*.tfrecord" repeat: true',
+     'remove `repeat: true`'),
+    ('file_pattern: "work_dirs/data/synthetic/val-*.tfrecord"',
+     'file_pattern: "work_dirs/data/synthetic/val-*.tfrecord" '
+     'panoptic_label_divisor: -1',
      'eval_dataset_options.panoptic_label_divisor must be >= 0'),
 ])
 def test_bad_values_get_a_clear_message(tmp_path, old, new, expected):

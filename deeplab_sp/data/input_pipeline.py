@@ -23,7 +23,8 @@ resize_longer_side, random scale, pad to crop_size (ignore label), random
 crop, left-right flip and colour jitter (preprocessing.py); full batches
 only.
 
-Evaluation: files and examples in order, read once (repeat false); resize
+Evaluation: files and examples in order, read once (repeat unset or
+false); resize
 (resize_longer_side, if set) and pad bottom/right to crop_size with the
 ignore label; an image larger than crop_size is an error naming it. Every
 example is kept: the last batch is completed with all-ignore filler
@@ -61,6 +62,11 @@ from deeplab_sp.protos import dataset_pb2
 ORIGINAL_LABEL = 'original_label'
 ORIGINAL_SIZE = 'original_size'
 RESIZED_SIZE = 'resized_size'
+
+
+def repeats(options: dataset_pb2.DatasetOptions, is_training: bool) -> bool:
+  """Whether the split is read forever: `repeat` if set, else `is_training`."""
+  return options.repeat if options.HasField('repeat') else is_training
 
 
 def _crop_size(options: dataset_pb2.DatasetOptions):
@@ -190,7 +196,8 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
         options.shuffle_buffer_size,
         seed=augment.seed if augment.deterministic else None,
         reshuffle_each_iteration=True)
-  if options.repeat:
+  repeat = repeats(options, is_training)
+  if repeat:
     dataset = dataset.repeat()
   color_augmentation = dataset_pb2.ColorAugmentation.Name(
       augment.color_augmentation)
@@ -230,7 +237,7 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
   dataset = dataset.map(_preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=deterministic)
   original_labels = not is_training and options.resize_longer_side > 0
-  if not is_training and not options.repeat and batch_size > 1:
+  if not is_training and not repeat and batch_size > 1:
     # Completes the last batch; a whole batch of fillers is dropped below.
     dataset = dataset.concatenate(_filler_examples(batch_size - 1,
                                                    crop_size, original_labels))

@@ -181,6 +181,22 @@ def test_training_shapes_and_repeat(five_images):
     assert set(np.unique(batch['label'])) <= {0, 1, 2, 3, 4, 5, 255}
 
 
+def test_unset_repeat_follows_the_split_role(five_images):
+  """Unset, a training split repeats and an evaluation split is read once."""
+  pattern, _ = five_images
+  options = _options(pattern, batch_size=2, crop=(8, 8))
+  assert not options.HasField('repeat')
+  assert input_pipeline.repeats(options, is_training=True)
+  assert not input_pipeline.repeats(options, is_training=False)
+  # 5 examples in batches of 2, the last completed by a filler: 3 batches.
+  assert len(list(input_pipeline.build_dataset(options, False)
+                  .as_numpy_iterator())) == 3
+  options.repeat = False
+  assert not input_pipeline.repeats(options, is_training=True)
+  options.repeat = True
+  assert input_pipeline.repeats(options, is_training=False)
+
+
 def test_deterministic_mode_repeats_batches(five_images):
   pattern, _ = five_images
   augment = dict(deterministic=True, seed=7, min_scale_factor=0.5,

@@ -134,9 +134,10 @@ def test_logit_scales_match_equation_5(logit_scale, implementation):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_logit_scale_option_reaches_the_layer_and_defaults_to_sqrt():
+def test_logit_scale_option_reaches_the_layer_and_defaults_to_the_paper():
+  # Unscaled: equation (5) as the paper writes it.
   assert (model_pb2.SuperpixelAssociationOptions().logit_scale ==
-          model_pb2.SQRT_CHANNELS)
+          model_pb2.NONE)
   for name in association.LOGIT_SCALES:
     options = model_pb2.SuperpixelAssociationOptions(
         logit_scale=model_pb2.AssociationLogitScale.Value(name))
