@@ -37,7 +37,7 @@ The defaults compare the three shipped networks:
   --cost_configs=configs/cityscapes/{sp_transformer,
       hypercolumn_pixel_classifier,deeplabv3plus}_r50.textproto
 
-An ablation on CamVid (records built as in the README, "Your own data"):
+An ablation on CamVid (records built as in docs/datasets.md, "Your own data"):
   .venv/bin/python tools/compare_models.py --stages=accuracy --seeds=1,2 \
       --accuracy_configs=configs/camvid/sp_transformer_tiny.textproto,\
 configs/camvid/hypercolumn_pixel_classifier_tiny.textproto \

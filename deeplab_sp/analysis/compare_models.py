@@ -409,8 +409,8 @@ def run_accuracy(pairs: Sequence[ModelPair], seeds: Sequence[int],
             f'{experiment.path}: no file matches {missing[0]}. Build the '
             'records first; for the generated dataset of the shipped configs: '
             'tools/build_synthetic_data.py --output_dir=work_dirs/data/'
-            'synthetic (run from the repository root); for CamVid: README, '
-            '"Your own data".')
+            'synthetic (run from the repository root); for CamVid: '
+            'docs/datasets.md, "Your own data".')
       check_reusable(os.path.join(model_dir, experiment.name),
                      run_config_text(experiment))
   num_runs = sum(len(experiments) for _, _, experiments in rows)
