@@ -168,8 +168,8 @@ def _normalize_gradient(matrix, upstream, gamma, epsilon):
   """
   channels = matrix.shape[-1]
   # Row means as matrix-vector products: XLA's CPU row reductions over a
-  # few hundred channels are slower (this gradient takes about 23 instead
-  # of 30 ms on 32768 x 256 with the products). gamma goes into the vector.
+  # few hundred channels are slower (docs/performance.md, "Training step").
+  # gamma goes into the vector.
   means = tf.fill([channels, 1], tf.cast(1.0 / channels, matrix.dtype))
   gamma_means = gamma[:, tf.newaxis] / channels
   centered = matrix - tf.matmul(matrix, means)
