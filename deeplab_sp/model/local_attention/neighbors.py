@@ -229,8 +229,9 @@ def _sum_over_slots(slotted, sign, axis):
   In graphs with XLA islands on (kernels/xla_islands.py), XLA fuses 9
   border-clipped slices and their sum into one pass over `slotted`, faster
   on CPU than the sum of the gathered padded rows, which writes and reads
-  two more copies of it (docs/performance.md, "Training step"). The gather is the form without XLA
-  (eager calls; the SavedModel, TFLite and ONNX exports).
+  two more copies of it (docs/performance.md, "Training step"). The gather
+  is the form without XLA (eager calls; the SavedModel, TFLite and ONNX
+  exports).
   """
   if xla_islands.enabled() and not tf.executing_eagerly():
     return _sum_of_clipped_slices(slotted, sign=sign, axis=axis)
