@@ -19,16 +19,23 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENT = 'synthetic_sp_transformer_tiny'
 
 
-def _run_main_job(work_dir):
-  """Runs the job as a user would (no TF_CPP_MIN_LOG_LEVEL); its stdout."""
+DATA_FLAGS = '--data_flags=--num_train=16,--num_val=5,--height=64,--width=96'
+
+
+def _start_main_job(work_dir, *flags):
+  """Runs the job as a user would (no TF_CPP_MIN_LOG_LEVEL)."""
   environment = {key: value for key, value in os.environ.items()
                  if key != 'TF_CPP_MIN_LOG_LEVEL'}
-  result = subprocess.run(
+  return subprocess.run(
       [sys.executable, str(REPO_ROOT / 'tools/main_job.py'),
-       f'--work_dir={work_dir}', '--training_steps=3', '--num_predictions=2',
-       '--data_flags=--num_train=16,--num_val=5,--height=64,--width=96'],
+       f'--work_dir={work_dir}', '--num_predictions=2', *flags],
       capture_output=True, text=True, cwd=REPO_ROOT, env=environment,
       timeout=900, check=False)
+
+
+def _run_main_job(work_dir, steps=3):
+  """Runs the job to its end; its stdout."""
+  result = _start_main_job(work_dir, f'--training_steps={steps}', DATA_FLAGS)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   # No step shows the cuInit error of a machine without a GPU, and each
   # log line is printed once (TensorFlow's logger has no handler of its own).
@@ -85,6 +92,28 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
   assert 'reusing the export' in rerun
   assert 'reusing' in rerun.split('5/5')[1]
   assert (version_dir / 'saved_model.pb').stat().st_mtime == saved_model_time
+
+  # Another config under the same experiment name is refused, not reused.
+  changed = _start_main_job(work_dir, '--training_steps=4', DATA_FLAGS)
+  assert changed.returncode == 1
+  assert (f'{experiment_dir} were made with another config' in
+          changed.stderr), changed.stderr[-3000:]
+  assert 'Traceback' not in changed.stderr
+  assert json.loads((experiment_dir / 'eval_results.json').read_text()) == (
+      results)
+
+
+def test_records_of_other_data_flags_are_refused(tmp_path):
+  work_dir = tmp_path / 'work'
+  data_dir = work_dir / 'data' / 'synthetic'
+  data_dir.mkdir(parents=True)
+  (data_dir / 'train-00000-of-00001.tfrecord').write_bytes(b'')
+  (data_dir / 'main_job_data_flags.json').write_text('["--num_train=8"]')
+  result = _start_main_job(work_dir, DATA_FLAGS)
+  assert result.returncode == 1
+  assert f'{data_dir} were made with another --data_flags' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (work_dir / 'experiments').exists()
 
 
 @pytest.mark.parametrize('config_file,expected', [

@@ -15,7 +15,10 @@ and prints where each result is, ending with a plot of the training loss
 and the validation mIoU by step (`<experiment>/training_curves.png`, from
 the TensorBoard loss scalars and eval_history.jsonl). Every step reuses what
 an earlier run left (records, checkpoints, the export), so a second run only
-reports.
+reports. Reuse is keyed on what made the outputs: the records on
+--data_flags, the experiment directory on a hash of the job's config (kept
+in it as main_job_config.sha256); outputs of another config or other flags
+are refused with the directory to delete, never silently reused.
 
 TensorFlow's start-up log lines are hidden in every step
 (deeplab_sp/utils/tf_startup.py); --verbose shows them. A
@@ -30,6 +33,7 @@ The Quick start's `bash tools/main_job.sh` does the setup and runs this.
 # unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
 from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
 
+import hashlib
 import json
 import pathlib
 import subprocess
@@ -75,6 +79,39 @@ _DATA_FLAGS = flags.DEFINE_list(
 
 def _step(title):
   print(f'\n== {title}', flush=True)
+
+
+# Beside the outputs they key: the config hash in the experiment directory,
+# the builder's flags in the data directory.
+CONFIG_KEY_FILENAME = 'main_job_config.sha256'
+DATA_KEY_FILENAME = 'main_job_data_flags.json'
+
+
+class ReuseError(RuntimeError):
+  """Outputs in the work dir were made by another config or other flags."""
+
+
+def _claim(directory, key_name, key, what):
+  """Reuses `directory` only for `key`; marks an empty one with it.
+
+  Raises:
+    ReuseError: the directory holds outputs without this key (another config
+      or other flags, or a run made outside the main job).
+  """
+  key_path = directory / key_name
+  if key_path.exists():
+    if key_path.read_text() == key:
+      return
+    state = f'were made with another {what}'
+  elif directory.exists() and any(directory.iterdir()):
+    state = f'have no record of their {what} ({key_name})'
+  else:
+    directory.mkdir(parents=True, exist_ok=True)
+    io.write_atomically(str(key_path), key)
+    return
+  raise ReuseError(
+      f'the outputs in {directory} {state}, so they cannot be reused: '
+      'delete that directory or choose another --work_dir.')
 
 
 class StepFailedError(RuntimeError):
@@ -125,11 +162,14 @@ def _experiment_config(work_dir, data_dir):
           text_format.MessageToString(options))
   if not path.exists() or path.read_text() != text:
     io.write_atomically(str(path), text)
-  return str(path), experiment
+  return str(path), experiment, hashlib.sha256(
+      text_format.MessageToString(options).encode()).hexdigest()
 
 
 def _build_data(data_dir):
   _step('1/5 Generated dataset')
+  _claim(data_dir, DATA_KEY_FILENAME, json.dumps(_DATA_FLAGS.value),
+         '--data_flags')
   if list(data_dir.glob('train-*.tfrecord')) and list(
       data_dir.glob('val-*.tfrecord')):
     print(f'reusing the records in {data_dir}')
@@ -138,8 +178,10 @@ def _build_data(data_dir):
        _DATA_FLAGS.value)
 
 
-def _train_and_evaluate(config_path, model_dir, results_path, steps):
+def _train_and_evaluate(config_path, config_key, model_dir, results_path,
+                        steps):
   _step('2/5 Training and evaluation')
+  _claim(results_path.parent, CONFIG_KEY_FILENAME, config_key, 'config')
   if results_path.exists():
     results = json.loads(results_path.read_text())
     if results.get('step', 0) >= steps:
@@ -204,7 +246,8 @@ def main(argv):
   work_dir = pathlib.Path(_WORK_DIR.value).resolve()
   work_dir.mkdir(parents=True, exist_ok=True)
   data_dir = work_dir / 'data' / 'synthetic'
-  config_path, experiment = _experiment_config(work_dir, data_dir)
+  config_path, experiment, config_key = _experiment_config(work_dir,
+                                                           data_dir)
   model_dir = work_dir / 'experiments'
   experiment_dir = model_dir / experiment.name
   export_dir = work_dir / 'export' / experiment.name
@@ -212,7 +255,7 @@ def main(argv):
 
   _build_data(data_dir)
   results_path = experiment_dir / 'eval_results.json'
-  _train_and_evaluate(config_path, model_dir, results_path,
+  _train_and_evaluate(config_path, config_key, model_dir, results_path,
                       experiment.options.trainer_options
                       .training_number_of_steps)
   saved_model_dir = _export(config_path, experiment_dir, export_dir)
@@ -244,4 +287,4 @@ def main(argv):
 
 if __name__ == '__main__':
   app.run(cli.main_with_clear_errors(
-      'main_job', main, extra_errors=(StepFailedError,)))
+      'main_job', main, extra_errors=(StepFailedError, ReuseError)))
