@@ -78,6 +78,17 @@ class DeepLabV3Plus(tf_keras.Model):
   def num_classes(self) -> int:
     return self._num_classes
 
+  @property
+  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
+    """The components by name (COMPONENTS), the Model Garden's convention.
+
+    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
+    the root under its name; one of them alone (tf.train.Checkpoint(
+    encoder=model.encoder)) is a checkpoint of that part, which restores
+    into the same part of another model.
+    """
+    return {name: getattr(self, name) for name in self.COMPONENTS}
+
   def call(self, images, training=None):
     height, width = per_pixel.checked_input_size(
         images, encoders.OUTPUT_STRIDE, self.input_size)

@@ -7,28 +7,42 @@ backbones are the Keras-applications networks of tf_keras (a well-kept
 implementation whose weight files users already have), wrapped so that they
 return their endpoints. ConvNeXt has no stride-2 feature (its stem has
 stride 4), so its endpoints are the outputs of stages 1, 2 and 4 (strides 4,
-8 and 32). `tiny_convnet` is a small network for the default experiment and
-the tests (not in the paper). Other endpoints can be asked for
-(`endpoint_strides`), e.g. the stride-4 features of DeepLabV3+'s decoder;
-`ENDPOINT_STRIDES` lists each encoder's.
+8 and 32). `resnet50_model_garden` is the Model Garden's ResNet-50
+(official.vision), the network of the field's Model Garden ImageNet
+checkpoints; it is not the Keras-applications ResNet-50 (see
+ModelGardenResNet50Encoder), so it is a choice of its own rather than a
+conversion of one checkpoint into the other. `tiny_convnet` is a small
+network for the default experiment and the tests (not in the paper). Other
+endpoints can be asked for (`endpoint_strides`), e.g. the stride-4 features
+of DeepLabV3+'s decoder; `ENDPOINT_STRIDES` lists each encoder's.
 
 Every encoder takes RGB images in [0, 255] and applies its own input
 normalisation: ResNet-50 the Keras-applications 'caffe' preprocessing (BGR,
-ImageNet mean subtracted), ConvNeXt its built-in normalisation layer,
-tiny_convnet a scaling to [-1, 1].
+ImageNet mean subtracted), the Model Garden's ResNet-50 official.vision's
+(RGB, ImageNet mean subtracted and divided by the standard deviation),
+ConvNeXt its built-in normalisation layer, tiny_convnet a scaling to
+[-1, 1].
 
 Pretrained weights load from a local file (`load_pretrained_weights`): the
-Keras-applications weight file of the backbone (`.h5`, include_top=False) or
-a TF checkpoint of our encoder. Nothing is ever downloaded.
+Keras-applications weight file of the backbone (`.h5`, include_top=False),
+a TF checkpoint of our encoder, or for `resnet50_model_garden` a Model
+Garden checkpoint holding the ResNet as its `backbone`. Nothing is ever
+downloaded.
 """
 
 from typing import Dict, Optional, Sequence
 
+from official.vision.modeling.backbones import resnet as model_garden_resnet
+from official.vision.ops import preprocess_ops
 import tensorflow as tf
 import tf_keras
 from tf_keras.src.applications import convnext as keras_convnext
 
-ENCODER_NAMES = ('resnet50', 'convnext_large', 'tiny_convnet')
+MODEL_GARDEN_RESNET50 = 'resnet50_model_garden'
+ENCODER_NAMES = ('resnet50', MODEL_GARDEN_RESNET50, 'convnext_large',
+                 'tiny_convnet')
+# The field whose weights load_pretrained_weights reads.
+PRETRAINED_WEIGHTS_FIELD = 'model_options.encoder.pretrained_weights'
 
 # Every encoder reduces the input 32 times at its deepest endpoint.
 OUTPUT_STRIDE = 32
@@ -37,11 +51,13 @@ OUTPUT_STRIDE = 32
 # endpoints of the paper's hypercolumn, Sec. III-A).
 ENDPOINT_STRIDES = {
     'resnet50': (2, 4, 8, 16, 32),
+    MODEL_GARDEN_RESNET50: (2, 4, 8, 16, 32),
     'convnext_large': (4, 8, 16, 32),
     'tiny_convnet': (2, 4, 8, 16, 32),
 }
 DEFAULT_ENDPOINT_STRIDES = {
     'resnet50': (2, 8, 32),
+    MODEL_GARDEN_RESNET50: (2, 8, 32),
     'convnext_large': (4, 8, 32),
     'tiny_convnet': (2, 8, 32),
 }
@@ -49,6 +65,19 @@ DEFAULT_ENDPOINT_STRIDES = {
 # ImageNet mean of the 'caffe' preprocessing of Keras-applications ResNet-50,
 # in BGR order.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+# The Model Garden's ResNet-50: its BatchNormalization epsilon is that of the
+# Model Garden's ImageNet classification config (resnet_imagenet), which its
+# checkpoints were trained with, so a checkpoint gives the features it gave
+# there; the momentum is the Keras default (ResNet-50's here): it only
+# matters when fine-tuning.
+_MODEL_GARDEN_RESNET50_NORM_EPSILON = 1e-5
+_MODEL_GARDEN_RESNET50_NORM_MOMENTUM = 0.99
+# Its endpoints: block group l{level} ends at stride 2**level; the stride-2
+# features are those of its stem, before the max pooling.
+_MODEL_GARDEN_RESNET50_BLOCK_GROUPS = {
+    4: 'block_group_l2', 8: 'block_group_l3', 16: 'block_group_l4',
+    32: 'block_group_l5'}
 
 # ConvNeXt-L (Liu et al. 2022, Table 9 'L'): blocks per stage and widths.
 _CONVNEXT_LARGE_DEPTHS = (3, 3, 27, 3)
@@ -113,15 +142,13 @@ class Encoder(tf_keras.Model):
             f'{e}. Use the Keras-applications weights of this backbone '
             'without its top (include_top=False).') from None
       return
-    if not (tf.io.gfile.exists(path + '.index') or tf.io.gfile.isdir(path)):
-      raise FileNotFoundError(
-          f'Encoder checkpoint {path} does not exist: give a TF checkpoint '
-          'prefix (the path without .index) or a Keras-applications .h5 file.')
-    if tf.io.gfile.isdir(path):
-      latest = tf.train.latest_checkpoint(path)
-      if latest is None:
-        raise FileNotFoundError(f'No checkpoint in directory {path}.')
-      path = latest
+    path = _checkpoint_prefix(
+        path, 'a TF checkpoint prefix (the path without .index) or a '
+        'Keras-applications .h5 file')
+    self._read_encoder_checkpoint(path)
+
+  def _read_encoder_checkpoint(self, path: str) -> None:
+    """Restores `path`, a prefix of tf.train.Checkpoint(encoder=...)."""
     checkpoint = tf.train.Checkpoint(encoder=self)
     try:
       checkpoint.read(path).assert_existing_objects_matched().expect_partial()
@@ -132,6 +159,30 @@ class Encoder(tf_keras.Model):
 
   def get_config(self):
     return {'name': self.name, 'endpoint_strides': self.endpoint_strides}
+
+
+def _checkpoint_prefix(path: str, what: str) -> str:
+  """The TF checkpoint prefix `path` names (a directory: its newest).
+
+  Args:
+    path: a checkpoint prefix or a directory of checkpoints.
+    what: what the field should hold, for the error messages.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+  """
+  if tf.io.gfile.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise FileNotFoundError(
+          f'No checkpoint in directory {path} ({PRETRAINED_WEIGHTS_FIELD}): '
+          f'give {what}.')
+    return latest
+  if not tf.io.gfile.exists(path + '.index'):
+    raise FileNotFoundError(
+        f'Encoder checkpoint {path} ({PRETRAINED_WEIGHTS_FIELD}) does not '
+        f'exist: give {what}.')
+  return path
 
 
 class _EndpointEncoder(Encoder):
@@ -176,6 +227,100 @@ class ResNet50Encoder(_EndpointEncoder):
   def preprocess(self, images):
     bgr = tf.reverse(images, axis=[-1])
     return bgr - tf.constant(_CAFFE_BGR_MEAN, dtype=images.dtype)
+
+
+class ModelGardenResNet50Encoder(_EndpointEncoder):
+  """The Model Garden's ResNet-50; endpoints at strides 2, 8, 32 by default.
+
+  official.vision.modeling.backbones.ResNet(model_id=50): the network of the
+  Model Garden's ImageNet classification checkpoints, which its
+  segmentation and detection tasks start from. It is not the
+  Keras-applications ResNet-50 of `resnet50`: there a downsampling bottleneck
+  has its stride in the first 1x1 convolution, here in the 3x3 one (ResNet
+  v1.5), and there the convolutions have biases, here not; so neither
+  network's weights compute the other's features, and converting one
+  checkpoint into the other would only approximate it.
+
+  Its own endpoints are its four block groups (strides 4, 8, 16 and 32); the
+  stride-2 endpoint (the hypercolumn's, like `resnet50`'s conv1_relu) is its
+  stem's output before the max pooling. No stochastic depth (as `resnet50`).
+
+  Attributes:
+    backbone: the Model Garden ResNet itself, so its variables are those of
+      tf.train.Checkpoint(backbone=resnet), the Model Garden's checkpoint
+      items.
+
+  Args:
+    endpoint_strides: the endpoints to return, among ENDPOINT_STRIDES.
+  """
+
+  def __init__(self, endpoint_strides: Sequence[int] = (
+      DEFAULT_ENDPOINT_STRIDES[MODEL_GARDEN_RESNET50]), **kwargs):
+    _check_endpoint_strides(MODEL_GARDEN_RESNET50, endpoint_strides)
+    backbone = model_garden_resnet.ResNet(
+        model_id=50, norm_momentum=_MODEL_GARDEN_RESNET50_NORM_MOMENTUM,
+        norm_epsilon=_MODEL_GARDEN_RESNET50_NORM_EPSILON)
+    stem_pools = [layer for layer in backbone.layers
+                  if isinstance(layer, tf_keras.layers.MaxPool2D)]
+    assert len(stem_pools) == 1, [layer.name for layer in stem_pools]
+    features = {2: stem_pools[0].input}
+    for stride, name in _MODEL_GARDEN_RESNET50_BLOCK_GROUPS.items():
+      features[stride] = backbone.get_layer(name).output
+    endpoints = {stride: features[stride] for stride in endpoint_strides}
+    super().__init__(MODEL_GARDEN_RESNET50, backbone, endpoints, **kwargs)
+
+  def preprocess(self, images):
+    # official.vision's normalize_image on [0, 255] RGB images.
+    mean = tf.constant(preprocess_ops.MEAN_RGB, dtype=images.dtype)
+    stddev = tf.constant(preprocess_ops.STDDEV_RGB, dtype=images.dtype)
+    return (images - mean) / stddev
+
+  def load_pretrained_weights(self, path: str) -> None:
+    """Loads a Model Garden backbone checkpoint (or one of this encoder).
+
+    The Model Garden's checkpoints hold the ResNet as `backbone` at their
+    root (tf.train.Checkpoint(backbone=resnet), or a training checkpoint of
+    a model whose checkpoint_items include it, e.g. an image-classification
+    run); its task initialisation with init_checkpoint_modules='backbone'
+    reads them the same way. Every variable of the ResNet must be restored.
+    A checkpoint of this encoder (tf.train.Checkpoint(encoder=encoder)) also
+    loads.
+
+    Raises:
+      FileNotFoundError: if `path` holds no checkpoint.
+      ValueError: if the checkpoint has no ResNet-50 backbone that fits.
+    """
+    what = ('a Model Garden checkpoint whose backbone is a ResNet-50 (written '
+            'by tf.train.Checkpoint(backbone=resnet), as the Model Garden\'s '
+            'image-classification runs write it)')
+    if path.endswith('.h5') or path.endswith('.keras'):
+      raise ValueError(
+          f'{PRETRAINED_WEIGHTS_FIELD} {path} is a Keras weight file; encoder '
+          f'{self.name} takes {what}. Keras-applications ResNet-50 weights '
+          'are for encoder resnet50.')
+    path = _checkpoint_prefix(path, what)
+    roots = sorted({key.split('/', 1)[0] for key in
+                    tf.train.load_checkpoint(path).get_variable_to_shape_map()
+                    if '/' in key})
+    if 'backbone' not in roots and 'encoder' in roots:
+      self._read_encoder_checkpoint(path)
+      return
+    if 'backbone' not in roots:
+      raise ValueError(
+          f'{PRETRAINED_WEIGHTS_FIELD} {path} has no backbone (its root holds '
+          f'{", ".join(roots) or "nothing"}): encoder {self.name} takes '
+          f'{what}. A checkpoint of a whole model of this project goes to '
+          'trainer_options.initial_checkpoint.')
+    checkpoint = tf.train.Checkpoint(backbone=self.backbone)
+    try:
+      checkpoint.read(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+      # TF's messages span lines (they list the objects); the first says
+      # what went wrong.
+      reason = str(e).strip().splitlines()[0].rstrip('.:')
+      raise ValueError(
+          f'{PRETRAINED_WEIGHTS_FIELD} {path}: its backbone does not fit '
+          f'encoder {self.name} ({reason}); give {what}.') from None
 
 
 class ConvNeXtLargeEncoder(_EndpointEncoder):
@@ -323,6 +468,8 @@ def build_encoder(name: str, drop_path_keep_prob: float = 1.0,
     endpoint_strides = DEFAULT_ENDPOINT_STRIDES[name]
   if name == 'resnet50':
     return ResNet50Encoder(endpoint_strides=endpoint_strides)
+  if name == MODEL_GARDEN_RESNET50:
+    return ModelGardenResNet50Encoder(endpoint_strides=endpoint_strides)
   if name == 'convnext_large':
     return ConvNeXtLargeEncoder(drop_path_keep_prob=drop_path_keep_prob,
                                 endpoint_strides=endpoint_strides)

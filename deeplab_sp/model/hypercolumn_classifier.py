@@ -11,7 +11,7 @@ returns only 'semantic_logits'.
 """
 
 import math
-from typing import Sequence
+from typing import Dict, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -70,6 +70,17 @@ class HypercolumnPixelClassifier(tf_keras.Model):
   @property
   def num_classes(self) -> int:
     return self.pixel_classifier.channels
+
+  @property
+  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
+    """The components by name (COMPONENTS), the Model Garden's convention.
+
+    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
+    the root under its name; one of them alone (tf.train.Checkpoint(
+    encoder=model.encoder)) is a checkpoint of that part, which restores
+    into the same part of another model.
+    """
+    return {name: getattr(self, name) for name in self.COMPONENTS}
 
   def call(self, images, training=None):
     height, width = per_pixel.checked_input_size(

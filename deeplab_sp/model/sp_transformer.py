@@ -10,7 +10,7 @@ size is checked here, once per call, against the hypercolumn stride and the
 superpixel grid (geometry.py); the layers rely on it.
 """
 
-from typing import Sequence
+from typing import Dict, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -73,6 +73,17 @@ class SPTransformer(tf_keras.Model):
   @property
   def num_classes(self) -> int:
     return self.classifier.num_classes
+
+  @property
+  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
+    """The components by name (COMPONENTS), the Model Garden's convention.
+
+    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
+    the root under its name; one of them alone (tf.train.Checkpoint(
+    encoder=model.encoder)) is a checkpoint of that part, which restores
+    into the same part of another model.
+    """
+    return {name: getattr(self, name) for name in self.COMPONENTS}
 
   def geometry(self, height, width) -> geometry_lib.Geometry:
     """The feature-map sizes for (height, width) input images.

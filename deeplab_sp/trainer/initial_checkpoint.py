@@ -11,16 +11,27 @@ The class layers are the layers whose variables' shapes depend on the
 number of classes (`class_layers`): only the last class projection of each
 network; the SP-Transformer's association has no class-dependent weights.
 
+The parts are the model's `checkpoint_items` (the Model Garden's
+convention: a dict of its components by name, e.g. the SP-Transformer's
+encoder, hypercolumn, tokenization, classifier and association). A
+checkpoint is read in either of two layouts:
+  * the whole model, tf.train.Checkpoint(model=model), as the trainer
+    writes it (keys 'model/...');
+  * parts at its root, tf.train.Checkpoint(**model.checkpoint_items) or a
+    single part, tf.train.Checkpoint(encoder=model.encoder) (keys
+    'encoder/...'): a part restores alone, e.g. an encoder-only checkpoint
+    with initial_checkpoint_parts ENCODER.
+
 Every variable of the parts asked for must be in the checkpoint with the
 model's shape, else InitialCheckpointError lists those that do not fit and
 the fix. Values are read one variable at a time and assigned (the
-checkpoint's keys are the paths of tf.train.Checkpoint(model=...), as the
-trainer writes them); the optimizer state is never read.
+checkpoint's keys are the object paths of the layout's root); the optimizer
+state is never read.
 """
 
 import collections
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -37,6 +48,8 @@ PARTS_FIELD = 'trainer_options.initial_checkpoint_parts'
 _Parts = trainer_pb2.TrainerOptions.InitialCheckpointParts
 # The components of ENCODER_HYPERCOLUMN_TOKENIZATION (those a network has).
 _FEATURE_COMPONENTS = ('encoder', 'hypercolumn', 'tokenization')
+# The root child of a whole-model checkpoint (the trainer's).
+MODEL_KEY = 'model'
 # Variables named in one error message; the rest are counted.
 _MAX_LISTED = 10
 _VARIABLE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -70,19 +83,35 @@ def class_layers(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
       f'of a {type(model).__name__}; set {PARTS_FIELD}: ALL (or ENCODER).')
 
 
+def checkpoint_items(model: tf_keras.Model) -> Dict[str, object]:
+  """The parts of `model` by name.
+
+  Its `checkpoint_items` (every network of deeplab_sp.model.builder has
+  them); for a model of another model_fn without them, those of its
+  attributes named like the SP-Transformer's feature components (encoder,
+  hypercolumn, tokenization).
+  """
+  items = getattr(model, 'checkpoint_items', None)
+  if items is not None:
+    return dict(items)
+  return {name: getattr(model, name) for name in _FEATURE_COMPONENTS
+          if hasattr(model, name)}
+
+
 def _escape(name: str) -> str:
   """A child's name as tf.train.Checkpoint writes it into keys."""
   return name.replace('.', '..').replace('/', '.S')
 
 
-def _object_paths(model: tf_keras.Model) -> Dict[int, Tuple[str, object]]:
+def _object_paths(children: Mapping[str, object]
+                 ) -> Dict[int, Tuple[str, object]]:
   """id(trackable) -> (its path in the checkpoint, trackable).
 
-  The paths of tf.train.Checkpoint(model=model): the shortest path from the
+  The paths of tf.train.Checkpoint(**children): the shortest path from the
   root, found breadth first in the order tf.train.Checkpoint saves (the
   first path found names an object reachable by several).
   """
-  root = tf.train.Checkpoint(model=model)
+  root = tf.train.Checkpoint(**children)
   view = tf.train.TrackableView(root)
   paths = {id(root): ('', root)}
   queue = collections.deque([root])
@@ -99,26 +128,33 @@ def _object_paths(model: tf_keras.Model) -> Dict[int, Tuple[str, object]]:
 
 
 def _part_prefixes(model: tf_keras.Model, parts: int,
+                   children: Mapping[str, object],
                    paths: Dict[int, Tuple[str, object]]
                   ) -> Tuple[List[str], List[str], str]:
   """(paths restored, paths left out, a description of what is left out).
 
   A variable is restored when its path starts with one of the first
-  prefixes and none of the second.
+  prefixes and none of the second. `children` are the checkpoint root's
+  (the layout), `paths` their _object_paths.
   """
   def path_of(layer) -> str:
     return paths[id(layer)][0] + '/'
 
+  everything = [_escape(name) + '/' for name in children]
   if parts == _Parts.ALL:
-    return ['model/'], [], ''
+    return everything, [], ''
   if parts == _Parts.ALL_BUT_CLASS_LAYERS:
-    return ['model/'], [path_of(layer) for layer in class_layers(model)], (
+    return everything, [path_of(layer) for layer in class_layers(model)], (
         'the class layers')
+  items = checkpoint_items(model)
   if parts == _Parts.ENCODER:
     names = ('encoder',)
+    if 'encoder' not in items:
+      raise InitialCheckpointError(
+          f'{PARTS_FIELD}: ENCODER, but a {type(model).__name__} has no '
+          f'encoder; set {PARTS_FIELD}: ALL (or ALL_BUT_CLASS_LAYERS).')
   elif parts == _Parts.ENCODER_HYPERCOLUMN_TOKENIZATION:
-    names = tuple(name for name in _FEATURE_COMPONENTS
-                  if hasattr(model, name))
+    names = tuple(name for name in _FEATURE_COMPONENTS if name in items)
     if names == ('encoder',):
       raise InitialCheckpointError(
           f'{PARTS_FIELD}: ENCODER_HYPERCOLUMN_TOKENIZATION, but a '
@@ -128,7 +164,7 @@ def _part_prefixes(model: tf_keras.Model, parts: int,
     raise InitialCheckpointError(
         f'{PARTS_FIELD}: unknown value {parts}; use one of '
         f'{", ".join(_Parts.keys())}.')
-  return [path_of(getattr(model, name)) for name in names], [], (
+  return [path_of(items[name]) for name in names], [], (
       'not in the ' + ', '.join(names))
 
 
@@ -197,6 +233,33 @@ def resolve(path: str) -> str:
   return prefix
 
 
+def _layout(model: tf_keras.Model, prefix: str,
+            shapes: Mapping[str, object]) -> Dict[str, object]:
+  """The root children of the checkpoint's layout, as objects of `model`.
+
+  {MODEL_KEY: model} for a whole-model checkpoint; the model's
+  checkpoint_items for one of its parts at the root.
+
+  Raises:
+    InitialCheckpointError: the checkpoint holds neither.
+  """
+  roots = sorted({key.split('/', 1)[0] for key in shapes if '/' in key})
+  if MODEL_KEY in roots:
+    return {MODEL_KEY: model}
+  items = checkpoint_items(model)
+  if any(_escape(name) in roots for name in items):
+    return items
+  hint = (' A Model Garden backbone checkpoint goes to '
+          'model_options.encoder.pretrained_weights (encoder '
+          'resnet50_model_garden).' if 'backbone' in roots else '')
+  raise InitialCheckpointError(
+      f'{FIELD} {prefix} holds neither a model (tf.train.Checkpoint('
+      f'{MODEL_KEY}=...), as the trainer writes it) nor a part of a '
+      f'{type(model).__name__} ({", ".join(items)}, e.g. '
+      'tf.train.Checkpoint(encoder=...)); its root holds '
+      f'{", ".join(roots) or "nothing"}.{hint}')
+
+
 def restore(model: tf_keras.Model, prefix: str, parts: int) -> List[str]:
   """Assigns the `parts` of `model` from the checkpoint `prefix`.
 
@@ -204,23 +267,34 @@ def restore(model: tf_keras.Model, prefix: str, parts: int) -> List[str]:
   tf.distribute strategy, in its scope.
 
   Args:
-    model: the network (its checkpoint keys are those of
-      tf.train.Checkpoint(model=model)).
-    prefix: a checkpoint prefix (see resolve).
+    model: the network.
+    prefix: a checkpoint prefix (see resolve): of tf.train.Checkpoint(
+      model=model), as the trainer writes it, or of some of the model's
+      checkpoint_items at the root (tf.train.Checkpoint(encoder=...)).
     parts: an InitialCheckpointParts value.
 
   Returns:
     The checkpoint paths of the variables left at their initial values.
 
   Raises:
-    InitialCheckpointError: a variable of the parts asked for is missing
-      from the checkpoint or has another shape there (all are listed).
+    InitialCheckpointError: the checkpoint holds neither layout, or a
+      variable of the parts asked for is missing from it or has another
+      shape there (all are listed).
   """
-  paths = _object_paths(model)
-  included, excluded, left_out_what = _part_prefixes(model, parts, paths)
   reader = tf.train.load_checkpoint(prefix)
   shapes = reader.get_variable_to_shape_map()
+  children = _layout(model, prefix, shapes)
+  paths = _object_paths(children)
+  included, excluded, left_out_what = _part_prefixes(model, parts, children,
+                                                     paths)
   restored, left_out, missing, mismatched = [], [], [], []
+  if MODEL_KEY not in children:
+    # Variables in none of the parts (a model whose parts do not cover it):
+    # ALL asks for them, which a checkpoint of parts cannot give.
+    inside = {id(v) for part in children.values()
+              for v in getattr(part, 'variables', ())}
+    outside = [v.name for v in model.variables if id(v) not in inside]
+    (missing if parts == _Parts.ALL else left_out).extend(outside)
   for path, trackable in sorted(paths.values(), key=lambda item: item[0]):
     if not isinstance(trackable, tf.Variable):
       continue

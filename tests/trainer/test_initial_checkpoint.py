@@ -285,3 +285,108 @@ def test_initial_checkpoint_without_its_index_names_it(tmp_path):
                      match=f'{prefix}.index is missing.*set trainer_options.'
                      'initial_checkpoint to another checkpoint'):
     initial_checkpoint.resolve(prefix)
+
+
+# The parts of each network: its components, in the order they run.
+PARTS_OF = {
+    'SP_TRANSFORMER': ('encoder', 'hypercolumn', 'tokenization', 'classifier',
+                       'association'),
+    'HYPERCOLUMN_PIXEL_CLASSIFIER': ('encoder', 'hypercolumn',
+                                     'pixel_classifier'),
+    'DEEPLABV3PLUS': ('encoder', 'aspp', 'decoder'),
+}
+
+
+@pytest.mark.parametrize('meta_architecture', META_ARCHITECTURES)
+def test_checkpoint_items_list_each_networks_parts(meta_architecture):
+  model = _model(meta_architecture, 5)
+  items = model.checkpoint_items
+  assert tuple(items) == PARTS_OF[meta_architecture]
+  for name, part in items.items():
+    assert part is getattr(model, name)
+  # Together the parts hold every variable of the model, each once.
+  held = [id(v) for part in items.values() for v in part.variables]
+  assert len(held) == len(set(held))
+  assert set(held) == {id(v) for v in model.variables}
+
+
+@pytest.mark.parametrize('meta_architecture', META_ARCHITECTURES)
+def test_a_checkpoint_of_one_part_restores_into_that_part(meta_architecture,
+                                                          tmp_path):
+  source = _model(meta_architecture, 5)
+  expected = _values(source)
+  fresh = _model(meta_architecture, 5)
+  before = _values(fresh)
+  restored = set()
+  # One part after the other: each restores its own variables only.
+  for name in PARTS_OF[meta_architecture]:
+    part = source.checkpoint_items[name]
+    if not part.variables:
+      continue  # The association: nothing to restore.
+    prefix = tf.train.Checkpoint(**{name: part}).write(
+        str(tmp_path / name / 'part'))
+    tf.train.Checkpoint(**{name: fresh.checkpoint_items[name]}).read(
+        prefix).assert_consumed()
+    inside = _positions(fresh, fresh.checkpoint_items[name].variables)
+    # The fresh weights differed, so the equality is the restore's.
+    assert any(not np.array_equal(before[i], expected[i]) for i in inside)
+    restored |= inside
+    for i, value in _values(fresh).items():
+      np.testing.assert_array_equal(
+          value, expected[i] if i in restored else before[i],
+          err_msg=f'{name} {i}')
+  assert restored == set(before)
+
+
+def test_an_encoder_checkpoint_initialises_the_encoder_alone(tmp_path):
+  source = _model('SP_TRANSFORMER', 19)
+  prefix = tf.train.Checkpoint(encoder=source.encoder).write(
+      str(tmp_path / 'encoder'))
+  model = _model('SP_TRANSFORMER', 11)
+  fresh = _values(model)
+  left_out = initial_checkpoint.restore(model, prefix, PARTS.ENCODER)
+  encoder = _positions(model, model.encoder.variables)
+  expected = _values(source)
+  for i, value in _values(model).items():
+    np.testing.assert_array_equal(
+        value, expected[i] if i in encoder else fresh[i], err_msg=str(i))
+  assert len(left_out) == len(fresh) - len(encoder)
+  assert all(not path.startswith('encoder/') for path in left_out)
+  # Parts it does not hold are named.
+  with pytest.raises(initial_checkpoint.InitialCheckpointError,
+                     match=r'\d+ missing from it: hypercolumn/'):
+    initial_checkpoint.restore(model, prefix,
+                               PARTS.ENCODER_HYPERCOLUMN_TOKENIZATION)
+
+
+@pytest.mark.parametrize('meta_architecture', META_ARCHITECTURES)
+def test_a_checkpoint_of_all_parts_initialises_other_classes(
+    meta_architecture, tmp_path):
+  nineteen = _model(meta_architecture, 19)
+  prefix = tf.train.Checkpoint(**nineteen.checkpoint_items).write(
+      str(tmp_path / 'parts'))
+  eleven = _model(meta_architecture, 11)
+  fresh = _values(eleven)
+  class_positions = _class_positions(eleven)
+  left_out = initial_checkpoint.restore(eleven, prefix,
+                                        PARTS.ALL_BUT_CLASS_LAYERS)
+  source = _values(nineteen)
+  for i, value in _values(eleven).items():
+    expected = fresh[i] if i in class_positions else source[i]
+    np.testing.assert_array_equal(value, expected, err_msg=str(i))
+  assert len(left_out) == 2
+
+
+def test_a_checkpoint_of_neither_layout_is_a_named_error(tmp_path):
+  # A Model Garden checkpoint: its ResNet at the root as `backbone`.
+  backbone = _model('SP_TRANSFORMER', 5).encoder.backbone
+  prefix = tf.train.Checkpoint(backbone=backbone).write(
+      str(tmp_path / 'backbone'))
+  with pytest.raises(initial_checkpoint.InitialCheckpointError) as error:
+    initial_checkpoint.restore(_model('SP_TRANSFORMER', 5), prefix,
+                               PARTS.ENCODER)
+  message = str(error.value)
+  assert message.startswith(f'trainer_options.initial_checkpoint {prefix} '
+                            'holds neither a model')
+  assert 'its root holds backbone' in message
+  assert 'model_options.encoder.pretrained_weights' in message
