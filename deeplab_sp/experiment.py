@@ -877,6 +877,9 @@ def _validate(options: config_pb2.ExperimentOptions, path: str,
   _validate_evaluator(path, options)
 
 
+# Largest EvaluatorOptions.boundary_band_pixels: its dilation window is
+# (2w+1)^2 pixels per pixel; wider bands say nothing about boundaries.
+MAX_BOUNDARY_BAND_PIXELS = 64
 # Limits of EvaluatorOptions.eval_scales. DeepLab's largest scale is 2.0 and
 # its longest list six scales; a scale above the limit is most likely a typo
 # (10 for 1.0) that would cost an out-of-memory error, and every scale is a
@@ -915,6 +918,13 @@ def _validate_evaluator(path: str,
   size the model is built for) to a size the model takes: the evaluator
   runs the model at exactly geometry.scaled_size of it.
   """
+  band = options.evaluator_options.boundary_band_pixels
+  if not 0 <= band <= MAX_BOUNDARY_BAND_PIXELS:
+    raise ConfigError(
+        f'{path}: evaluator_options.boundary_band_pixels is {band}; it is '
+        'the half width in pixels of the band around class boundaries '
+        f'scored apart, in [0, {MAX_BOUNDARY_BAND_PIXELS}] (0: off), e.g. '
+        '`boundary_band_pixels: 4`.')
   field = 'evaluator_options.eval_scales'
   scales = list(options.evaluator_options.eval_scales)
   if len(scales) > MAX_EVAL_SCALES:

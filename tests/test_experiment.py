@@ -189,6 +189,8 @@ def test_unknown_field_names_field_and_line(tmp_path):
     ('num_heads: 2', 'num_heads: 3', 'must divide'),
     ('file_pattern: "work_dirs/data/synthetic/train-*.tfrecord"', '',
      'train_dataset_options.file_pattern is empty'),
+    ('num_vis_images: 4', 'num_vis_images: 4 boundary_band_pixels: -2',
+     'boundary_band_pixels is -2'),
     ('file_pattern: "work_dirs/data/synthetic/val-*.tfrecord"',
      'file_pattern: "work_dirs/data/synthetic/val-*.tfrecord" repeat: true',
      'remove `repeat: true`'),

@@ -12,9 +12,12 @@ experiment directory, with the test-time augmentation it was measured with
 eval_augmentation.py); each evaluation is also appended as one JSON line to
 `eval_history.jsonl` beside it (step, miou, per_class_iou, pixel_accuracy,
 mean_class_accuracy, per_class_accuracy, wall_time in seconds since the
-epoch, and the `superpixels` section when measured), the history the curves
-of tools/main_job.py are drawn from. Progress is logged every
-`log_every_batches` batches.
+epoch, and the `superpixels` and `boundary_band` sections when measured),
+the history the curves of tools/main_job.py are drawn from. Progress is
+logged every `log_every_batches` batches.
+With `boundary_band_pixels` > 0, mIoU and pixel accuracy are also reported
+apart near class boundaries and inside regions (boundary_band.py) as the
+`boundary_band` section and `boundary_band/*` scalars.
 With `superpixel_metrics`, the quality of the model's superpixels against the
 labels is added as the `superpixels` section and `superpixels/*` scalars
 (deeplab_sp/trainer/superpixel_eval.py); a model without superpixels (the
@@ -32,6 +35,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.trainer import boundary_band
 from deeplab_sp.trainer import eval_augmentation
 from deeplab_sp.trainer import metrics as metrics_lib
 from deeplab_sp.trainer import original_resolution
@@ -44,7 +48,7 @@ EVAL_HISTORY_FILENAME = 'eval_history.jsonl'
 # The keys of eval_results.json that go into each line of the history.
 _HISTORY_KEYS = ('step', 'miou', 'per_class_iou', 'pixel_accuracy',
                  'mean_class_accuracy', 'per_class_accuracy', 'num_images',
-                 superpixel_eval.SECTION)
+                 superpixel_eval.SECTION, boundary_band.SECTION)
 # Batches between the evaluation's progress lines.
 DEFAULT_LOG_EVERY_BATCHES = 50
 
@@ -60,6 +64,15 @@ def read_history(experiment_dir: str) -> list:
 
 def _json_number(value: Optional[float]) -> Optional[float]:
   return None if value is None or not math.isfinite(value) else value
+
+
+def _json_numbers(tree):
+  """`tree` with every non-finite float as None (JSON has no NaN)."""
+  if isinstance(tree, dict):
+    return {key: _json_numbers(value) for key, value in tree.items()}
+  if isinstance(tree, float):
+    return _json_number(tree)
+  return tree
 
 
 class Evaluator(orbit.StandardEvaluator):
@@ -80,6 +93,8 @@ class Evaluator(orbit.StandardEvaluator):
     log_every_batches: batches between progress lines (0: none).
     augmentation: the test-time augmentation (scales, flipped images) the
       predictions average; None or a plain one: the model's own logits.
+    boundary_band_pixels: > 0: also score the band of this half width
+      around class boundaries and the region interiors apart.
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, model: tf_keras.Model,
@@ -90,7 +105,8 @@ class Evaluator(orbit.StandardEvaluator):
                num_vis_images: int = 0, superpixel_metrics: bool = True,
                log_every_batches: int = DEFAULT_LOG_EVERY_BATCHES,
                augmentation: Optional[
-                   eval_augmentation.EvalAugmentation] = None):
+                   eval_augmentation.EvalAugmentation] = None,
+               boundary_band_pixels: int = 0):
     self.strategy = strategy
     self.augmentation = augmentation or eval_augmentation.EvalAugmentation()
     self.log_every_batches = log_every_batches
@@ -109,6 +125,9 @@ class Evaluator(orbit.StandardEvaluator):
         else None)
     with strategy.scope():
       self.confusion = metrics_lib.ConfusionMatrix(len(self.class_names))
+      self.band = (boundary_band.BoundaryBandConfusion(
+          len(self.class_names), boundary_band_pixels,
+          self.confusion.ignore_label) if boundary_band_pixels > 0 else None)
       self.num_images = tf.Variable(
           0, dtype=tf.int64, trainable=False,
           synchronization=tf.VariableSynchronization.ON_READ,
@@ -128,6 +147,8 @@ class Evaluator(orbit.StandardEvaluator):
     self._num_batches = 0
     self._eval_start = time.time()
     self.confusion.reset()
+    if self.band:
+      self.band.reset()
     self.num_images.assign(tf.zeros_like(self.num_images))
     # The superpixel accumulator is the orbit state passed to eval_reduce.
     return self._superpixels.begin() if self._superpixels else None
@@ -137,7 +158,9 @@ class Evaluator(orbit.StandardEvaluator):
     def step_fn(batch):
       scores, outputs = self.augmentation(self.model, batch['image'])
       # At the labels' original resolution where the images were resized.
-      original_resolution.update_confusion(self.confusion, batch, scores)
+      original_resolution.update_confusion(
+          self.confusion, batch, scores,
+          also=(self.band,) if self.band else ())
       # Counts images with at least one labelled pixel: the all-ignore
       # examples that pad the last evaluation batch are not counted.
       labelled = tf.reduce_any(
@@ -192,6 +215,9 @@ class Evaluator(orbit.StandardEvaluator):
       results[superpixel_eval.SECTION] = {
           name: _json_number(value) if isinstance(value, float) else value
           for name, value in self._superpixels.result(state).items()}
+    if self.band:
+      results[boundary_band.SECTION] = _json_numbers(
+          self.band.results(self.class_names))
     if self.experiment_dir and self.strategy.extended.should_checkpoint:
       io.write_atomically(
           os.path.join(self.experiment_dir, EVAL_RESULTS_FILENAME),
@@ -213,6 +239,12 @@ class Evaluator(orbit.StandardEvaluator):
         scalars[f'accuracy/{name}'] = accuracy
     scalars.update(superpixel_eval.scalars(results.get(
         superpixel_eval.SECTION, {})))
+    for part in boundary_band.PARTS:
+      part_results = results.get(boundary_band.SECTION, {}).get(part, {})
+      for name in ('miou', 'pixel_accuracy'):
+        if part_results.get(name) is not None:
+          scalars[f'{boundary_band.SECTION}/{part}_{name}'] = (
+              part_results[name])
     return scalars
 
   def _write_images(self, step: int) -> None:

@@ -51,8 +51,8 @@ def resize_prediction(prediction: tf.Tensor, resized_size: tf.Tensor,
 
 def update_confusion(confusion: metrics_lib.ConfusionMatrix,
                      batch: Mapping[str, tf.Tensor],
-                     logits: tf.Tensor) -> None:
-  """Adds a batch's predictions to `confusion`.
+                     logits: tf.Tensor, also=()) -> None:
+  """Adds a batch's predictions to `confusion` (and to those of `also`).
 
   Args:
     confusion: the evaluator's ConfusionMatrix.
@@ -62,10 +62,13 @@ def update_confusion(confusion: metrics_lib.ConfusionMatrix,
     logits: float [batch, H, W, K], the model's semantic logits, or any
       class scores whose argmax is the prediction (the averaged
       probabilities of eval_augmentation.py).
+    also: more accumulators with an `update(labels, predictions)`, given the
+      same labels and predictions (e.g. boundary_band.py's).
   """
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
   if input_pipeline.ORIGINAL_LABEL not in batch:
-    confusion.update(batch['label'], predictions)
+    for accumulator in (confusion, *also):
+      accumulator.update(batch['label'], predictions)
     return
   labels = tf.cast(batch[input_pipeline.ORIGINAL_LABEL], tf.int32)
   padded_size = tf.shape(labels)[1:3]
@@ -82,4 +85,5 @@ def update_confusion(confusion: metrics_lib.ConfusionMatrix,
       (predictions, batch[input_pipeline.RESIZED_SIZE],
        batch[input_pipeline.ORIGINAL_SIZE]),
       fn_output_signature=tf.TensorSpec([None, None], tf.int32))
-  confusion.update(labels, resized)
+  for accumulator in (confusion, *also):
+    accumulator.update(labels, resized)

@@ -309,7 +309,8 @@ def _run_experiment(experiment: experiment_lib.Experiment,
         num_vis_images=num_vis,
         superpixel_metrics=options.evaluator_options.superpixel_metrics,
         augmentation=eval_augmentation.EvalAugmentation.from_options(
-            options.evaluator_options))
+            options.evaluator_options),
+        boundary_band_pixels=options.evaluator_options.boundary_band_pixels)
 
   trackables = dict(model=model, optimizer=optimizer.main,
                     backbone_optimizer=optimizer.backbone)
