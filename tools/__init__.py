@@ -65,6 +65,11 @@ def export_model():
   _run('export_model')
 
 
+def inspect_export():
+  """deeplab_sp_inspect_export: tools/inspect_export.py."""
+  _run('inspect_export')
+
+
 def model_stats():
   """deeplab_sp_model_stats: tools/model_stats.py."""
   _run('model_stats')

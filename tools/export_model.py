@@ -1,9 +1,11 @@
 """Exports a trained model (SP-Transformer or baseline): SavedModel/ONNX/TFLite.
 
 --format=saved_model (default) writes <output_path>/<version>/ (TF Serving's
-layout) with the signatures serving_default (encoded JPEG/PNG bytes) and
-serving_float (float RGB images of any size); see
-deeplab_sp/export/export_lib.py.
+layout) with the signatures serving_default (encoded JPEG/PNG bytes),
+serving_float (float RGB images of any size) and serving_image_tensor
+(uint8 RGB images of any size), and the experiment config as the asset
+assets/experiment.textproto; see deeplab_sp/export/export_lib.py.
+tools/inspect_export.py prints what an export is.
 
 --format=onnx and --format=tflite write one file (--output_path) holding
 the model at one fixed input size (--input_size, default the config's crop
@@ -20,7 +22,8 @@ Examples:
     --config_file=configs/synthetic/sp_transformer_tiny.textproto \
     --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
     --output_path=exported/sp_transformer_tiny
-  .venv/bin/saved_model_cli show --dir exported/sp_transformer_tiny/1 --all
+  .venv/bin/python tools/inspect_export.py \
+    --saved_model=exported/sp_transformer_tiny/1
 
   .venv/bin/python tools/export_model.py --format=onnx \
     --config_file=configs/synthetic/sp_transformer_tiny.textproto \
@@ -74,6 +77,12 @@ _INCLUDE_SUPERPIXEL_IDS = flags.DEFINE_bool(
     'include_superpixel_ids', True, "saved_model only. Add the output "
     "'superpixel_ids' [B, H, W] (hard superpixel assignment). Models without "
     'superpixels (the per-pixel baselines) never have it.')
+_DEEPLAB2_OUTPUT_NAMES = flags.DEFINE_bool(
+    'deeplab2_output_names', True, "saved_model only. Add DeepLab2's names "
+    "of the outputs as aliases: 'semantic_pred' (= 'semantic') and, with "
+    "--include_probabilities, 'semantic_probs' (= 'probabilities'). The "
+    'same tensors, but a TF Serving answer carries every output name: leave '
+    "them out to send 'semantic' (and 'probabilities') once.")
 _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     'max_input_pixels', image_header.DEFAULT_MAX_INPUT_PIXELS,
     'saved_model only. Largest image (height * width pixels) the signatures '
@@ -102,8 +111,8 @@ _VERIFY = flags.DEFINE_bool(
     'nothing if the logits differ beyond float round-off.')
 
 _SAVED_MODEL_FLAGS = (_VERSION, _INCLUDE_PROBABILITIES,
-                      _INCLUDE_SUPERPIXEL_IDS, _MAX_INPUT_PIXELS,
-                      _MAX_BATCH_PIXELS)
+                      _INCLUDE_SUPERPIXEL_IDS, _DEEPLAB2_OUTPUT_NAMES,
+                      _MAX_INPUT_PIXELS, _MAX_BATCH_PIXELS)
 _FIXED_SIZE_FLAGS = (_INPUT_SIZE, _BATCH_SIZE, _ONNX_OPSET, _VERIFY)
 
 
@@ -141,7 +150,8 @@ def main(argv):
         _CONFIG_FILE.value, _CHECKPOINT_PATH.value, _OUTPUT_PATH.value,
         _VERSION.value, _OVERWRITE.value, _INCLUDE_PROBABILITIES.value,
         _INCLUDE_SUPERPIXEL_IDS.value, _MAX_INPUT_PIXELS.value,
-        _MAX_BATCH_PIXELS.value, overrides=_CONFIG_OVERRIDE.value)
+        _MAX_BATCH_PIXELS.value, overrides=_CONFIG_OVERRIDE.value,
+        include_deeplab2_names=_DEEPLAB2_OUTPUT_NAMES.value)
   else:
     output_path = _OUTPUT_PATH.value
     # Before the model is built: a wrong path or a missing extra is said

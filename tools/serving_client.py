@@ -59,9 +59,11 @@ _TIMEOUT = flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for an answer.')
 _GRPC_MAX_RECEIVE_MB = flags.DEFINE_integer(
     'grpc_max_receive_mb', serving_client.DEFAULT_GRPC_MAX_RECEIVE_MB,
     '--protocol=grpc only. Largest answer accepted, MiB (gRPC\'s own default '
-    'is 4). An answer is 8 bytes per pixel (16 MiB for a 1024x2048 image), '
-    'plus 4 bytes per pixel and class with probabilities exported; the '
-    'default holds three 1024x2048 images without probabilities.')
+    'is 4). An answer is 12 bytes per pixel (24 MiB for a 1024x2048 image; '
+    '8 bytes, 16 MiB, for an export with --nodeeplab2_output_names), plus 4 '
+    'bytes per pixel and class with probabilities exported (twice with '
+    'their DeepLab2 name); the default holds two 1024x2048 images without '
+    'probabilities.')
 
 
 def main(argv):

@@ -84,7 +84,7 @@ class FixedSizeModule(tf.Module):
     if batch_size < 1:
       raise ValueError(f'--batch_size must be at least 1, got {batch_size}.')
     super().__init__(name='sp_transformer_fixed_size')
-    # As in export_lib.ServingModule: the variables are tracked, the Keras
+    # As in serving_module.ServingModule: the variables are tracked, the Keras
     # model (not serialisable as an object graph) is not.
     self._get_model = lambda: model
     self.model_variables = list(model.variables)

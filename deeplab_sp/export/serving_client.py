@@ -9,16 +9,19 @@ an object {"b64": ...} into the bytes of a string tensor):
    "inputs": {"encoded_images": [{"b64": "<base64 of image 1>"}, ...]}}
 
 The answer is {"outputs": {"semantic": [[[...]]], "image_size": [[h, w]],
-"superpixel_ids": ...}}: the signature's outputs as nested lists (see
-deeplab_sp/export/export_lib.py). `decode_rest_request` and
+"superpixel_ids": ..., "semantic_pred": ...}}: the signature's outputs as
+nested lists (see deeplab_sp/export/export_lib.py; 'semantic_pred' is
+DeepLab2's name of 'semantic', unless exported with
+--nodeeplab2_output_names). `decode_rest_request` and
 `run_rest_request` do in process what TF Serving does with the JSON, so a
 request can be checked against the SavedModel without a server.
 
 gRPC (port 8500) sends the same tensor as a PredictRequest; it needs the
 optional `tensorflow-serving-api` package (`pip install -e .[serving]`), and
 only `grpc_predict` imports it. gRPC refuses an answer above the channel's
-receive limit (4 MiB unless set); one 1024x2048 image answers 16 MiB
-('semantic' and 'superpixel_ids', int32), so the channel is opened with
+receive limit (4 MiB unless set); one 1024x2048 image answers 24 MiB
+('semantic', 'semantic_pred' and 'superpixel_ids', int32; 16 MiB without
+DeepLab2's names), so the channel is opened with
 `max_receive_mb` (DEFAULT_GRPC_MAX_RECEIVE_MB). A server that does not
 answer (UNAVAILABLE) or an answer above the limit is a one-line
 ConnectionError / ValueError saying the fix.
@@ -39,9 +42,11 @@ INPUT_NAME = 'encoded_images'
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
 # Receive limit of the gRPC channel, MiB. An answer without 'probabilities'
-# is 8 bytes per pixel (2 int32 outputs): 16 MiB for a 1024x2048 image, so
-# 64 MiB holds a batch of three. 'probabilities' adds 4 bytes per pixel and
-# class (152 MiB per image for Cityscapes' 19 classes).
+# is 12 bytes per pixel (3 int32 outputs, 'semantic_pred' being DeepLab2's
+# name of 'semantic'): 24 MiB for a 1024x2048 image, so 64 MiB holds a
+# batch of two (three without DeepLab2's names). 'probabilities' adds 4
+# bytes per pixel and class, twice with its alias 'semantic_probs' (152 MiB
+# per image and name for Cityscapes' 19 classes).
 DEFAULT_GRPC_MAX_RECEIVE_MB = 64
 # gRPC's limit is a signed 32-bit count of bytes.
 MAX_GRPC_RECEIVE_MB = 2047
@@ -165,7 +170,7 @@ def grpc_user_error(error: Exception, server: str,
         f'the answer of {server} is larger than --grpc_max_receive_mb='
         f'{max_receive_mb} MiB ({details}); raise --grpc_max_receive_mb, or '
         'send fewer images per request (probabilities, when exported, add '
-        '4 bytes per pixel and class).')
+        '4 bytes per pixel and class, twice with their DeepLab2 name).')
   return None
 
 

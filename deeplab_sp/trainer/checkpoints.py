@@ -39,6 +39,8 @@ _TEMP_DIR = re.compile(r'^ckpt-\d+_temp(_[0-9a-f]+)?/?$')
 # default name `ckpt`): the step and, for data files, the shard count.
 _CHECKPOINT_FILE = re.compile(
     r'^ckpt-(\d+)\.(index|data-\d{5}-of-(\d{5}))$')
+# What a checkpoint's file names add to its prefix.
+_CHECKPOINT_FILE_SUFFIX = re.compile(r'\.(index|data-\d{5}-of-\d{5})$')
 # The checkpoint list tf.train.CheckpointManager keeps in the directory.
 STATE_FILENAME = 'checkpoint'
 
@@ -201,6 +203,59 @@ def latest_checkpoint(directory: str) -> Optional[str]:
                     STATE_FILENAME, complete[-1])
     return complete[-1]
   return None
+
+
+def restore_model(model: Optional[tf.Module], checkpoint_path: str,
+                  flag: str = '--checkpoint_path') -> str:
+  """Restores every variable of `model` from a checkpoint; returns its prefix.
+
+  For the tools that read a trained model (export, superpixel quality): a
+  directory gives its newest checkpoint (latest_checkpoint: from its list,
+  else the newest complete one on disk), a prefix itself. The checkpoint is
+  verified first (verify_or_explain), so a damaged one is named as such
+  rather than as a checkpoint of another model. Keys are those of
+  tf.train.Checkpoint(model=model), as the trainer writes them; the
+  optimizer state is not read.
+
+  Args:
+    model: the built model (its variables created); None only finds the
+      checkpoint, to fail before a model is built.
+    checkpoint_path: a checkpoint prefix (.../ckpt-1000) or a directory.
+    flag: the flag that gave `checkpoint_path`, for the messages.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+    DamagedCheckpointError: its files are damaged (with the previous
+      intact checkpoint, if any).
+    AssertionError: a variable of `model` is not in the checkpoint (a
+      checkpoint of another model).
+  """
+  if tf.io.gfile.isdir(checkpoint_path):
+    prefix = latest_checkpoint(checkpoint_path)
+    if prefix is None:
+      raise FileNotFoundError(
+          f'No checkpoint in directory {checkpoint_path}; pass '
+          f'{flag}=<model_dir>/<experiment_name> after training, or a prefix '
+          'like .../ckpt-1000.')
+  elif _CHECKPOINT_FILE_SUFFIX.search(checkpoint_path):
+    raise FileNotFoundError(
+        f'{flag} {checkpoint_path} is one file of a checkpoint; pass its '
+        f'prefix {_CHECKPOINT_FILE_SUFFIX.sub("", checkpoint_path)} (without '
+        '.index or .data-*).')
+  elif not checkpoint_files(checkpoint_path):
+    raise FileNotFoundError(
+        f'Checkpoint {checkpoint_path} not found (no {checkpoint_path}.index);'
+        ' pass a prefix like <model_dir>/<experiment_name>/ckpt-1000 or the '
+        'directory that holds the checkpoints.')
+  else:
+    prefix = checkpoint_path
+  if model is None:
+    return prefix
+  logging.info('Restoring model weights from %s', prefix)
+  verify_or_explain(prefix, flag=None)
+  tf.train.Checkpoint(model=model).read(prefix).expect_partial(
+  ).assert_existing_objects_matched()
+  return prefix
 
 
 def rotated_away(prefix: str) -> bool:

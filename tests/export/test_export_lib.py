@@ -1,4 +1,5 @@
-"""Tests of deeplab_sp.export.export_lib: signatures, sizes, plain-TF load."""
+"""Tests of deeplab_sp.export.export_lib: signatures, sizes, plain-TF load,
+the stored config and facts."""
 
 import io
 import logging
@@ -13,11 +14,14 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from deeplab_sp.data import dataset_info
 from deeplab_sp.data import input_pipeline
 from deeplab_sp.data import preprocessing
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import export_lib
+from deeplab_sp.export import saved_model_info
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.protos import config_pb2
 from deeplab_sp.protos import dataset_pb2
 import export_testing
 from export_testing import png_bytes
@@ -227,7 +231,7 @@ def test_plain_tensorflow_process_gives_keras_predictions(exported, tmp_path):
   export_testing.assert_labels_are_argmax(np.load(output)[0], logits.numpy())
 
 
-def test_saved_model_cli_lists_both_signatures(exported):
+def test_saved_model_cli_lists_the_signatures(exported):
   _, export_dir, _, _ = exported
   cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
   result = subprocess.run([cli, 'show', '--dir', export_dir, '--all'],
@@ -236,12 +240,12 @@ def test_saved_model_cli_lists_both_signatures(exported):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "signature_def['serving_default']" in result.stdout
   assert "signature_def['serving_float']" in result.stdout
+  assert "signature_def['serving_image_tensor']" in result.stdout
   assert 'encoded_images' in result.stdout
 
 
-def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
-                                                                tmp_path):
-  module, _, _, _ = exported
+def _records(loggers, level, block):
+  """The messages `loggers` log at `level` or above while `block()` runs."""
   messages = []
 
   class Recorder(logging.Handler):
@@ -249,28 +253,143 @@ def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
     def emit(self, record):
       messages.append(record.getMessage())
 
-  recorder = Recorder(level=logging.DEBUG)
-  loggers = [absl_logging.get_absl_logger(), tf.get_logger()]
+  recorder = Recorder(level=level)
   old_levels = [logger.level for logger in loggers]
   for logger in loggers:
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(min(level, logger.level or level))
     logger.addHandler(recorder)
   try:
-    export_lib.export_saved_model(module, str(tmp_path / 'saved'), version=1)
+    block()
   finally:
-    for logger, level in zip(loggers, old_levels):
+    for logger, old_level in zip(loggers, old_levels):
       logger.removeHandler(recorder)
-      logger.setLevel(level)
+      logger.setLevel(old_level)
+  return messages
+
+
+def test_export_logs_no_renaming_of_the_loop_captured_variables(exported,
+                                                                tmp_path):
+  # The signatures capture the model's variables under the names their
+  # function inputs get, so saving has nothing to rename (and no log line
+  # is filtered: TensorFlow's loggers are left as they are).
+  module, _, _, _ = exported
+  messages = _records(
+      [absl_logging.get_absl_logger(), tf.get_logger()], logging.DEBUG,
+      lambda: export_lib.export_saved_model(module, str(tmp_path / 'saved'),
+                                            version=1))
   assert messages, 'the export logs'
   assert not [m for m in messages if 'renamed' in m], [
       m[:200] for m in messages if 'renamed' in m]
-  # A note renaming anything else (e.g. a signature input) still shows.
-  note_filter = export_lib._LoopCaptureRenamingFilter()  # pylint: disable=protected-access
-  record = logging.LogRecord(
-      'tensorflow', logging.INFO, __file__, 1,
-      'Function `f` contains input name(s) a/b with unsupported characters '
-      'which will be renamed to a_b in the SavedModel.', None, None)
-  assert note_filter.filter(record)
+  assert not absl_logging.get_absl_logger().filters
+  assert not tf.get_logger().filters
+
+
+def test_loading_the_export_logs_no_warning(exported):
+  # No "unsaved custom gradients" (or any other) warning: the gradients of
+  # the kernels' custom gradients are saved with the export.
+  _, export_dir, _, _ = exported
+  loaded = []
+  messages = _records(
+      [absl_logging.get_absl_logger(), tf.get_logger()], logging.WARNING,
+      lambda: loaded.append(tf.saved_model.load(export_dir)))
+  assert loaded[0].signatures
+  assert not messages, [m[:200] for m in messages]
+
+
+def test_image_tensor_signature_gives_the_labels_of_serving_float(exported):
+  _, export_dir, _, _ = exported
+  loaded = tf.saved_model.load(export_dir)
+  # Another size than the model's (resized, padded and restored), two images.
+  images = np.stack([random_image(30, 50, seed=4), random_image(30, 50,
+                                                                 seed=5)])
+  uint8 = loaded.signatures[export_lib.SERVING_IMAGE_TENSOR](
+      images=tf.constant(images))
+  floats = loaded.signatures['serving_float'](
+      images=tf.constant(images, tf.float32))
+  assert set(uint8) == set(floats)
+  assert uint8['semantic'].shape == (2, 30, 50)
+  for name in floats:
+    np.testing.assert_array_equal(uint8[name].numpy(), floats[name].numpy())
+  _, spec = loaded.signatures[
+      export_lib.SERVING_IMAGE_TENSOR].structured_input_signature
+  assert spec['images'].dtype == tf.uint8
+  # The same limits: too large an image is refused before anything runs.
+  module, _, _, _ = exported
+  small_limit = export_lib.ServingModule(
+      module.model, (SIZE, SIZE), NUM_CLASSES, max_input_pixels=40 * 40)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='1600'):
+    small_limit.serve_image_tensor(tf.zeros([1, 41, 40, 3], tf.uint8))
+
+
+def test_deeplab2_names_are_aliases_of_the_outputs(exported):
+  module, export_dir, _, _ = exported
+  loaded = tf.saved_model.load(export_dir)
+  image = random_image(SIZE, SIZE, seed=6)
+  for key in loaded.signatures:
+    outputs = loaded.signatures[key].structured_outputs
+    assert {'semantic_pred', 'semantic_probs'} <= set(outputs), key
+  outputs = loaded.signatures['serving_default'](
+      encoded_images=tf.constant([png_bytes(image)]))
+  np.testing.assert_array_equal(outputs['semantic_pred'].numpy(),
+                                outputs['semantic'].numpy())
+  np.testing.assert_array_equal(outputs['semantic_probs'].numpy(),
+                                outputs['probabilities'].numpy())
+  # Left out on request; 'semantic_probs' only with the probabilities.
+  without = export_lib.ServingModule(module.model, (SIZE, SIZE), NUM_CLASSES,
+                                     include_deeplab2_names=False)
+  assert set(without.output_names()) == {'semantic', 'image_size',
+                                         'superpixel_ids'}
+  no_probabilities = export_lib.ServingModule(module.model, (SIZE, SIZE),
+                                              NUM_CLASSES)
+  outputs = no_probabilities.serve_float(
+      tf.constant(image[np.newaxis], tf.float32))
+  assert set(outputs) == {'semantic', 'image_size', 'superpixel_ids',
+                          'semantic_pred'}
+
+
+def test_the_export_stores_its_config_and_facts(exported):
+  module, export_dir, config_file, _ = exported
+  asset = os.path.join(export_dir, 'assets', export_lib.CONFIG_ASSET)
+  with open(asset) as f:
+    stored = text_format.Parse(f.read(), config_pb2.ExperimentOptions())
+  with open(config_file) as f:
+    expected = text_format.Parse(f.read(), config_pb2.ExperimentOptions())
+  assert stored == expected
+  loaded = tf.saved_model.load(export_dir)
+  assert loaded.experiment_config.asset_path.numpy().decode() == asset
+  np.testing.assert_array_equal(loaded.model_input_size.numpy(), [SIZE, SIZE])
+  np.testing.assert_array_equal(
+      loaded.pixel_limits.numpy(),
+      [module.max_input_pixels, module.max_batch_pixels])
+  # The module is left without the asset (its file was temporary).
+  assert not hasattr(module, export_lib.CONFIG_ASSET_ATTRIBUTE)
+
+
+def test_inspect_describes_the_export(exported):
+  _, export_dir, _, _ = exported
+  info = saved_model_info.describe(export_dir)
+  assert sorted(info['signatures']) == [
+      'serving_default', 'serving_float', 'serving_image_tensor']
+  assert info['signatures']['serving_default']['inputs'] == {
+      'encoded_images': {'dtype': 'string', 'shape': [None]}}
+  assert info['signatures']['serving_image_tensor']['inputs'] == {
+      'images': {'dtype': 'uint8', 'shape': [None, None, None, 3]}}
+  outputs = info['signatures']['serving_float']['outputs']
+  assert outputs['semantic'] == {'dtype': 'int32',
+                                 'shape': [None, None, None]}
+  assert outputs['probabilities']['shape'] == [None, None, None, NUM_CLASSES]
+  assert set(outputs) == {'semantic', 'image_size', 'superpixel_ids',
+                          'probabilities', 'semantic_pred', 'semantic_probs'}
+  assert info['model_input_size'] == [SIZE, SIZE]
+  assert info['class_names'] == list(
+      dataset_info.get_dataset_info('cityscapes').class_names)
+  assert info['config_path'] == os.path.join(export_dir, 'assets',
+                                             export_lib.CONFIG_ASSET)
+  assert 'experiment: export_test' in info['config_summary']
+  text = saved_model_info.as_text(info)
+  assert f'Model input size: {SIZE}x{SIZE}' in text
+  assert "semantic_pred: int32 [None, None, None] (= semantic" in text
+  assert 'images: uint8 [None, None, None, 3]' in text
 
 
 @pytest.mark.parametrize('meta', ['HYPERCOLUMN_PIXEL_CLASSIFIER',
@@ -295,7 +414,8 @@ def test_a_baseline_exports_and_serves_without_superpixel_ids(meta,
       'semantic_logits'].numpy(), -1)
   outputs = loaded.signatures['serving_default'](
       encoded_images=tf.constant([png_bytes(image), png_bytes(image)]))
-  assert set(outputs) == {'semantic', 'image_size', 'probabilities'}
+  assert set(outputs) == {'semantic', 'image_size', 'probabilities',
+                          'semantic_pred', 'semantic_probs'}
   np.testing.assert_array_equal(outputs['semantic'].numpy()[:1], expected)
   np.testing.assert_allclose(outputs['probabilities'].numpy().sum(-1), 1.0,
                              rtol=1e-5)
@@ -303,6 +423,7 @@ def test_a_baseline_exports_and_serves_without_superpixel_ids(meta,
   other = random_image(30, 50, seed=1)
   floats = loaded.signatures['serving_float'](
       images=tf.constant(other[np.newaxis], tf.float32))
-  assert set(floats) == {'semantic', 'image_size', 'probabilities'}
+  assert set(floats) == {'semantic', 'image_size', 'probabilities',
+                         'semantic_pred', 'semantic_probs'}
   assert floats['semantic'].shape == (1, 30, 50)
   np.testing.assert_array_equal(floats['image_size'].numpy(), [[30, 50]])

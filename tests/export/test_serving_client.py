@@ -171,7 +171,7 @@ def test_grpc_channel_options_set_the_receive_limit():
 
 
 def test_grpc_answers_above_4_mib_arrive_and_the_limit_is_named():
-  """One 1024x2048 answer is 16 MiB; gRPC's own limit is 4 MiB."""
+  """One 1024x2048 answer is 24 MiB; gRPC's own limit is 4 MiB."""
   size = 5 * 2**20
   server, address = _echo_size_server(size)
   try:
