@@ -64,8 +64,13 @@ def _describe(error: BaseException) -> str:
 
 def checkpoint_files(prefix: str) -> List[str]:
   """The files of the checkpoint `prefix` (.index and .data shards)."""
-  return sorted(tf.io.gfile.glob(prefix + '.index') +
-                tf.io.gfile.glob(prefix + '.data-?????-of-?????'))
+  files = (tf.io.gfile.glob(prefix + '.index') +
+           tf.io.gfile.glob(prefix + '.data-?????-of-?????'))
+  if not os.path.dirname(prefix):
+    # A bare name (`ckpt-1`, in the working directory): glob answers
+    # `./ckpt-1.index`; named as the prefix is, for comparisons with it.
+    files = [f[2:] if f.startswith('./') else f for f in files]
+  return sorted(files)
 
 
 def missing_files(prefix: str) -> List[str]:

@@ -46,6 +46,14 @@ def test_a_prefix_gives_that_checkpoint(run):
   np.testing.assert_array_equal(model.kernel.numpy(), 1.0)
 
 
+def test_a_bare_prefix_in_the_working_directory(run, monkeypatch):
+  monkeypatch.chdir(run)
+  assert checkpoints.missing_files('ckpt-1') == []
+  model = _Model()
+  assert checkpoints.restore_model(model, 'ckpt-1') == 'ckpt-1'
+  np.testing.assert_array_equal(model.kernel.numpy(), 1.0)
+
+
 def test_a_lost_checkpoint_list_gives_the_newest_on_disk(run):
   os.remove(os.path.join(run, checkpoints.STATE_FILENAME))
   model = _Model()
