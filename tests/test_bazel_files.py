@@ -357,3 +357,13 @@ def test_imports_are_in_deps(workspace):
           missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
                          f'add //{package} to its deps')
   assert not missing, '\n'.join(sorted(set(missing)))
+
+
+def test_test_file_names_are_unique():
+  """pytest imports test files by basename (tests/ has no __init__.py): two
+  files of one name stop the whole suite at collection."""
+  names = {}
+  for path in _files('tests', 'test_*.py'):
+    names.setdefault(pathlib.Path(path).name, []).append(path)
+  duplicates = {name: paths for name, paths in names.items() if len(paths) > 1}
+  assert not duplicates, f'rename one of each: {duplicates}'
