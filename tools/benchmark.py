@@ -44,8 +44,23 @@ EFFICIENT leaves out the paper's form (tens of minutes on a CPU):
   .venv/bin/python tools/benchmark.py --mode=train --format=json \
       --config_file=configs/cityscapes/sp_transformer_r50.textproto
 
-On a machine with a GPU both modes measure on it (allocator peak memory);
---device=cpu measures the CPU instead, --device=gpu fails without a GPU.
+The deployment runtimes (--mode=runtimes, or any --runtimes): exports the
+model to a SavedModel, an ONNX file and a TFLite file (each in a subprocess,
+whose peak memory is reported), loads each in its runtime (TensorFlow,
+onnxruntime, LiteRT) and times them round-robin on the same images, at the
+config's crop size or --height/--width (the crop size every format is then
+exported at); prints each file's size against the weights', the latencies
+and how many pixels get TensorFlow's label
+(deeplab_sp/analysis/runtime_benchmark.py). Fresh weights unless
+--checkpoint_path; --profile_onnxruntime adds onnxruntime's time per
+operator type:
+  .venv/bin/python tools/benchmark.py --runtimes=tf,onnxruntime,tflite \
+      --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+      --height=256 --width=512 --num_runs=10
+
+On a machine with a GPU the inference and train modes measure on it
+(allocator peak memory); --device=cpu measures the CPU instead, --device=gpu
+fails without a GPU. The runtimes mode measures the CPU.
 
 Progress goes to stderr; the table (or JSON) to stdout and, with
 --output_file, to that file.
@@ -65,14 +80,16 @@ from absl import logging
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.analysis import benchmark
 from deeplab_sp.analysis import devices
+from deeplab_sp.analysis import runtime_benchmark
 from deeplab_sp.analysis import train_benchmark
 from deeplab_sp.utils import cli
 from deeplab_sp.utils import io
 
 _MODE = flags.DEFINE_enum(
-    'mode', 'inference', ['inference', 'train'],
-    'inference: the forward pass (paper Table IV); train: the training step '
-    '(see above).')
+    'mode', 'inference', ['inference', 'train', 'runtimes'],
+    'inference: the forward pass (paper Table IV); train: the training step; '
+    'runtimes: the exported model in TensorFlow, onnxruntime and LiteRT (the '
+    'default when --runtimes is given; see above).')
 _DEVICE = flags.DEFINE_enum(
     'device', devices.AUTO, list(devices.DEVICES),
     'auto: a GPU when one is present, else the CPU; cpu; gpu.')
@@ -112,8 +129,24 @@ _OPS_ONLY = flags.DEFINE_bool(
     'of the model.')
 _MEMORY_LIMIT_GIB = flags.DEFINE_float(
     'memory_limit_gib', None, '--mode=train: the most memory one peak-memory '
-    'measurement may use (default: the memory available when it starts); '
-    'one that needs more is reported as out of memory.')
+    'measurement may use; --mode=runtimes: one export (default: the memory '
+    'available when it starts); one that needs more is reported as out of '
+    'memory.')
+_RUNTIMES = flags.DEFINE_list(
+    'runtimes', ','.join(runtime_benchmark.RUNTIMES),
+    '--mode=runtimes: the runtimes to compare (giving this flag selects that '
+    'mode): tf (the SavedModel), onnxruntime (the ONNX file), tflite (the '
+    'TFLite file, LiteRT).')
+_CHECKPOINT_PATH = flags.DEFINE_string(
+    'checkpoint_path', None, '--mode=runtimes: the checkpoint (prefix or '
+    'directory) whose weights are exported; default: freshly initialised '
+    'weights. It must be of the model at the benchmark size.')
+_NUM_THREADS = flags.DEFINE_integer(
+    'num_threads', None, '--mode=runtimes: threads of every runtime '
+    '(default: all cores).')
+_PROFILE_ONNXRUNTIME = flags.DEFINE_bool(
+    'profile_onnxruntime', False, "--mode=runtimes: add onnxruntime's own "
+    'profile, summed per operator type.')
 _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
                             'Output format.')
 _OUTPUT_FILE = flags.DEFINE_string(
@@ -123,6 +156,42 @@ _OUTPUT_FILE = flags.DEFINE_string(
 
 # Flags of the inference mode only.
 _INFERENCE_FLAGS = (_COMPONENTS, _EXECUTION_MODES, _OPS_ONLY)
+# Flags of the runtimes mode only, and those it does not use.
+_RUNTIMES_FLAGS = (_RUNTIMES, _CHECKPOINT_PATH, _NUM_THREADS,
+                   _PROFILE_ONNXRUNTIME)
+_NOT_RUNTIMES_FLAGS = (_COMPONENTS, _EXECUTION_MODES, _OPS_ONLY,
+                       _IMPLEMENTATIONS, _MEASURE_MEMORY)
+
+
+def _mode():
+  """--mode, or 'runtimes' when --runtimes is given without it."""
+  if _RUNTIMES.present and not flags.FLAGS['mode'].present:
+    return 'runtimes'
+  mode = _MODE.value
+  if mode != 'runtimes':
+    for flag in _RUNTIMES_FLAGS:
+      if flags.FLAGS[flag.name].present:
+        raise ValueError(f'--{flag.name} is a flag of --mode=runtimes, not '
+                         f'--mode={mode} (drop one of them).')
+  return mode
+
+
+def _runtimes_settings():
+  for flag in _NOT_RUNTIMES_FLAGS:
+    if flags.FLAGS[flag.name].present:
+      raise ValueError(f'--{flag.name} is not a flag of --mode=runtimes, '
+                       'which times whole exported models (drop the flag).')
+  if _DEVICE.value == devices.GPU:
+    raise ValueError('--mode=runtimes measures the CPU runtimes; drop '
+                     '--device=gpu.')
+  limit = _MEMORY_LIMIT_GIB.value
+  return runtime_benchmark.RuntimeBenchmarkSettings(
+      runtimes=_RUNTIMES.value, height=_HEIGHT.value, width=_WIDTH.value,
+      batch=_BATCH.value, num_warmup=_NUM_WARMUP.value,
+      num_runs=_NUM_RUNS.value, num_threads=_NUM_THREADS.value,
+      checkpoint_path=_CHECKPOINT_PATH.value,
+      memory_limit_bytes=None if limit is None else int(limit * 2**30),
+      profile_onnxruntime=_PROFILE_ONNXRUNTIME.value)
 
 
 def _train_settings():
@@ -141,11 +210,20 @@ def _train_settings():
 
 def main(argv):
   del argv  # Unused.
+  mode = _mode()
+  progress = lambda line: print(line, file=sys.stderr, flush=True)
+  if mode == 'runtimes':
+    settings = _runtimes_settings()
+    devices.select(devices.CPU)
+    results = runtime_benchmark.run_runtime_benchmark(
+        _CONFIG_FILE.value, settings, overrides=_CONFIG_OVERRIDE.value,
+        progress=progress)
+    _write(results, runtime_benchmark.format_table)
+    return 0
   devices.select(_DEVICE.value)
   experiment = experiment_lib.load_experiment(
       _CONFIG_FILE.value, mode=None, overrides=_CONFIG_OVERRIDE.value)
-  progress = lambda line: print(line, file=sys.stderr, flush=True)
-  if _MODE.value == 'train':
+  if mode == 'train':
     results = train_benchmark.run_train_benchmark(
         experiment, _train_settings(), progress=progress)
     _write(results, train_benchmark.format_table)

@@ -40,6 +40,7 @@ import tf_keras
 
 from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
 
 # How the dot products of equation (5) are scaled (model.proto,
@@ -70,12 +71,36 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
   height, width = slots.shape[1], slots.shape[2]
   cell_rows = tf.range(height) // (height // grid_height)
   cell_cols = tf.range(width) // (width // grid_width)
-  # [H, W]: the id of each pixel's own cell.
-  own_ids = cell_rows[:, tf.newaxis] * grid_width + cell_cols[tf.newaxis, :]
+  # [H, W]: the id of each pixel's own cell. The exports compute it from
+  # its [H, 1] and [W] terms (stored, it would be an H x W constant).
+  row_ids = portable_ops.computed_in_graph(
+      cell_rows[:, tf.newaxis] * grid_width, slots)
+  own_ids = row_ids + cell_cols[tf.newaxis, :]
   offsets = tf.constant([dy * grid_width + dx
                          for dy, dx in local_attention.NEIGHBOR_OFFSETS],
                         tf.int32)
   return own_ids[tf.newaxis] + tf.gather(offsets, slots)
+
+
+def _fill_outside_grid(logits, grid_height, grid_width):
+  """`logits` [B, H, W, 9] with each pixel's smallest valid logit at the
+  slots outside the grid (so that the mask value never bleeds into valid
+  slots of neighbouring cells when the logits are upsampled)."""
+  if portable_ops.is_enabled():
+    # The exports: the mask of valid slots as one [Hs, 1, Ws, 1, 9] block
+    # broadcast over the pixels of each cell, not a stored [H, W, 9] one.
+    smallest_valid = tf.reduce_min(
+        local_attention.where_inside_grid(logits, grid_height, grid_width,
+                                          tf.float32.max),
+        axis=-1, keepdims=True)
+    return local_attention.where_inside_grid(logits, grid_height,
+                                             grid_width, smallest_valid)
+  valid = local_attention.neighbor_superpixel_ids(
+      logits.shape[1], logits.shape[2], grid_height, grid_width) >= 0
+  smallest_valid = tf.reduce_min(
+      tf.where(valid[tf.newaxis], logits, tf.float32.max), axis=-1,
+      keepdims=True)
+  return tf.where(valid[tf.newaxis], logits, smallest_valid)
 
 
 @xla_islands.fused
@@ -157,12 +182,7 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     class_logits = tf.cast(superpixel_logits, tf.float32)
 
     if self.upsample_logits_before_softmax:
-      valid = local_attention.neighbor_superpixel_ids(
-          pixels.shape[1], pixels.shape[2], grid_height, grid_width) >= 0
-      smallest_valid = tf.reduce_min(
-          tf.where(valid[tf.newaxis], logits, tf.float32.max), axis=-1,
-          keepdims=True)
-      filled = tf.where(valid[tf.newaxis], logits, smallest_valid)
+      filled = _fill_outside_grid(logits, grid_height, grid_width)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       if self.upsampling == association_upsampling.PER_SUPERPIXEL:
         upsampled = association_upsampling.upsample_per_superpixel(

@@ -18,12 +18,29 @@ form computes the same function, to float32 round-off; outside the block
 Forms that convert and cost nothing on CPU need no switch: the local
 attention (EFFICIENT) keeps every tensor that meets a batched matmul, a pad
 or a strided slice at rank <= 5, the most TFLite's built-in ops take.
+
+File size. Both converters fold every part of the graph that does not
+depend on the input into constants stored in the file (tf2onnx without a
+size limit; the TFLite converter up to about 1 MB per result). A value of
+the size of the image that is a function of the weights or of the geometry
+alone (a position table resized to the feature map, a border mask per
+pixel, the first tokenization layer's products of the learned superpixel
+queries with per-pixel tables) would then make the file grow with the input
+size instead of the weights. The portable forms build such values from
+small constants by broadcasting against the tensors they meet, and
+`computed_in_graph` keeps the values that need the weights (the small table
+before its resize, the learned queries) out of the folding.
 """
 
 import contextlib
 import threading
 
+import tensorflow as tf
+
 _STATE = threading.local()
+
+# The largest rank of `computed_in_graph`'s `like` (TFLite's strided slice).
+_MAX_LIKE_RANK = 5
 
 
 def is_enabled() -> bool:
@@ -40,3 +57,43 @@ def enabled():
     yield
   finally:
     _STATE.enabled = previous
+
+
+def computed_in_graph(value, like):
+  """`value`, computed by the exported graph rather than stored in it.
+
+  While the portable forms are enabled, `value` is returned times a 1 that
+  is computed from the first entry of `like`, a tensor known only at run
+  time (c or not c for the comparison c = entry > 0, true whatever the
+  entry, NaN included). The converters cannot fold what follows into a
+  constant, so a small value that the graph turns into a large one (a table
+  resized to the image, learned queries multiplied with per-pixel tables)
+  costs its own size in the file, not the large one's. The product is
+  exact: a float times 1.0, an integer times 1, a bool and True. Outside
+  `enabled()`, `value` is returned unchanged (no op is added).
+
+  Args:
+    value: a tensor (float, integer or bool).
+    like: a tensor of the same graph that depends on the input (e.g. the
+      features `value` meets), of rank 1 to 5, not empty.
+
+  Returns:
+    A tensor equal to `value`.
+  """
+  if not is_enabled():
+    return value
+  value = tf.convert_to_tensor(value)
+  like = tf.convert_to_tensor(like)
+  rank = like.shape.rank
+  assert rank is not None and 1 <= rank <= _MAX_LIKE_RANK, (
+      f'computed_in_graph needs a `like` of rank 1 to {_MAX_LIKE_RANK}, got '
+      f'{like.shape}.')
+  entry = like[(0,) * rank]
+  if entry.dtype == tf.bool:
+    condition = entry
+  else:
+    condition = entry > tf.zeros([], entry.dtype)
+  always = tf.logical_or(condition, tf.logical_not(condition))
+  if value.dtype == tf.bool:
+    return tf.logical_and(value, always)
+  return value * tf.cast(always, value.dtype)

@@ -26,6 +26,7 @@ from cell blocks.
 import numpy as np
 import tensorflow as tf
 
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.model.local_attention import neighbors
 
@@ -72,6 +73,10 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   """
   grid_height, grid_width, num_heads = neighbors.static_dims(query, 1, 2, 3)
   channels = neighbors.static_dims(pixels, 3)[0]
+  # In the first layer the queries come from the learned superpixels alone:
+  # the exports would store their products with the per-pixel position
+  # tables (of the size of the image) as constants.
+  query = portable_ops.computed_in_graph(query, pixels)
   query, cell_height, cell_width = _scaled_query(query, pixels)
   # [B, Hs, Ws, h*w, C]
   pixel_blocks = neighbors.cells_as_blocks(pixels, cell_height, cell_width,
@@ -154,6 +159,10 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
                                                 grid_width)
   out_channels = neighbors.static_dims(output.kernel, 2)[0]
   scale = tf.cast(1.0 / np.sqrt(head_dim), dtype)
+  # As in superpixel_update: the first layer's keys and values come from
+  # the learned superpixels alone.
+  key, value = (portable_ops.computed_in_graph(tensor, pixels)
+                for tensor in (key, value))
   # Keys plus their slot's position embedding, brought to the pixel
   # features, per head and slot (slot s of cell j is superpixel j + o_s):
   # Q k / sqrt(D) [B, Hs, Ws, N, 9, C] and b_q . k / sqrt(D)

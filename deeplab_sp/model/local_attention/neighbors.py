@@ -31,6 +31,7 @@ W = Ws * w): the model checks its input geometry once
 import numpy as np
 import tensorflow as tf
 
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
 
 # Offsets (dy, dx) of the 9 neighbour slots of a cell, row-major.
@@ -132,14 +133,22 @@ def where_inside_grid(values, grid_height, grid_width, fill):
   The slots outside the grid depend only on the pixel's cell, so the mask is
   broadcast over the h x w pixels of each cell ([Hs, 1, Ws, 1, 9]) instead
   of being stored per pixel.
+
+  Args:
+    values: [batch, H, W, 9].
+    grid_height, grid_width: the superpixel grid.
+    fill: a scalar, or one value per pixel [batch, H, W, 1].
   """
   height, width = static_dims(values, 1, 2)
   cell_height, cell_width = cell_size(height, width, grid_height, grid_width)
-  cells = tf.reshape(values, [-1, grid_height, cell_height, grid_width,
-                              cell_width, NUM_NEIGHBORS])
+  cells_shape = [-1, grid_height, cell_height, grid_width, cell_width]
+  cells = tf.reshape(values, cells_shape + [NUM_NEIGHBORS])
   valid = neighbor_valid_mask_np(grid_height, grid_width)
   valid = tf.constant(valid[np.newaxis, :, np.newaxis, :, np.newaxis, :])
-  cells = tf.where(valid, cells, tf.cast(fill, values.dtype))
+  fill = tf.cast(fill, values.dtype)
+  if fill.shape.rank:
+    fill = tf.reshape(fill, cells_shape + [1])
+  cells = tf.where(valid, cells, fill)
   return tf.reshape(cells, [-1, height, width, NUM_NEIGHBORS])
 
 
@@ -157,6 +166,10 @@ def masked_softmax(logits, valid):
   weights = tf.reshape(
       tf.nn.softmax(tf.reshape(masked, [-1, masked.shape[-1]]), axis=-1),
       tf.shape(masked))
+  if portable_ops.is_enabled():
+    # The same values (the weights are finite): the converters would store
+    # zeros_like's zeros, of the weights' size, as a constant.
+    return weights * tf.cast(valid, weights.dtype)
   return tf.where(valid, weights, tf.zeros_like(weights))
 
 
