@@ -70,6 +70,7 @@ Progress goes to stderr; the table (or JSON) to stdout and, with
 # unless TF_CPP_MIN_LOG_LEVEL is set (deeplab_sp/utils/tf_startup.py).
 from deeplab_sp.utils import tf_startup  # pylint: disable=g-bad-import-order,unused-import
 
+import dataclasses
 import json
 import sys
 
@@ -242,6 +243,8 @@ def main(argv):
 def _write(results, format_table):
   """Prints the results (and writes --output_file) as text or JSON."""
   if _FORMAT.value == 'json':
+    if dataclasses.is_dataclass(results):  # --mode=train's results.
+      results = dataclasses.asdict(results)
     text = json.dumps(results, indent=2, sort_keys=True)
   else:
     text = format_table(results)

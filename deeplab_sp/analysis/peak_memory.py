@@ -49,13 +49,13 @@ from deeplab_sp.analysis import timing
 # The subprocess maps every allocation of at least this many bytes (glibc
 # mallopt M_MMAP_THRESHOLD), see the module docstring.
 MMAP_THRESHOLD_BYTES = 64 * 1024
-_RESULT_PREFIX = 'PEAK_MEMORY_RESULT '
+RESULT_PREFIX = 'PEAK_MEMORY_RESULT '
 # Memory left to the rest of the machine by the default limit.
 _LIMIT_MARGIN_BYTES = 512 * 2**20
 # How often the subprocess checks its resident set against the limit.
 _GUARD_INTERVAL_SECONDS = 0.01
 # The subprocess's exit status when it stopped at the limit.
-_LIMIT_EXIT_CODE = 75
+LIMIT_EXIT_CODE = 75
 _GUARD_PROGRAM = ('from deeplab_sp.analysis import peak_memory\n'
                   'peak_memory.guard_resident_set({limit})\n')
 
@@ -152,13 +152,13 @@ def guarded_subprocess(program: str, argument: str,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})),
       capture_output=True, text=True, check=False)
   for line in completed.stdout.splitlines():
-    if line.startswith(_RESULT_PREFIX):
-      return json.loads(line[len(_RESULT_PREFIX):])
-  if completed.returncode in (_LIMIT_EXIT_CODE, -signal.SIGKILL):
+    if line.startswith(RESULT_PREFIX):
+      return json.loads(line[len(RESULT_PREFIX):])
+  if completed.returncode in (LIMIT_EXIT_CODE, -signal.SIGKILL):
     raise MemoryLimitExceeded(
         f'{what} needs more than {limit_bytes / 2**30:.1f} GiB '
         '(the memory available when it started)'
-        + ('' if completed.returncode == _LIMIT_EXIT_CODE else
+        + ('' if completed.returncode == LIMIT_EXIT_CODE else
            '; its process was killed') + '.', limit_bytes)
   raise RuntimeError(f'{what} failed in its subprocess (exit code '
                      f'{completed.returncode}):\n{completed.stderr[-3000:]}')
@@ -166,11 +166,11 @@ def guarded_subprocess(program: str, argument: str,
 
 def print_result(result: dict) -> None:
   """In the subprocess: reports `result` (JSON) to guarded_subprocess."""
-  print(_RESULT_PREFIX + json.dumps(result), flush=True)
+  print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
 def guard_resident_set(limit_bytes: int) -> None:
-  """In the subprocess: exits with _LIMIT_EXIT_CODE once RSS passes a limit.
+  """In the subprocess: exits with LIMIT_EXIT_CODE once RSS passes a limit.
 
   A daemon thread polls the resident set; TensorFlow's kernels run without
   Python's global lock, so the thread runs while they allocate.
@@ -179,7 +179,7 @@ def guard_resident_set(limit_bytes: int) -> None:
   def watch():
     while True:
       if 1024 * _read_status_kib('VmRSS') > limit_bytes:
-        os._exit(_LIMIT_EXIT_CODE)  # pylint: disable=protected-access
+        os._exit(LIMIT_EXIT_CODE)  # pylint: disable=protected-access
       time.sleep(_GUARD_INTERVAL_SECONDS)
 
   threading.Thread(target=watch, daemon=True, name='rss_guard').start()
