@@ -210,6 +210,18 @@ def neighbor_grids(grid, sign=1, axis=3):
   return shifted_copies(grid)
 
 
+def _neighbor_grids(grid, sign, axis):
+  """`neighbor_grids` without its gradient (the same values and ops)."""
+  grid_height, grid_width = static_dims(grid, 1, 2)
+  rest = grid.shape[3:].as_list()
+  before, after = rest[:axis - 3], rest[axis - 3:]
+  repeats = int(np.prod(before))
+  rows = _padded_rows(grid_height, grid_width, sign, repeats, of_slots=False)
+  slotted_shape = ([-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
+                   after)
+  return tf.reshape(_gather_padded_rows(grid, rows, repeats), slotted_shape)
+
+
 def sum_over_slots(slotted, sign=1, axis=3):
   """Sums slot s of cell i + sign * o_s over the 9 slots, for every cell i.
 
@@ -229,8 +241,12 @@ def sum_over_slots(slotted, sign=1, axis=3):
   @tf.custom_gradient
   def summed(slotted):
     def gradient(upstream):
+      # The plain form, not neighbor_grids with its own custom gradient: a
+      # SavedModel stores the gradient function of a custom gradient, but
+      # not the custom gradients inside it (every load of an export warned
+      # about them). Only second-order gradients differ in form.
       with xla_islands.as_traced(compile_gradient):
-        return neighbor_grids(upstream, -sign, axis)
+        return _neighbor_grids(upstream, -sign, axis)
     return _sum_over_slots(slotted, sign, axis), gradient
 
   return summed(slotted)
