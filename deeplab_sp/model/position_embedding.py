@@ -12,6 +12,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import resize
 
 # The stored table is this many times smaller than the feature map (paper,
@@ -51,7 +52,10 @@ class AddPositionEmbedding(tf_keras.layers.Layer):
 
   def call(self, features):
     size = tf.shape(features)[1:3]
-    embedding = resize.bilinear(self.table[tf.newaxis], size)
+    # In the ONNX/TFLite forms the resize runs in the graph: folded, the
+    # table resized to the feature map would be stored at its size.
+    table = portable_ops.computed_in_graph(self.table[tf.newaxis], features)
+    embedding = resize.bilinear(table, size)
     return features + tf.cast(embedding, features.dtype)
 
   def get_config(self):

@@ -41,6 +41,7 @@ from deeplab_sp.model import position_embedding
 from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import resize
 
 _INIT_STDDEV = 0.02
@@ -192,13 +193,17 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     result.set_shape(tensor.shape[:-2].concatenate([self.channels]))
     return result
 
-  def _pixel_positions(self, cell_height, cell_width):
-    """Relative tables of the superpixel path, at the current geometry."""
+  def _pixel_positions(self, cell_height, cell_width, pixels):
+    """Relative tables of the superpixel path, at the current geometry.
+
+    `pixels` (the layer's input) only keeps the resize in the ONNX/TFLite
+    graphs (portable_ops.computed_in_graph) instead of a stored result.
+    """
     key, value = self.pixel_key_position, self.pixel_value_position
     if (cell_height, cell_width) != (self._cell_height, self._cell_width):
       key, value = (_resize_neighborhood_table(
-          t, self._cell_height, self._cell_width, cell_height, cell_width)
-                    for t in (key, value))
+          portable_ops.computed_in_graph(t, pixels), self._cell_height,
+          self._cell_width, cell_height, cell_width) for t in (key, value))
     return key, value
 
   def call(self, inputs, training=None, pixels_in_cell_order=False):
@@ -213,7 +218,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     # through the pixel_key / pixel_value projections of the normalised
     # pixels.
     key_position, value_position = self._pixel_positions(cell_height,
-                                                         cell_width)
+                                                         cell_width, pixels)
     superpixel_update = local_attention.superpixel_update(
         self._heads(dense_rows.on_rows(self.superpixel_query,
                                        normed_superpixels)),
