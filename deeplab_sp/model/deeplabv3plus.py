@@ -23,6 +23,7 @@ from typing import Dict, Sequence
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model import components
 from deeplab_sp.model import encoders
 from deeplab_sp.model import per_pixel
 
@@ -34,7 +35,7 @@ def level(stride: int) -> int:
   return result
 
 
-class DeepLabV3Plus(tf_keras.Model):
+class DeepLabV3Plus(components.ComponentModel):
   """DeepLabV3+: ASPP on the deepest endpoint, decoder on a low-level one.
 
   Call args:
@@ -77,17 +78,6 @@ class DeepLabV3Plus(tf_keras.Model):
   @property
   def num_classes(self) -> int:
     return self._num_classes
-
-  @property
-  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
-    """The components by name (COMPONENTS), the Model Garden's convention.
-
-    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
-    the root under its name; one of them alone (tf.train.Checkpoint(
-    encoder=model.encoder)) is a checkpoint of that part, which restores
-    into the same part of another model.
-    """
-    return {name: getattr(self, name) for name in self.COMPONENTS}
 
   def call(self, images, training=None):
     height, width = per_pixel.checked_input_size(

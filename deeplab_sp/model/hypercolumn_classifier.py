@@ -11,11 +11,12 @@ returns only 'semantic_logits'.
 """
 
 import math
-from typing import Dict, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model import components
 from deeplab_sp.model import encoders
 from deeplab_sp.model import hypercolumn as hypercolumn_lib
 from deeplab_sp.model import per_pixel
@@ -30,7 +31,7 @@ def input_multiple(hypercolumn_stride: int) -> int:
   return math.lcm(encoders.OUTPUT_STRIDE, hypercolumn_stride)
 
 
-class HypercolumnPixelClassifier(tf_keras.Model):
+class HypercolumnPixelClassifier(components.ComponentModel):
   """Hypercolumn features classified pixel by pixel.
 
   Call args:
@@ -70,17 +71,6 @@ class HypercolumnPixelClassifier(tf_keras.Model):
   @property
   def num_classes(self) -> int:
     return self.pixel_classifier.channels
-
-  @property
-  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
-    """The components by name (COMPONENTS), the Model Garden's convention.
-
-    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
-    the root under its name; one of them alone (tf.train.Checkpoint(
-    encoder=model.encoder)) is a checkpoint of that part, which restores
-    into the same part of another model.
-    """
-    return {name: getattr(self, name) for name in self.COMPONENTS}
 
   def call(self, images, training=None):
     height, width = per_pixel.checked_input_size(

@@ -10,13 +10,14 @@ size is checked here, once per call, against the hypercolumn stride and the
 superpixel grid (geometry.py); the layers rely on it.
 """
 
-from typing import Dict, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model import association as association_lib
 from deeplab_sp.model import classifier as classifier_lib
+from deeplab_sp.model import components
 from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
 from deeplab_sp.model import hypercolumn as hypercolumn_lib
@@ -28,7 +29,7 @@ COMPONENTS = ('encoder', 'hypercolumn', 'tokenization', 'classifier',
               'association')
 
 
-class SPTransformer(tf_keras.Model):
+class SPTransformer(components.ComponentModel):
   """Superpixel Transformer for semantic segmentation.
 
   Call args:
@@ -73,17 +74,6 @@ class SPTransformer(tf_keras.Model):
   @property
   def num_classes(self) -> int:
     return self.classifier.num_classes
-
-  @property
-  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
-    """The components by name (COMPONENTS), the Model Garden's convention.
-
-    tf.train.Checkpoint(**model.checkpoint_items) writes each component at
-    the root under its name; one of them alone (tf.train.Checkpoint(
-    encoder=model.encoder)) is a checkpoint of that part, which restores
-    into the same part of another model.
-    """
-    return {name: getattr(self, name) for name in self.COMPONENTS}
 
   def geometry(self, height, width) -> geometry_lib.Geometry:
     """The feature-map sizes for (height, width) input images.

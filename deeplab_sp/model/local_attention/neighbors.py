@@ -187,25 +187,19 @@ def neighbor_grids(grid, sign=1, axis=3):
   Returns:
     [B, Hs, Ws, 9, ...] (for axis=3).
   """
-  grid_height, grid_width = static_dims(grid, 1, 2)
-  rest = grid.shape[3:].as_list()
-  before, after = rest[:axis - 3], rest[axis - 3:]
-  repeats = int(np.prod(before))
-  rows = _padded_rows(grid_height, grid_width, sign, repeats, of_slots=False)
-  slotted_shape = ([-1, grid_height, grid_width] + before + [NUM_NEIGHBORS] +
-                   after)
   compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
   def shifted_copies(grid):
-    shifted = _gather_padded_rows(grid, rows, repeats)
+    shifted = _neighbor_grids(grid, sign, axis)
 
     def gradient(upstream):
       # Cell j receives slot s of cell j - sign * o_s, for the 9 slots.
-      upstream = tf.reshape(upstream, slotted_shape)  # Static sizes.
+      upstream = tf.reshape(  # Static sizes.
+          upstream, [-1] + shifted.shape[1:].as_list())
       with xla_islands.as_traced(compile_gradient):
         return _sum_over_slots(upstream, -sign, axis)
-    return tf.reshape(shifted, slotted_shape), gradient
+    return shifted, gradient
 
   return shifted_copies(grid)
 
