@@ -68,8 +68,10 @@ def test_the_users_level_wins():
 
 
 def _entry_points():
+  # build_protos.py does not load TensorFlow; __init__.py (the console
+  # scripts) runs each tool as __main__, whose first import is tf_startup.
   tools = [path for path in sorted((REPO_ROOT / 'tools').glob('*.py'))
-           if path.name != 'build_protos.py']  # Does not load TensorFlow.
+           if path.name not in ('build_protos.py', '__init__.py')]
   return tools + [REPO_ROOT / 'deeplab_sp/trainer/train.py']
 
 
