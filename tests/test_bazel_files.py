@@ -13,9 +13,12 @@ there) and is tagged "external", i.e. never cached.
 
 import ast
 import fnmatch
+import functools
+import io
 import os
 import pathlib
 import re
+import tokenize
 import types
 
 import pytest
@@ -304,15 +307,30 @@ def _module_level_imports(path):
   pending = list(ast.parse(path.read_text(), filename=str(path)).body)
   while pending:
     node = pending.pop()
-    if isinstance(node, ast.Import):
-      names += [alias.name for alias in node.names]
-    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-      names += [f'{node.module}.{alias.name}' for alias in node.names]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      names += _imported_names(node)
     elif isinstance(node, (ast.If, ast.Try)):
       pending += node.body + node.orelse + getattr(node, 'finalbody', [])
       for handler in getattr(node, 'handlers', []):
         pending += handler.body
   return names
+
+
+@functools.lru_cache(maxsize=None)
+def _all_imports(path):
+  """Dotted names a file imports anywhere, inside functions too."""
+  return [name for node in ast.walk(ast.parse(path.read_text(),
+                                              filename=str(path)))
+          if isinstance(node, (ast.Import, ast.ImportFrom))
+          for name in _imported_names(node)]
+
+
+def _imported_names(node):
+  if isinstance(node, ast.Import):
+    return [alias.name for alias in node.names]
+  if node.module and not node.level:
+    return [f'{node.module}.{alias.name}' for alias in node.names]
+  return []
 
 
 def _owning_package(dotted, packages):
@@ -325,37 +343,139 @@ def _owning_package(dotted, packages):
   return None
 
 
-def test_imports_are_in_deps(workspace):
-  """What a target's files import from deeplab_sp at module level is in its
-  deps, directly or through them: a missing dep passes under pytest (which
-  sees the whole tree) and fails only under Bazel's sandbox."""
+class _Closures:
+  """The targets each target reaches through its deps (itself included)."""
+
+  def __init__(self, workspace):
+    self._workspace = workspace
+    self._closures = {}
+
+  def __call__(self, key):
+    if key not in self._closures:
+      self._closures[key] = {key}
+      target = self._workspace.targets.get(key)
+      for label in (target.attrs.get('deps', []) if target else []):
+        dep = self._workspace.resolve(key[0], label)
+        if dep:
+          self._closures[key] |= self(dep)
+    return self._closures[key]
+
+
+def _missing_imports(workspace, keys, closure, imports):
+  """'target (file) imports X: add //pkg' for each import of deeplab_sp
+  that a target of `keys` cannot reach; `imports(path)` lists a file's."""
   packages = {p for p, _ in workspace.targets
               if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
-  closures = {}
-
-  def closure(key):
-    if key not in closures:
-      closures[key] = {key}
-      target = workspace.targets.get(key)
-      for label in (target.attrs.get('deps', []) if target else []):
-        dep = workspace.resolve(key[0], label)
-        if dep:
-          closures[key] |= closure(dep)
-    return closures[key]
-
   missing = []
-  for key, target in workspace.targets.items():
-    if not target.kind.startswith('py_'):
-      continue
+  for key in keys:
+    target = workspace.targets[key]
     reachable = {package for package, _ in closure(key)}
     for source in workspace.source_files(target):
       if source.endswith('_pb2.py'):
         continue
-      for dotted in _module_level_imports(REPO_ROOT / source):
+      for dotted in imports(REPO_ROOT / source):
         package = _owning_package(dotted, packages)
         if package and package != target.package and package not in reachable:
           missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
                          f'add //{package} to its deps')
+  return missing
+
+
+def test_imports_are_in_deps(workspace):
+  """What a target's files import from deeplab_sp at module level is in its
+  deps, directly or through them: a missing dep passes under pytest (which
+  sees the whole tree) and fails only under Bazel's sandbox."""
+  closure = _Closures(workspace)
+  keys = [k for k, t in workspace.targets.items() if t.kind.startswith('py_')]
+  missing = _missing_imports(workspace, keys, closure, _module_level_imports)
+  assert not missing, '\n'.join(sorted(set(missing)))
+
+
+def test_imports_inside_functions_reach_every_program(workspace):
+  """An import inside a function runs only when called, so a library may
+  leave it to the programs that use it (a dep would be a cycle); but every
+  binary and test that holds the file must reach it."""
+  closure = _Closures(workspace)
+  packages = {p for p, _ in workspace.targets
+              if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
+  needs = {}  # target -> {(package it imports, the importing file)}
+
+  def needed(key):
+    if key not in needs:
+      needs[key] = set()
+      for source in workspace.source_files(workspace.targets[key]):
+        if not source.endswith('_pb2.py'):
+          for dotted in _all_imports(REPO_ROOT / source):
+            package = _owning_package(dotted, packages)
+            if package:
+              needs[key].add((package, source))
+    return needs[key]
+
+  missing = []
+  for key, target in workspace.targets.items():
+    if target.kind not in ('py_binary', 'py_test'):
+      continue
+    members = [m for m in closure(key) if m in workspace.targets]
+    reachable = {package for package, _ in members}
+    for member in members:
+      for package, source in needed(member):
+        if package not in reachable:
+          missing.append(f'//{key[0]}:{key[1]} holds {source}, which imports '
+                         f'from //{package}: add it to the deps')
+  assert not missing, '\n'.join(sorted(set(missing)))
+
+
+# A program a test starts, written as a path: tools/x.py,
+# 'tools' / 'x.py', 'tools', 'x.py' (the same for trainer/train.py).
+_PROGRAM_PATH = re.compile(
+    r"""(tools|trainer)(?:/|['"]\s*[/,]\s*['"])([a-z_0-9]+)\.py\b""")
+
+
+# Test files that name programs to read their source, not to run them.
+_READS_PROGRAM_SOURCES = ('tests/test_bazel_files.py',
+                          'tests/utils/test_tf_startup.py')
+
+
+def _code_without_comments(path):
+  tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+  return ' '.join(token.string for token in tokens
+                  if token.type != tokenize.COMMENT)
+
+
+def _programs_named(path):
+  """Tools and the trainer that a test file starts, by their paths."""
+  named = set()
+  for folder, stem in _PROGRAM_PATH.findall(_code_without_comments(path)):
+    if stem == '__init__':
+      continue
+    if folder == 'tools' and (REPO_ROOT / 'tools' / f'{stem}.py').exists():
+      named.add(f'//tools:{stem}')
+    elif folder == 'trainer' and stem == 'train':
+      named.add('//deeplab_sp/trainer:train')
+  return named
+
+
+def test_programs_tests_start_are_in_data(workspace):
+  """A test that runs tools/X.py (or the trainer) in a subprocess has the
+  program's target in its data: Bazel's runfiles hold nothing else."""
+  closure = _Closures(workspace)
+  missing = []
+  for key, target in workspace.targets.items():
+    if target.kind != 'py_test' or not key[0].startswith('tests'):
+      continue
+    data = {'//%s:%s' % workspace.resolve(key[0], label)
+            for label in target.attrs.get('data', [])
+            if workspace.resolve(key[0], label)}
+    for member in closure(key):
+      if member not in workspace.targets or not member[0].startswith('tests'):
+        continue
+      for source in workspace.source_files(workspace.targets[member]):
+        if source in _READS_PROGRAM_SOURCES:
+          continue
+        for program in _programs_named(REPO_ROOT / source):
+          if program not in data:
+            missing.append(f'//{key[0]}:{key[1]} runs {program} ({source}): '
+                           'add it to the data of its BUILD file')
   assert not missing, '\n'.join(sorted(set(missing)))
 
 

@@ -116,14 +116,34 @@ def test_equals_plain_resize_inside_cells():
                              relative[:, inner][:, :, inner], atol=1e-5)
 
 
-def test_gradients_match_finite_differences():
+def test_gradients_are_the_transposed_jacobian():
+  """The upsampling is linear in the logits: its Jacobian's columns are the
+  outputs of the unit inputs (one batch), and the gradient of any weighted
+  sum of the outputs must be that Jacobian transposed times the weights."""
   low_h, low_w, height, width, grid_h, grid_w = GEOMETRIES[0]
-  logits = tf.constant(np.random.default_rng(2).normal(
-      size=(1, low_h, low_w, 9)), tf.float64)
-  theoretical, numerical = tf.test.compute_gradient(
-      lambda x: association_upsampling.upsample_per_superpixel(
-          x, (height, width), grid_h, grid_w), [logits])
-  np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-6)
+  size = low_h * low_w * 9
+
+  def upsample(x):
+    return association_upsampling.upsample_per_superpixel(
+        x, (height, width), grid_h, grid_w)
+
+  units = tf.reshape(tf.eye(size, dtype=tf.float64),
+                     (size, low_h, low_w, 9))
+  jacobian = tf.reshape(upsample(units), (size, -1)).numpy()
+  rng = np.random.default_rng(2)
+  logits = tf.constant(rng.normal(size=(1, low_h, low_w, 9)), tf.float64)
+  # Linear: the output is the Jacobian applied to the input.
+  np.testing.assert_allclose(
+      tf.reshape(upsample(logits), (-1,)).numpy(),
+      tf.reshape(logits, (-1,)).numpy() @ jacobian, atol=1e-12)
+  for _ in range(3):
+    weights = tf.constant(rng.normal(size=(1, height, width, 9)), tf.float64)
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      total = tf.reduce_sum(upsample(logits) * weights)
+    np.testing.assert_allclose(
+        tf.reshape(tape.gradient(total, logits), (-1,)).numpy(),
+        jacobian @ tf.reshape(weights, (-1,)).numpy(), atol=1e-12)
 
 
 @pytest.mark.parametrize('upsampling', association_upsampling.UPSAMPLINGS)
