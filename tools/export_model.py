@@ -17,6 +17,12 @@ file is run with onnxruntime / LiteRT and TensorFlow on a random image, and
 nothing is written if their logits differ beyond float round-off. Needs the
 optional extra: pip install -e ".[interop]".
 
+--format=tflite --precision=float16 stores the weights as float16;
+--precision=int8 quantizes weights and activations, calibrated on
+--representative_images images of the config's training records. Both keep
+float32 inputs and outputs; their check reports the share of pixels whose
+label equals TensorFlow's instead of requiring round-off equality.
+
 Examples:
   .venv/bin/python tools/export_model.py \
     --config_file=configs/synthetic/sp_transformer_tiny.textproto \
@@ -29,6 +35,10 @@ Examples:
     --config_file=configs/synthetic/sp_transformer_tiny.textproto \
     --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
     --output_path=exported/sp_transformer_tiny.onnx
+  .venv/bin/python tools/export_model.py --format=tflite --precision=int8 \
+    --config_file=configs/synthetic/sp_transformer_tiny.textproto \
+    --checkpoint_path=work_dirs/synthetic_sp_transformer_tiny \
+    --output_path=exported/sp_transformer_tiny_int8.tflite
 """
 
 # First, before anything loads TensorFlow: hides its start-up log lines
@@ -105,6 +115,15 @@ _BATCH_SIZE = flags.DEFINE_integer(
     "model's input.")
 _ONNX_OPSET = flags.DEFINE_integer(
     'onnx_opset', onnx_export.DEFAULT_OPSET, 'onnx only. ONNX opset.')
+_PRECISION = flags.DEFINE_enum(
+    'precision', tflite_export.FLOAT32, list(tflite_export.PRECISIONS),
+    'tflite only. float32: the model as trained. float16: weights stored '
+    'as float16. int8: weights and activations quantized, calibrated on '
+    '--representative_images images of the training records.')
+_REPRESENTATIVE_IMAGES = flags.DEFINE_integer(
+    'representative_images', tflite_export.DEFAULT_REPRESENTATIVE_IMAGES,
+    'tflite --precision=int8 only. Images of the config\'s training records '
+    '(train_dataset_options) that calibrate the activations.')
 _VERIFY = flags.DEFINE_bool(
     'verify', True, 'onnx / tflite only. Run the converted model with '
     'onnxruntime / LiteRT and TensorFlow on a random image and write '
@@ -113,21 +132,28 @@ _VERIFY = flags.DEFINE_bool(
 _SAVED_MODEL_FLAGS = (_VERSION, _INCLUDE_PROBABILITIES,
                       _INCLUDE_SUPERPIXEL_IDS, _DEEPLAB2_OUTPUT_NAMES,
                       _MAX_INPUT_PIXELS, _MAX_BATCH_PIXELS)
-_FIXED_SIZE_FLAGS = (_INPUT_SIZE, _BATCH_SIZE, _ONNX_OPSET, _VERIFY)
+_FIXED_SIZE_FLAGS = (_INPUT_SIZE, _BATCH_SIZE, _ONNX_OPSET, _VERIFY,
+                     _PRECISION, _REPRESENTATIVE_IMAGES)
+# Flags of one fixed-size format only.
+_ONLY_FOR = {_ONNX_OPSET.name: ONNX, _PRECISION.name: TFLITE,
+             _REPRESENTATIVE_IMAGES.name: TFLITE}
 
 
 def _check_flags_of_format(export_format: str) -> None:
   """Refuses flags that do not apply to the chosen --format."""
   own = _SAVED_MODEL_FLAGS if export_format == SAVED_MODEL else (
       _FIXED_SIZE_FLAGS)
-  own = {flag.name for flag in own}
-  if export_format == TFLITE:
-    own.remove(_ONNX_OPSET.name)
+  own = {flag.name for flag in own
+         if _ONLY_FOR.get(flag.name, export_format) == export_format}
   given = [f'--{flag.name}' for flag in _SAVED_MODEL_FLAGS + _FIXED_SIZE_FLAGS
            if flag.name not in own and flags.FLAGS[flag.name].present]
   if given:
     raise ValueError(f'{", ".join(given)}: not used by '
                      f'--format={export_format}; remove it (see --help).')
+  if (_REPRESENTATIVE_IMAGES.present and
+      _PRECISION.value != tflite_export.INT8):
+    raise ValueError('--representative_images: only --precision=int8 is '
+                     'calibrated; remove it.')
 
 
 def _input_size():
@@ -157,8 +183,10 @@ def main(argv):
     # Before the model is built: a wrong path or a missing extra is said
     # at once.
     fixed_size.check_output_file(output_path, _OVERWRITE.value)
-    exporter = onnx_export if export_format == ONNX else tflite_export
-    exporter.require_packages(_VERIFY.value)
+    if export_format == ONNX:
+      onnx_export.require_packages(_VERIFY.value)
+    else:
+      tflite_export.require_packages(_VERIFY.value, _PRECISION.value)
     experiment = experiment_lib.load_experiment(
         _CONFIG_FILE.value, mode=None, overrides=_CONFIG_OVERRIDE.value)
     module = fixed_size.build_fixed_size_module(
@@ -168,8 +196,13 @@ def main(argv):
           module, output_path, _OVERWRITE.value, _ONNX_OPSET.value,
           _VERIFY.value)
     else:
+      calibration = None
+      if _PRECISION.value == tflite_export.INT8:
+        calibration = tflite_export.representative_images(
+            experiment, module, _REPRESENTATIVE_IMAGES.value)
       exported = tflite_export.export_tflite(
-          module, output_path, _OVERWRITE.value, _VERIFY.value)
+          module, output_path, _OVERWRITE.value, _VERIFY.value,
+          _PRECISION.value, calibration)
     print(f'Input: {fixed_size.INPUT_NAME} float32 '
           f'{list(module.input_shape)} (RGB 0..255); outputs: '
           f'{", ".join(fixed_size.OUTPUT_NAMES)}.')

@@ -208,15 +208,7 @@ def check_against_tensorflow(module: FixedSizeModule, run, runtime: str
     ValueError: if the logits differ by more than LOGITS_TOLERANCE times
       the largest logit (at least 1): the export would not be the model.
   """
-  images = module.test_images()
-  reference = module.reference(images)
-  figures = compare_outputs(reference, run(images))
-  scale = max(1.0, float(np.abs(reference['semantic_logits']).max()))
-  logging.info(
-      '%s against TensorFlow on a random image: max |logit difference| '
-      '%.2g, same label at %.4f of the pixels, same superpixel at %.4f.',
-      runtime, figures['max_logit_difference'], figures['label_agreement'],
-      figures['superpixel_agreement'])
+  figures, scale = _compare_on_test_images(module, run, runtime)
   if figures['max_logit_difference'] > LOGITS_TOLERANCE * scale:
     raise ValueError(
         f'The {runtime} export does not reproduce the model: its logits '
@@ -226,6 +218,27 @@ def check_against_tensorflow(module: FixedSizeModule, run, runtime: str
         'report this with the config and the versions of TensorFlow and '
         f'the {runtime} packages.')
   return figures
+
+
+def compare_with_tensorflow(module: FixedSizeModule, run, runtime: str
+                            ) -> Dict[str, float]:
+  """check_against_tensorflow's figures, logged, for a reduced-precision
+  graph (which cannot equal TensorFlow to round-off): nothing is refused."""
+  return _compare_on_test_images(module, run, runtime)[0]
+
+
+def _compare_on_test_images(module: FixedSizeModule, run, runtime: str):
+  """(compare_outputs' figures, the largest |logit| (at least 1)), logged."""
+  images = module.test_images()
+  reference = module.reference(images)
+  figures = compare_outputs(reference, run(images))
+  scale = max(1.0, float(np.abs(reference['semantic_logits']).max()))
+  logging.info(
+      '%s against TensorFlow on a random image: max |logit difference| '
+      '%.2g, same label at %.4f of the pixels, same superpixel at %.4f.',
+      runtime, figures['max_logit_difference'], figures['label_agreement'],
+      figures['superpixel_agreement'])
+  return figures, scale
 
 
 def import_interop_package(module_name: str, package_name: str):

@@ -71,7 +71,7 @@ def test_tflite_export_at_another_size(config_and_checkpoint, tmp_path):
   assert_one_line_error(again, str(output), '--overwrite')
 
 
-@pytest.mark.slow  # Four runs of the tool, ~10 s each to import TensorFlow.
+@pytest.mark.slow  # Six runs of the tool, ~10 s each to import TensorFlow.
 def test_bad_flags_are_one_line_errors(config_and_checkpoint, tmp_path):
   config_file, prefix = config_and_checkpoint
   common = (f'--config_file={config_file}', f'--checkpoint_path={prefix}')
@@ -91,3 +91,11 @@ def test_bad_flags_are_one_line_errors(config_and_checkpoint, tmp_path):
                f'--output_path={tmp_path / "m.tflite"}', '--noverify'),
       '--input_size', 'multiple of 16x16')
   assert not os.path.exists(tmp_path / 'm.tflite')
+  assert_one_line_error(
+      run_tool('--format=onnx', *common, '--precision=int8',
+               f'--output_path={tmp_path / "m.onnx"}'),
+      '--precision: not used by --format=onnx')
+  assert_one_line_error(
+      run_tool('--format=tflite', *common, '--representative_images=4',
+               f'--output_path={tmp_path / "m.tflite"}'),
+      '--representative_images: only --precision=int8')
