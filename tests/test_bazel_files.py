@@ -361,24 +361,9 @@ class _Closures:
     return self._closures[key]
 
 
-def _missing_imports(workspace, keys, closure, imports):
-  """'target (file) imports X: add //pkg' for each import of deeplab_sp
-  that a target of `keys` cannot reach; `imports(path)` lists a file's."""
-  packages = {p for p, _ in workspace.targets
-              if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
-  missing = []
-  for key in keys:
-    target = workspace.targets[key]
-    reachable = {package for package, _ in closure(key)}
-    for source in workspace.source_files(target):
-      if source.endswith('_pb2.py'):
-        continue
-      for dotted in imports(REPO_ROOT / source):
-        package = _owning_package(dotted, packages)
-        if package and package != target.package and package not in reachable:
-          missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
-                         f'add //{package} to its deps')
-  return missing
+def _deeplab_packages(workspace):
+  return {p for p, _ in workspace.targets
+          if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
 
 
 def test_imports_are_in_deps(workspace):
@@ -386,8 +371,20 @@ def test_imports_are_in_deps(workspace):
   deps, directly or through them: a missing dep passes under pytest (which
   sees the whole tree) and fails only under Bazel's sandbox."""
   closure = _Closures(workspace)
-  keys = [k for k, t in workspace.targets.items() if t.kind.startswith('py_')]
-  missing = _missing_imports(workspace, keys, closure, _module_level_imports)
+  packages = _deeplab_packages(workspace)
+  missing = []
+  for key, target in workspace.targets.items():
+    if not target.kind.startswith('py_'):
+      continue
+    reachable = {package for package, _ in closure(key)}
+    for source in workspace.source_files(target):
+      if source.endswith('_pb2.py'):
+        continue
+      for dotted in _module_level_imports(REPO_ROOT / source):
+        package = _owning_package(dotted, packages)
+        if package and package != target.package and package not in reachable:
+          missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
+                         f'add //{package} to its deps')
   assert not missing, '\n'.join(sorted(set(missing)))
 
 
@@ -396,8 +393,7 @@ def test_imports_inside_functions_reach_every_program(workspace):
   leave it to the programs that use it (a dep would be a cycle); but every
   binary and test that holds the file must reach it."""
   closure = _Closures(workspace)
-  packages = {p for p, _ in workspace.targets
-              if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
+  packages = _deeplab_packages(workspace)
   needs = {}  # target -> {(package it imports, the importing file)}
 
   def needed(key):
