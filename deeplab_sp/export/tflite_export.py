@@ -8,7 +8,20 @@ the LiteRT interpreter (the ai-edge-litert package, which replaces
 tf.lite.Interpreter); `export_tflite` converts, checks the result against
 TensorFlow on a test image, and writes the file.
 
-The conversion needs only TensorFlow; the check needs the optional
+Precisions (post-training quantization by TensorFlow's converter; the file
+keeps float32 inputs and outputs, so callers do not change):
+  float32  the model as trained; logits equal TensorFlow's to round-off.
+  float16  weights stored as float16 (half their bytes), computed in
+           float32 by LiteRT.
+  int8     weights and activations in int8, the activations' ranges
+           calibrated on representative images (`representative_images`:
+           the config's training records); operators LiteRT has no int8
+           kernel for stay float32 (`float_tensors` counts what stayed).
+A reduced-precision file cannot equal TensorFlow to round-off: its check
+logs how many pixels keep TensorFlow's label instead of refusing it.
+
+The float conversions need only TensorFlow; the check, and the int8
+conversion (which reads the float model's operators), need the optional
 `interop` extra (ai-edge-litert).
 """
 
