@@ -121,9 +121,7 @@ _INT8_MAX_BROADCAST_RANK = 5
 
 def _nodes_without_int8_kernels(float_model: bytes) -> List[str]:
   """Names of the float model's ADD / SUB outputs of too high a rank."""
-  interpreter = fixed_size.import_interop_package(
-      'ai_edge_litert.interpreter', 'ai-edge-litert').Interpreter(
-          model_content=float_model)
+  interpreter = _litert().Interpreter(model_content=float_model)
   tensors = {t['index']: t for t in interpreter.get_tensor_details()}
   # The operator list has no public accessor in LiteRT's Python API.
   operators = interpreter._get_ops_details()  # pylint: disable=protected-access
@@ -160,6 +158,12 @@ def _converter_error(error: ConverterError) -> ValueError:
       '(deeplab_sp/model/kernels/portable_ops.py).')
 
 
+def _litert():
+  """LiteRT's interpreter module (the optional interop extra)."""
+  return fixed_size.import_interop_package('ai_edge_litert.interpreter',
+                                           'ai-edge-litert')
+
+
 def require_packages(verify: bool = True, precision: str = FLOAT32) -> None:
   """Raises ImportError (naming the pip command) if a package is missing.
 
@@ -170,8 +174,7 @@ def require_packages(verify: bool = True, precision: str = FLOAT32) -> None:
       model's operators).
   """
   if verify or precision == INT8:
-    fixed_size.import_interop_package('ai_edge_litert.interpreter',
-                                      'ai-edge-litert')
+    _litert()
 
 
 def representative_images(experiment: experiment_lib.Experiment,
@@ -231,8 +234,7 @@ def float_tensors(model: bytes) -> Dict[str, int]:
   In an int8 model, what stayed in float: the inputs and outputs, the
   (de)quantisation around them, and operators without int8 kernels.
   """
-  interpreter = fixed_size.import_interop_package(
-      'ai_edge_litert.interpreter', 'ai-edge-litert')
+  interpreter = _litert()
   details = interpreter.Interpreter(model_content=model).get_tensor_details()
   return {'float32': sum(d['dtype'] == np.float32 for d in details),
           'total': len(details)}
@@ -244,8 +246,7 @@ def run_tflite(model: bytes, images: np.ndarray) -> Dict[str, np.ndarray]:
   Returns:
     The outputs by name.
   """
-  interpreter = fixed_size.import_interop_package(
-      'ai_edge_litert.interpreter', 'ai-edge-litert')
+  interpreter = _litert()
   runner = interpreter.Interpreter(model_content=model).get_signature_runner(
       SIGNATURE)
   outputs = runner(**{fixed_size.INPUT_NAME: images})
