@@ -18,8 +18,11 @@ biases and position embeddings (matched by variable name, see
 NO_WEIGHT_DECAY_PATTERNS).
 """
 
+import contextlib
+import logging as std_logging
 from typing import Sequence, Tuple
 
+from absl import logging
 import tensorflow as tf
 import tf_keras
 from official.modeling.optimization import legacy_adamw
@@ -69,16 +72,50 @@ def build_learning_rate_schedule(
                                   warmup_learning_rate=0.0)
 
 
+# The line AdamWeightDecay logs when it is built ('AdamWeightDecay
+# gradient_clip_norm=%f'), matched on its format string.
+_ADAMW_CLIP_MESSAGE_PREFIX = 'AdamWeightDecay gradient_clip_norm='
+
+
+class _DropAdamWClipMessage(std_logging.Filter):
+  """Drops AdamWeightDecay's own `gradient_clip_norm` line from the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and
+                record.msg.startswith(_ADAMW_CLIP_MESSAGE_PREFIX))
+
+
+@contextlib.contextmanager
+def _without_adamw_clip_message():
+  """Builds AdamWeightDecay without its `gradient_clip_norm` log line.
+
+  Each AdamWeightDecay logs its own clip norm, which is always 0 here (both
+  are built with gradient_clip_norm=0.0: SplitOptimizer clips jointly over
+  both), so the log said twice that there is no clipping even when there
+  is. A filter on absl's logger (public: absl.logging.get_absl_logger and
+  the standard logging.Filter) drops that line while the optimizers are
+  built; SplitOptimizer logs the clip norm it applies instead.
+  """
+  absl_logger = logging.get_absl_logger()
+  log_filter = _DropAdamWClipMessage()
+  absl_logger.addFilter(log_filter)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(log_filter)
+
+
 def _build_one(options: trainer_pb2.TrainerOptions, multiplier: float,
                name: str) -> tf_keras.optimizers.Optimizer:
   schedule = build_learning_rate_schedule(options, multiplier)
   if options.optimizer == 'adamw':
-    return legacy_adamw.AdamWeightDecay(
-        learning_rate=schedule,
-        weight_decay_rate=options.weight_decay,
-        exclude_from_weight_decay=list(NO_WEIGHT_DECAY_PATTERNS),
-        gradient_clip_norm=0.0,  # Clipped jointly in SplitOptimizer.
-        name=name)
+    with _without_adamw_clip_message():
+      return legacy_adamw.AdamWeightDecay(
+          learning_rate=schedule,
+          weight_decay_rate=options.weight_decay,
+          exclude_from_weight_decay=list(NO_WEIGHT_DECAY_PATTERNS),
+          gradient_clip_norm=0.0,  # Clipped jointly in SplitOptimizer.
+          name=name)
   if options.optimizer == 'sgd':
     return tf_keras.optimizers.legacy.SGD(learning_rate=schedule,
                                           momentum=options.momentum,
@@ -178,6 +215,14 @@ class SplitOptimizer(tf.Module):
         options, options.backbone_learning_rate_multiplier,
         'backbone_optimizer')
     self.gradient_clip_norm = options.gradient_clip_norm
+    if self.gradient_clip_norm > 0:
+      logging.info('Optimizer %s: gradients clipped to a global norm of %g '
+                   '(over the encoder and the other variables together).',
+                   options.optimizer, self.gradient_clip_norm)
+    else:
+      logging.info('Optimizer %s: no gradient clipping '
+                   '(trainer_options.gradient_clip_norm is 0).',
+                   options.optimizer)
     self.loss_scale = DynamicLossScale() if dynamic_loss_scale else None
 
   @property

@@ -13,7 +13,9 @@ writes the experiment's config as the TensorBoard text summary `config` of
 
 import contextlib
 import functools
+import inspect
 import os
+import sys
 from typing import Callable, Optional
 
 from absl import logging
@@ -40,19 +42,64 @@ from deeplab_sp.utils import lock
 MODES = experiment_lib.MODES
 
 
-def _orbit_log(message: str) -> None:
-  """orbit's progress lines, logged once.
+class _WithoutOrbitPrints:
+  """sys.stdout minus what orbit.controller itself writes there.
 
-  orbit.Controller reports each line (`train | step: ...`) both to the log
-  and with print(), so a terminal showed every line twice; the log, with its
-  time and source, is kept.
+  Every write passes through to `stream`, except those made directly by
+  code of the orbit.controller module: its print() copies of the progress
+  lines it has just logged (the only thing that module prints). The caller
+  is told by its frame's module, not by the text, so no other output
+  (ours, TensorFlow's, a user's print) is ever dropped.
   """
-  logging.info(message)
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    frame = inspect.currentframe()
+    caller = frame.f_back if frame is not None else None
+    if (caller is not None and
+        caller.f_globals.get('__name__') == orbit_controller.__name__):
+      return len(text)
+    return self._stream.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
 
 
-logging.ABSLLogger.register_frame_to_skip(__file__, _orbit_log.__name__)
-# orbit has no option for this; its module-level helper is replaced.
-orbit_controller._log = _orbit_log  # pylint: disable=protected-access
+@contextlib.contextmanager
+def _orbit_lines_logged_once():
+  """Runs orbit.Controller calls with each of its lines on the console once.
+
+  orbit.Controller reports each line (`train | step: ...`, ` eval | step:
+  ...`, `saved checkpoint to ...`, `restoring ...`) both to the absl log
+  and with print(), and offers no option to turn the print off, so a
+  terminal showed every line twice. The log copy (with its time and source)
+  is kept; the printed copy is dropped by a sys.stdout that passes
+  everything else through (_WithoutOrbitPrints). This uses only public
+  interfaces: orbit's module is neither modified nor reimplemented (its
+  Controller keeps doing the restoring, checkpointing, summaries,
+  evaluation and preemption stops), and orbit's own lines are recognised
+  by where they come from rather than by their wording.
+
+  Unlike contextlib.redirect_stdout it nests (an inner use, or a run in
+  another thread, finds the filter in place and leaves it) and restores
+  sys.stdout only if it is still the filter, so runs ending out of order
+  never leave a stale stream behind.
+  """
+  stream = sys.stdout
+  if stream is None or isinstance(stream, _WithoutOrbitPrints):
+    yield
+    return
+  sink = _WithoutOrbitPrints(stream)
+  sys.stdout = sink
+  try:
+    yield
+  finally:
+    if sys.stdout is sink:
+      sys.stdout = stream
+
+
 # Seconds between polls for a new checkpoint in continuous_eval.
 CHECKPOINT_POLL_SECONDS = 2
 
@@ -217,6 +264,7 @@ def run_experiment(experiment: experiment_lib.Experiment,
     raise
 
 
+@_orbit_lines_logged_once()
 def _run_experiment(experiment: experiment_lib.Experiment,
                     model_dir: str,
                     strategy: Optional[tf.distribute.Strategy] = None,

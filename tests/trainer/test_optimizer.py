@@ -1,8 +1,11 @@
 """Tests of the learning-rate schedule and the split AdamW."""
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from official.modeling.optimization import legacy_adamw
 
 from deeplab_sp.protos import trainer_pb2
 from deeplab_sp.trainer import optimizer
@@ -134,3 +137,26 @@ def test_loss_scale_grows_after_finite_steps_and_never_drops_below_one():
   for _ in range(4):
     scale.update(tf.constant(False))
   assert float(scale.scale.numpy()) == 1.0
+
+
+def _messages(caplog):
+  return [record.getMessage() for record in caplog.records]
+
+
+def test_clip_norm_is_logged_once_as_applied(caplog):
+  with caplog.at_level(logging.INFO):
+    optimizer.SplitOptimizer(_options(optimizer='adamw',
+                                      gradient_clip_norm=1.5))
+  messages = _messages(caplog)
+  # Each AdamWeightDecay would log its own (unused) clip norm of 0.
+  assert not [m for m in messages if 'AdamWeightDecay gradient_clip_norm' in m]
+  clip = [m for m in messages if 'clip' in m]
+  assert len(clip) == 1 and 'global norm of 1.5' in clip[0], messages
+
+
+def test_clip_message_filter_is_removed_after_building(caplog):
+  optimizer.SplitOptimizer(_options(optimizer='adamw'))
+  assert not logging.getLogger('absl').filters
+  with caplog.at_level(logging.INFO):
+    legacy_adamw.AdamWeightDecay(gradient_clip_norm=2.0)
+  assert 'AdamWeightDecay gradient_clip_norm=2.000000' in _messages(caplog)

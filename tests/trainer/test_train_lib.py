@@ -7,12 +7,17 @@ evaluation and summaries are the real ones.
 
 import gc
 import json
+import logging
 import os
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
+from orbit import controller as orbit_controller
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -25,6 +30,7 @@ from deeplab_sp.trainer import preemption
 from deeplab_sp.trainer import train_lib
 from deeplab_sp.trainer import trainer as trainer_lib
 from deeplab_sp.utils import lock
+from conftest import REPO_ROOT
 import trainer_testing
 
 
@@ -330,11 +336,66 @@ def test_progress_line_has_speed_and_eta(tmp_path, monkeypatch):
   assert lines[-1].endswith('ETA 0:00:00')
 
 
-def test_orbit_lines_are_logged_not_printed(tmp_path, capsys):
+def test_orbit_lines_are_logged_not_printed(tmp_path, capsys, caplog):
   options = trainer_testing.tiny_options(steps=5)
-  _run(options, 'train', tmp_path)
-  # orbit would also print each line to stdout; the log has it already.
-  assert 'train | step:' not in capsys.readouterr().out
+  options.evaluator_options.eval_interval_steps = 5
+  stdout = sys.stdout
+  orbit_attributes = dict(vars(orbit_controller))
+  with caplog.at_level(logging.INFO):
+    print('before the run')
+    _run(options, 'train_and_eval', tmp_path)
+    print('after the run')
+  # Nothing of orbit's module was replaced, not even for the run.
+  assert vars(orbit_controller).keys() == orbit_attributes.keys()
+  assert all(vars(orbit_controller)[name] is value
+             for name, value in orbit_attributes.items())
+  # orbit logs each line and also prints it; the log copy is kept.
+  logged = [record.getMessage() for record in caplog.records]
+  for line in ('train | step:', ' eval | step:', 'saved checkpoint to'):
+    assert any(message.startswith(line) for message in logged), (line,
+                                                                  logged)
+  out = capsys.readouterr().out
+  for line in ('train | step:', ' eval | step:', 'saved checkpoint to',
+               'restoring', 'restored'):
+    assert line not in out, out
+  # Everything else printed still reaches stdout, which is restored.
+  assert out.splitlines() == ['before the run', 'after the run'], out
+  assert sys.stdout is stdout
+
+
+def test_only_orbit_controller_prints_are_dropped(capsys):
+  # While a run filters stdout, output from anywhere else (even text that
+  # looks like orbit's) still reaches it; orbit.controller's print does not.
+  with train_lib._orbit_lines_logged_once():  # pylint: disable=protected-access
+    print('train | step: 5 | not orbit')
+    orbit_controller._log('train | step: 6 | orbit')  # pylint: disable=protected-access
+    with train_lib._orbit_lines_logged_once():  # pylint: disable=protected-access
+      sys.stdout.write('nested\n')
+  print('after')
+  assert capsys.readouterr().out.splitlines() == [
+      'train | step: 5 | not orbit', 'nested', 'after']
+
+
+def test_importing_train_lib_leaves_orbit_controller_unchanged():
+  # A fresh interpreter: orbit.controller's attributes before and after
+  # train_lib is imported (and orbit's own _log is what it calls).
+  script = textwrap.dedent("""
+      from orbit import controller
+      before = dict(vars(controller))
+      from deeplab_sp.trainer import train_lib
+      after = dict(vars(controller))
+      assert before.keys() == after.keys(), set(before) ^ set(after)
+      changed = [k for k in before if before[k] is not after[k]]
+      assert not changed, changed
+      assert controller._log.__module__ == 'orbit.controller'
+      assert controller._log.__code__.co_filename == controller.__file__
+      print('unchanged')
+      """)
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=300, check=False,
+                          cwd=str(REPO_ROOT))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == 'unchanged'
 
 
 def test_eval_averages_the_configured_scales_and_flipped_images(tmp_path):
