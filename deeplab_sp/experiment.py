@@ -26,54 +26,42 @@ the Experiment and trust it.
 """
 
 import dataclasses
-import math
-import re
 from typing import Optional, Sequence, Tuple
 
 from google.protobuf import descriptor
 from google.protobuf import text_format
 import tensorflow as tf
 
+from deeplab_sp import experiment_checks
 from deeplab_sp.data import dataset_info
 from deeplab_sp.model import builder
-from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
 from deeplab_sp.protos import config_pb2
 from deeplab_sp.protos import dataset_pb2
-from deeplab_sp.protos import model_pb2
+from deeplab_sp.utils import config_rules
 
-# The modes of trainer/train.py, and which datasets each one reads.
-TRAIN_MODES = ('train', 'train_and_eval')
-EVAL_MODES = ('eval', 'train_and_eval', 'continuous_eval')
-MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval')
-
-OPTIMIZERS = ('adamw', 'sgd')
-LEARNING_RATE_POLICIES = ('poly', 'constant')
-# trainer_options.mixed_precision -> the tf_keras global policy it sets.
-MIXED_PRECISION_POLICIES = {'none': 'float32', 'float16': 'mixed_float16',
-                            'bfloat16': 'mixed_bfloat16'}
-
-# Upper limits of sizes. Nothing real comes near them; a value above one is
-# a typo (an extra digit) that would otherwise fail later as an
-# out-of-memory error or a silent hour of work.
-MAX_BATCH_SIZE = 4096          # Global batch size of a dataset.
-MAX_CROP_SIDE = 16384          # Pixels per side of a crop.
-MAX_CHANNELS = 65536           # Any width (channels, FFN or MLP channels).
-MAX_LAYERS = 1000              # Layers of one transformer stack.
-# Files read in parallel: each is a thread of tf.data's interleave, and tens
-# of thousands of threads abort the process (pthread_create) instead of
-# failing with an error.
-MAX_PARALLEL_READS = 1024
-
-# experiment_name is one directory under --model_dir: a single path
-# component of safe characters, not '.' or '..'.
-_EXPERIMENT_NAME_PATTERN = re.compile(r'^[A-Za-z0-9_.\-]+$')
+# What the checks (experiment_checks.py, utils/config_rules.py) define, under
+# the names callers know.
+ConfigError = config_rules.ConfigError
+MAX_BATCH_SIZE = config_rules.MAX_BATCH_SIZE
+MAX_CROP_SIDE = config_rules.MAX_CROP_SIDE
+MAX_CHANNELS = config_rules.MAX_CHANNELS
+MAX_LAYERS = config_rules.MAX_LAYERS
+MAX_PARALLEL_READS = config_rules.MAX_PARALLEL_READS
+TRAIN_MODES = experiment_checks.TRAIN_MODES
+EVAL_MODES = experiment_checks.EVAL_MODES
+MODES = experiment_checks.MODES
+OPTIMIZERS = experiment_checks.OPTIMIZERS
+LEARNING_RATE_POLICIES = experiment_checks.LEARNING_RATE_POLICIES
+MIXED_PRECISION_POLICIES = experiment_checks.MIXED_PRECISION_POLICIES
+MAX_BOUNDARY_BAND_PIXELS = experiment_checks.MAX_BOUNDARY_BAND_PIXELS
+MAX_EVAL_SCALE = experiment_checks.MAX_EVAL_SCALE
+MAX_EVAL_SCALES = experiment_checks.MAX_EVAL_SCALES
+crop_size = experiment_checks.crop_size
+model_geometry = experiment_checks.model_geometry
+set_training_steps = experiment_checks.set_training_steps
 
 Geometry = geometry_lib.Geometry
-
-
-class ConfigError(ValueError):
-  """A configuration mistake the user can fix; the message says how."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -143,31 +131,15 @@ class Experiment:
     lines = [f'config: {self.path}'] if with_path else []
     lines.append(f'experiment: {self.name}')
     model = options.model_options
-    lines.append(f'model: {_model_summary(model)}')
+    lines.append(f'model: {builder.describe(model)}')
     for field, info in (('train_dataset_options', self.train_dataset),
                         ('eval_dataset_options', self.eval_dataset)):
       if info is None:
         continue
       dataset = getattr(options, field)
       height, width = crop_size(dataset)
-      geometry = model_geometry(model, (height, width))
-      if geometry is not None:
-        features = (
-            f'hypercolumn {geometry.hypercolumn_height}x'
-            f'{geometry.hypercolumn_width}, superpixel grid '
-            f'{geometry.grid_height}x{geometry.grid_width}, '
-            f'{geometry.superpixel_height}x{geometry.superpixel_width} = '
-            f'{geometry.superpixel_height * geometry.superpixel_width} '
-            'hypercolumn pixels per superpixel')
-      elif self.meta_architecture == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
-        stride = model.hypercolumn.output_stride
-        features = (f'hypercolumn and logits {height // stride}x'
-                    f'{width // stride}')
-      else:
-        stride = model.deeplabv3plus.low_level_stride
-        features = (f'ASPP {height // builder.ASPP_STRIDE}x'
-                    f'{width // builder.ASPP_STRIDE}, logits '
-                    f'{height // stride}x{width // stride}')
+      features = builder.get_network(model).feature_sizes(
+          model, (height, width))
       lines.append(
           f'{field.split("_")[0]}: dataset {info.name} '
           f'({info.num_classes} classes), crop {height}x{width}, batch '
@@ -182,32 +154,6 @@ class Experiment:
         f'{trainer.top_k_percent_pixels:g}% pixels')
     return '\n'.join(lines)
 
-
-def _model_summary(model: model_pb2.ModelOptions) -> str:
-  """One line describing the network of `model`."""
-  name = builder.meta_architecture(model.meta_architecture)
-  encoder = f'encoder {model.encoder.name}'
-  hypercolumn = (f'hypercolumn {model.hypercolumn.channels} ch at stride '
-                 f'{model.hypercolumn.output_stride}')
-  if name == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
-    return (f'{name}: {encoder}, {hypercolumn}, per-pixel MLP classifier '
-            f'({model.pixel_classifier.hidden_channels} hidden ch), no '
-            'superpixels')
-  if name == builder.DEEPLABV3PLUS:
-    options = model.deeplabv3plus
-    rates = ', '.join(str(r) for r in builder.atrous_rates(options))
-    return (f'{name}: {encoder}, ASPP at stride {builder.ASPP_STRIDE} '
-            f'({options.aspp_channels} ch, rates {rates}), decoder at stride '
-            f'{options.low_level_stride} ({options.low_level_channels} + '
-            f'{options.decoder_channels} ch, {options.decoder_num_convs} '
-            'conv(s)), no superpixels')
-  tokenization = model.superpixel_tokenization
-  implementation = model_pb2.LocalAttentionImplementation.Name(
-      tokenization.implementation)
-  return (f'{encoder}, {hypercolumn}, {tokenization.num_layers} '
-          f'cross-attention layer(s) ({tokenization.channels} ch, '
-          f'{tokenization.num_heads} heads, {implementation}), '
-          f'{model.superpixel_classifier.num_layers} self-attention layer(s)')
 
 
 def load_experiment(path: str,
@@ -290,12 +236,12 @@ def experiment_from_options(options: config_pb2.ExperimentOptions,
   options_copy.CopyFrom(options)
   options = options_copy
   resolve_dataset_info_files(options, path)
-  _validate(options, path, mode)
+  experiment_checks.validate(options, path, mode)
   train = (dataset_info.from_options(options.train_dataset_options)
            if options.HasField('train_dataset_options') else None)
   evaluation = (dataset_info.from_options(options.eval_dataset_options)
                 if options.HasField('eval_dataset_options') else None)
-  field, describing = _describing_dataset(options)
+  field, describing = experiment_checks.describing_dataset(options)
   dataset = evaluation if field == 'eval_dataset_options' else train
   if dataset is None:
     raise ConfigError(
@@ -390,585 +336,3 @@ def parse_experiment_options(text: str,
             'Fix the text-proto syntax at that position.')
     raise ConfigError(f'{path}:{e} -- {hint}') from None
   return options
-
-
-def crop_size(dataset_options: dataset_pb2.DatasetOptions) -> Tuple[int, int]:
-  """(height, width) of DatasetOptions.crop_size."""
-  return int(dataset_options.crop_size[0]), int(dataset_options.crop_size[1])
-
-
-def model_geometry(model_options: model_pb2.ModelOptions,
-                   input_size: Sequence[int],
-                   path: Optional[str] = None,
-                   field: Optional[str] = None) -> Optional[Geometry]:
-  """The Geometry of `model_options` at `input_size` (height, width).
-
-  None for the per-pixel baselines, once their input-size check passed
-  (builder.model_geometry).
-
-  Raises:
-    ConfigError: the GeometryError of model/geometry.py, prefixed with
-      `path` and `field` (what the size came from) when given.
-  """
-  try:
-    return builder.model_geometry(model_options, input_size)
-  except geometry_lib.GeometryError as e:
-    prefix = ': '.join(part for part in (path, field) if part)
-    raise ConfigError(f'{prefix}: {e}' if prefix else str(e)) from None
-
-
-def _describing_dataset(options: config_pb2.ExperimentOptions
-                       ) -> Tuple[str, dataset_pb2.DatasetOptions]:
-  """(field name, DatasetOptions) of the dataset that describes the
-  experiment: eval_dataset_options if set, else train_dataset_options."""
-  if options.HasField('eval_dataset_options'):
-    return 'eval_dataset_options', options.eval_dataset_options
-  return 'train_dataset_options', options.train_dataset_options
-
-
-# Validation. Every function raises ConfigError on the first problem.
-
-
-def _require_positive(path: str, field: str, value) -> None:
-  if value <= 0:
-    raise ConfigError(
-        f'{path}: {field} must be positive, got {value}. Set it to a value '
-        '> 0 (see its comment in protos/).')
-
-
-def _require_at_most(path: str, field: str, value, limit: int,
-                     constant: str) -> None:
-  if value > limit:
-    raise ConfigError(
-        f'{path}: {field} is {value}, above the limit {limit} '
-        f'(experiment.{constant}); it is most likely a typo. Use a smaller '
-        'value.')
-
-
-def _require_unit_interval(path: str, field: str, value: float,
-                           low_open: bool, high_open: bool) -> None:
-  low_ok = value > 0 if low_open else value >= 0
-  high_ok = value < 1 if high_open else value <= 1
-  if not (low_ok and high_ok):
-    interval = ('(' if low_open else '[') + '0, 1' + (')' if high_open else ']')
-    raise ConfigError(f'{path}: {field} must be in {interval}, got {value}.')
-
-
-def _validate_choice(path: str, field: str, value: str,
-                     choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise ConfigError(f'{path}: unknown {field} {value!r}; use one of '
-                      f'{", ".join(choices)}.')
-
-
-_FLOAT_TYPES = (descriptor.FieldDescriptor.TYPE_FLOAT,
-                descriptor.FieldDescriptor.TYPE_DOUBLE)
-
-
-def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
-  # Newer protobuf runtimes have `is_repeated` and no `label`.
-  is_repeated = getattr(field, 'is_repeated', None)
-  if is_repeated is not None:
-    return bool(is_repeated)
-  return field.label == descriptor.FieldDescriptor.LABEL_REPEATED
-
-
-def _validate_finite(path: str, message, prefix: str = '') -> None:
-  """Every float field set anywhere in `message` is finite (no NaN/inf)."""
-  for field, value in message.ListFields():
-    name = f'{prefix}{field.name}'
-    repeated = _is_repeated(field)
-    values = value if repeated else [value]
-    if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
-      for index, item in enumerate(values):
-        _validate_finite(
-            path, item, f'{name}[{index}].' if repeated else f'{name}.')
-    elif field.type in _FLOAT_TYPES:
-      for item in values:
-        if not math.isfinite(item):
-          raise ConfigError(f'{path}: {name} is {item}; it must be a finite '
-                            'number.')
-
-
-def _validate_meta_architecture(path: str,
-                                options: model_pb2.ModelOptions) -> str:
-  """The network's name, once no option message it ignores is set."""
-  try:
-    name = builder.meta_architecture(options.meta_architecture)
-  except ValueError as e:
-    raise ConfigError(f'{path}: model_options.meta_architecture: {e}'
-                      ) from None
-  unread = builder.unread_options(options)
-  if unread:
-    fields = ', '.join(f'model_options.{field}' for field in unread)
-    read = ', '.join(builder.OPTIONS_READ[name])
-    raise ConfigError(
-        f'{path}: {fields} {"is" if len(unread) == 1 else "are"} set, but '
-        f'model_options.meta_architecture {name} does not use '
-        f'{"it" if len(unread) == 1 else "them"} (it reads {read}). Remove '
-        f'{"it" if len(unread) == 1 else "them"}, or set the '
-        'meta_architecture that does (protos/model.proto).')
-  return name
-
-
-def _validate_pixel_classifier(path: str,
-                               options: model_pb2.PixelClassifierOptions
-                              ) -> None:
-  field = 'model_options.pixel_classifier.hidden_channels'
-  if options.hidden_channels < 0:
-    raise ConfigError(f'{path}: {field} must be >= 0 (0 = a linear '
-                      f'classifier), got {options.hidden_channels}.')
-  _require_at_most(path, field, options.hidden_channels, MAX_CHANNELS,
-                   'MAX_CHANNELS')
-
-
-def _validate_deeplabv3plus(path: str, options: model_pb2.ModelOptions
-                           ) -> None:
-  deeplab = options.deeplabv3plus
-  prefix = 'model_options.deeplabv3plus'
-  for field in ('aspp_channels', 'low_level_channels', 'decoder_channels'):
-    _require_positive(path, f'{prefix}.{field}', getattr(deeplab, field))
-    _require_at_most(path, f'{prefix}.{field}', getattr(deeplab, field),
-                     MAX_CHANNELS, 'MAX_CHANNELS')
-  if deeplab.decoder_num_convs < 0:
-    raise ConfigError(f'{path}: {prefix}.decoder_num_convs must be >= 0, got '
-                      f'{deeplab.decoder_num_convs}.')
-  _require_at_most(path, f'{prefix}.decoder_num_convs',
-                   deeplab.decoder_num_convs, MAX_LAYERS, 'MAX_LAYERS')
-  for rate in deeplab.atrous_rates:
-    _require_positive(path, f'{prefix}.atrous_rates', rate)
-    _require_at_most(path, f'{prefix}.atrous_rates', rate, MAX_CROP_SIDE,
-                     'MAX_CROP_SIDE')
-  _require_unit_interval(path, f'{prefix}.aspp_dropout_rate',
-                         deeplab.aspp_dropout_rate, False, True)
-  encoder = options.encoder.name
-  strides = [s for s in encoders.ENDPOINT_STRIDES[encoder]
-             if s < builder.ASPP_STRIDE]
-  if deeplab.low_level_stride not in strides:
-    raise ConfigError(
-        f'{path}: {prefix}.low_level_stride is {deeplab.low_level_stride}; '
-        f'encoder {encoder} has endpoints below the ASPP stride '
-        f'{builder.ASPP_STRIDE} at strides {", ".join(map(str, strides))} '
-        '(Chen et al. use 4).')
-
-
-def _validate_model(path: str, options: model_pb2.ModelOptions) -> None:
-  """Checks names, counts and ranges of ModelOptions."""
-  name = _validate_meta_architecture(path, options)
-  _validate_choice(path, 'model_options.encoder.name', options.encoder.name,
-                   encoders.ENCODER_NAMES)
-  _require_unit_interval(path, 'model_options.encoder.drop_path_keep_prob',
-                         options.encoder.drop_path_keep_prob,
-                         low_open=True, high_open=False)
-  _require_positive(path, 'model_options.encoder.tiny_convnet_base_channels',
-                    options.encoder.tiny_convnet_base_channels)
-  _require_at_most(path, 'model_options.encoder.tiny_convnet_base_channels',
-                   options.encoder.tiny_convnet_base_channels, MAX_CHANNELS,
-                   'MAX_CHANNELS')
-  weights = options.encoder.pretrained_weights
-  if weights and not (tf.io.gfile.exists(weights) or
-                      tf.io.gfile.exists(weights + '.index')):
-    raise ConfigError(
-        f'{path}: model_options.encoder.pretrained_weights {weights!r} does '
-        'not exist. Give the local path of the Keras-applications weight file '
-        '(.h5, include_top=False) or a TF checkpoint prefix, or leave it '
-        'empty to train from scratch. Nothing is downloaded.')
-  if name == builder.DEEPLABV3PLUS:
-    _validate_deeplabv3plus(path, options)
-    return
-
-  hypercolumn = options.hypercolumn
-  prefix = 'model_options.hypercolumn'
-  _require_positive(path, f'{prefix}.channels', hypercolumn.channels)
-  _require_positive(path, f'{prefix}.output_stride', hypercolumn.output_stride)
-  if hypercolumn.mlp_hidden_channels < 0:
-    raise ConfigError(f'{path}: {prefix}.mlp_hidden_channels must be >= 0 '
-                      '(0 = a linear projection).')
-  for field in ('channels', 'mlp_hidden_channels'):
-    _require_at_most(path, f'{prefix}.{field}', getattr(hypercolumn, field),
-                     MAX_CHANNELS, 'MAX_CHANNELS')
-  if name == builder.HYPERCOLUMN_PIXEL_CLASSIFIER:
-    _validate_pixel_classifier(path, options.pixel_classifier)
-    return
-
-  tokenization = options.superpixel_tokenization
-  prefix = 'model_options.superpixel_tokenization'
-  for field in ('grid_height', 'grid_width', 'num_layers', 'channels',
-                'num_heads'):
-    _require_positive(path, f'{prefix}.{field}', getattr(tokenization, field))
-  _require_at_most(path, f'{prefix}.num_layers', tokenization.num_layers,
-                   MAX_LAYERS, 'MAX_LAYERS')
-  for field in ('ffn_channels', 'pixel_ffn_channels'):
-    if getattr(tokenization, field) < 0:
-      raise ConfigError(f'{path}: {prefix}.{field} must be >= 0 '
-                        '(0 = no feed-forward block).')
-  for field in ('channels', 'ffn_channels', 'pixel_ffn_channels'):
-    _require_at_most(path, f'{prefix}.{field}', getattr(tokenization, field),
-                     MAX_CHANNELS, 'MAX_CHANNELS')
-  if tokenization.channels % tokenization.num_heads:
-    raise ConfigError(
-        f'{path}: {prefix}.num_heads ({tokenization.num_heads}) must divide '
-        f'{prefix}.channels ({tokenization.channels}).')
-  _require_unit_interval(path, f'{prefix}.dropout_rate',
-                         tokenization.dropout_rate, False, True)
-
-  classifier = options.superpixel_classifier
-  prefix = 'model_options.superpixel_classifier'
-  if classifier.num_layers < 0:
-    raise ConfigError(f'{path}: {prefix}.num_layers must be >= 0.')
-  _require_at_most(path, f'{prefix}.num_layers', classifier.num_layers,
-                   MAX_LAYERS, 'MAX_LAYERS')
-  for field in ('num_heads', 'channels'):
-    _require_positive(path, f'{prefix}.{field}', getattr(classifier, field))
-  if classifier.ffn_channels < 0:
-    raise ConfigError(f'{path}: {prefix}.ffn_channels must be >= 0.')
-  for field in ('channels', 'ffn_channels'):
-    _require_at_most(path, f'{prefix}.{field}', getattr(classifier, field),
-                     MAX_CHANNELS, 'MAX_CHANNELS')
-  if classifier.channels % classifier.num_heads:
-    raise ConfigError(
-        f'{path}: {prefix}.num_heads ({classifier.num_heads}) must divide '
-        f'{prefix}.channels ({classifier.channels}).')
-  _require_unit_interval(path, f'{prefix}.dropout_rate',
-                         classifier.dropout_rate, False, True)
-
-
-def _validate_trainer(path: str, options) -> None:
-  """Checks TrainerOptions."""
-  prefix = 'trainer_options'
-  for field in ('training_number_of_steps', 'save_checkpoints_steps',
-                'num_checkpoints_to_keep', 'save_summaries_steps',
-                'steps_per_loop', 'log_steps'):
-    _require_positive(path, f'{prefix}.{field}', getattr(options, field))
-  for field in ('warmup_steps', 'save_image_summaries_steps',
-                'gradient_clip_norm', 'weight_decay', 'poly_end_learning_rate'):
-    if getattr(options, field) < 0:
-      raise ConfigError(f'{path}: {prefix}.{field} must be >= 0, got '
-                        f'{getattr(options, field)}.')
-  _validate_schedule(path, options)
-  _require_positive(path, f'{prefix}.base_learning_rate',
-                    options.base_learning_rate)
-  _require_positive(path, f'{prefix}.backbone_learning_rate_multiplier',
-                    options.backbone_learning_rate_multiplier)
-  top_k = options.top_k_percent_pixels
-  if not 0 < top_k <= 100:
-    raise ConfigError(f'{path}: {prefix}.top_k_percent_pixels must be in '
-                      f'[1, 100] (a percent), got {top_k:g}.')
-  # The Model Garden's top_k_percent_pixels and DeepLab2's top_k_percent are
-  # fractions; copied here, 0.2 would silently train on 0.2% of the pixels.
-  # Under 1% is no useful setting, so such a value is taken for a fraction.
-  if top_k < 1:
-    raise ConfigError(
-        f'{path}: {prefix}.top_k_percent_pixels is a percent in [1, 100]; '
-        f'{top_k:g} looks like a fraction: write {top_k * 100:g} for the top '
-        f'{top_k * 100:g}%.')
-  _validate_choice(path, f'{prefix}.optimizer', options.optimizer, OPTIMIZERS)
-  _validate_choice(path, f'{prefix}.learning_rate_policy',
-                   options.learning_rate_policy, LEARNING_RATE_POLICIES)
-  _validate_choice(path, f'{prefix}.mixed_precision', options.mixed_precision,
-                   tuple(MIXED_PRECISION_POLICIES))
-  # orbit.Controller writes training summaries at the end of an inner loop
-  # of steps_per_loop steps, and refuses a summary interval that is not a
-  # multiple of it.
-  if options.save_summaries_steps % options.steps_per_loop:
-    raise ConfigError(
-        f'{path}: {prefix}.save_summaries_steps '
-        f'({options.save_summaries_steps}) must be a multiple of '
-        f'{prefix}.steps_per_loop ({options.steps_per_loop}): summaries are '
-        'written at the end of a loop. Change one of them, e.g. '
-        'save_summaries_steps: '
-        f'{_next_multiple(options.save_summaries_steps, options.steps_per_loop)}'
-        '.')
-
-
-def set_training_steps(options, steps: int) -> None:
-  """Sets TrainerOptions `options` to `steps` steps (tools that shorten a
-  config's run).
-
-  A warm-up that would no longer fit (warmup_steps >= steps, refused by
-  _validate_schedule) is shortened in proportion, keeping the schedule's
-  shape: warmup_steps * steps / the config's steps.
-  """
-  if options.warmup_steps >= steps:
-    options.warmup_steps = (options.warmup_steps * steps //
-                            max(options.training_number_of_steps, 1))
-    options.warmup_steps = min(options.warmup_steps, steps - 1)
-  options.training_number_of_steps = steps
-
-
-def _validate_schedule(path: str, options) -> None:
-  """Checks the learning-rate schedule of TrainerOptions `options`.
-
-  The warm-up ramps the rate from 0 to the schedule's value at step
-  warmup_steps; with the poly decay that value is 0 once warmup_steps
-  reaches the last step, so such a run trains at a rate near 0 throughout.
-  A negative poly power makes the rate infinite at the last step.
-  """
-  prefix = 'trainer_options'
-  steps, warmup = options.training_number_of_steps, options.warmup_steps
-  if warmup >= steps:
-    default = ('' if options.HasField('warmup_steps') else
-               ', the default when the config does not set it')
-    raise ConfigError(
-        f'{path}: {prefix}.warmup_steps ({warmup}{default}) must be below '
-        f'{prefix}.training_number_of_steps ({steps}), else the learning '
-        'rate stays near 0 for the whole run. Set e.g. warmup_steps: '
-        f'{steps // 10} (a tenth of the steps).')
-  # `not >= 0` also refuses NaN.
-  if not options.poly_learning_power >= 0:
-    raise ConfigError(
-        f'{path}: {prefix}.poly_learning_power must be >= 0, got '
-        f'{options.poly_learning_power}: the poly learning rate '
-        '(1 - step / steps)^power would be infinite at the last step. Use '
-        'e.g. 0.9 (the paper).')
-
-
-def _next_multiple(value: int, step: int) -> int:
-  return -(-value // step) * step
-
-
-def _validate_dataset(path: str, field: str,
-                      options: dataset_pb2.DatasetOptions,
-                      model_options: model_pb2.ModelOptions,
-                      needs_files: bool) -> None:
-  """Checks one DatasetOptions against the registry and the model geometry."""
-  info = _validate_dataset_source(path, field, options)
-  if needs_files and not any(options.file_pattern):
-    raise ConfigError(
-        f'{path}: {field}.file_pattern is empty, but this mode reads that '
-        f'split. Add e.g. file_pattern: "data/{info.name}/'
-        f'{"train" if "train" in field else "val"}-*.tfrecord" (build the '
-        'records with tools/build_*_data.py).')
-  _require_positive(path, f'{field}.batch_size', options.batch_size)
-  _require_at_most(path, f'{field}.batch_size', options.batch_size,
-                   MAX_BATCH_SIZE, 'MAX_BATCH_SIZE')
-  if len(options.crop_size) != 2:
-    raise ConfigError(f'{path}: {field}.crop_size must have exactly two '
-                      f'values (height, width), got {list(options.crop_size)}.'
-                      ' Write `crop_size: 1024 crop_size: 2048`.')
-  for value in options.crop_size:
-    _require_positive(path, f'{field}.crop_size', value)
-    _require_at_most(path, f'{field}.crop_size', value, MAX_CROP_SIDE,
-                     'MAX_CROP_SIDE')
-  model_geometry(model_options, crop_size(options), path, f'{field}.crop_size')
-  if options.resize_longer_side < 0:
-    raise ConfigError(f'{path}: {field}.resize_longer_side must be >= 0.')
-  _require_at_most(path, f'{field}.resize_longer_side',
-                   options.resize_longer_side, MAX_CROP_SIDE, 'MAX_CROP_SIDE')
-  if options.panoptic_label_divisor < 0:
-    raise ConfigError(
-        f'{path}: {field}.panoptic_label_divisor must be >= 0 (0: the '
-        'records hold semantic labels; 1000: DeepLab2\'s panoptic records).')
-  if options.shuffle_buffer_size < 0 or options.num_parallel_reads < 0 or (
-      options.max_examples < 0):
-    raise ConfigError(f'{path}: {field}.shuffle_buffer_size, '
-                      'num_parallel_reads and max_examples must be >= 0.')
-  _require_at_most(path, f'{field}.num_parallel_reads',
-                   options.num_parallel_reads, MAX_PARALLEL_READS,
-                   'MAX_PARALLEL_READS')
-  aug = options.augmentations
-  if not 0 < aug.min_scale_factor <= aug.max_scale_factor:
-    raise ConfigError(
-        f'{path}: {field}.augmentations needs 0 < min_scale_factor <= '
-        f'max_scale_factor, got {aug.min_scale_factor} and '
-        f'{aug.max_scale_factor}.')
-  if aug.scale_factor_step_size < 0:
-    raise ConfigError(f'{path}: {field}.augmentations.scale_factor_step_size '
-                      'must be >= 0 (0 = continuous).')
-  _require_unit_interval(path, f'{field}.augmentations.color_jitter_strength',
-                         aug.color_jitter_strength, False, False)
-  if (aug.color_augmentation != dataset_pb2.COLOR_JITTER and
-      aug.HasField('color_jitter_strength')):
-    raise ConfigError(
-        f'{path}: {field}.augmentations sets color_jitter_strength, which '
-        'only the COLOR_JITTER color_augmentation uses, and color_augmentation '
-        f'{dataset_pb2.ColorAugmentation.Name(aug.color_augmentation)}: remove '
-        'one of the two.')
-
-
-def _validate_dataset_source(path: str, field: str,
-                             options: dataset_pb2.DatasetOptions
-                            ) -> dataset_info.DatasetInfo:
-  """The dataset of one DatasetOptions: registered or described."""
-  source = options.WhichOneof('source')
-  registered = ', '.join(dataset_info.dataset_names())
-  if source is None:
-    raise ConfigError(
-        f'{path}: {field} names no dataset; set dataset (one of '
-        f'{registered}), or describe yours with dataset_description {{ ... }} '
-        'or dataset_info_file: "..." (protos/dataset.proto).')
-  if source == 'dataset':
-    if options.dataset not in dataset_info.DATASETS:
-      raise ConfigError(
-          f'{path}: unknown {field}.dataset {options.dataset!r}; use one of '
-          f'{registered}, or describe the dataset with dataset_description '
-          'or dataset_info_file.')
-    return dataset_info.get_dataset_info(options.dataset)
-  try:
-    return dataset_info.from_options(options)
-  except dataset_info.DescriptionError as e:
-    raise ConfigError(
-        f'{path}: {field}.dataset_description.{e}') from None
-
-
-def _validate_name(path: str, name: str) -> None:
-  if not name:
-    raise ConfigError(f'{path}: experiment_name is not set; it names the '
-                      'output directory <model_dir>/<experiment_name>.')
-  if not _EXPERIMENT_NAME_PATTERN.match(name) or name in ('.', '..'):
-    raise ConfigError(
-        f'{path}: experiment_name {name!r} is not a directory name: it '
-        "names <model_dir>/<experiment_name>, so use letters, digits, '_', "
-        "'-' and '.' only (no '/'), and not '.' or '..'.")
-
-
-def _validate(options: config_pb2.ExperimentOptions, path: str,
-              mode: Optional[str]) -> None:
-  """Raises ConfigError on the first problem found in `options`."""
-  if mode is not None:
-    _validate_choice(path, 'mode', mode, MODES)
-  _validate_name(path, options.experiment_name)
-  _validate_finite(path, options)
-  _validate_model(path, options.model_options)
-  _validate_trainer(path, options.trainer_options)
-  # use_xla compiles the forward pass as a function nested in the
-  # distributed step, where the cross-replica all-reduce of synchronized
-  # BatchNorm cannot run (tf.distribute refuses a merge_call there).
-  if (options.model_options.encoder.sync_batchnorm and
-      options.trainer_options.use_xla):
-    raise ConfigError(
-        f'{path}: model_options.encoder.sync_batchnorm cannot be combined '
-        'with trainer_options.use_xla (the compiled forward pass cannot '
-        'all-reduce BatchNorm statistics across replicas): set one of them '
-        'to false.')
-
-  classes = {}
-  if options.HasField('train_dataset_options') or mode in TRAIN_MODES:
-    _validate_dataset(path, 'train_dataset_options',
-                      options.train_dataset_options, options.model_options,
-                      needs_files=mode in TRAIN_MODES)
-    classes['train_dataset_options'] = dataset_info.from_options(
-        options.train_dataset_options)
-  if options.HasField('eval_dataset_options') or mode in EVAL_MODES:
-    _validate_dataset(path, 'eval_dataset_options',
-                      options.eval_dataset_options, options.model_options,
-                      needs_files=mode in EVAL_MODES)
-    if mode in EVAL_MODES and options.eval_dataset_options.repeat:
-      raise ConfigError(
-          f'{path}: eval_dataset_options.repeat is true, so an evaluation '
-          'would never end; remove `repeat: true` from eval_dataset_options '
-          '(unset, the evaluation split is read once).')
-    classes['eval_dataset_options'] = dataset_info.from_options(
-        options.eval_dataset_options)
-  counts = {info.name: info.num_classes for info in classes.values()}
-  if len(set(counts.values())) > 1:
-    raise ConfigError(
-        f'{path}: train_dataset_options.dataset and eval_dataset_options.'
-        f'dataset have different class counts ({counts}); train and '
-        'evaluate on the same label space.')
-
-  evaluator = options.evaluator_options
-  _require_positive(path, 'evaluator_options.eval_interval_steps',
-                    evaluator.eval_interval_steps)
-  _require_positive(path, 'evaluator_options.continuous_eval_timeout_seconds',
-                    evaluator.continuous_eval_timeout_seconds)
-  if evaluator.num_vis_images < 0:
-    raise ConfigError(f'{path}: evaluator_options.num_vis_images must be >= 0.')
-  _validate_evaluator(path, options)
-
-
-# Largest EvaluatorOptions.boundary_band_pixels: its dilation window is
-# (2w+1)^2 pixels per pixel; wider bands say nothing about boundaries.
-MAX_BOUNDARY_BAND_PIXELS = 64
-# Limits of EvaluatorOptions.eval_scales. DeepLab's largest scale is 2.0 and
-# its longest list six scales; a scale above the limit is most likely a typo
-# (10 for 1.0) that would cost an out-of-memory error, and every scale is a
-# forward pass (two with flipped images) of every evaluation batch.
-MAX_EVAL_SCALE = 4.0
-MAX_EVAL_SCALES = 16
-# The suggestions of a scale that does not fit are multiples of this.
-_EVAL_SCALE_STEP = 0.125
-
-
-def _fitting_scales(model_options: model_pb2.ModelOptions,
-                    size: Tuple[int, int], near: float,
-                    count: int = 3) -> list:
-  """The `count` multiples of _EVAL_SCALE_STEP nearest `near` whose scaled
-  `size` (height, width) the model takes, ascending."""
-  fitting = []
-  for index in range(1, int(MAX_EVAL_SCALE / _EVAL_SCALE_STEP) + 1):
-    scale = index * _EVAL_SCALE_STEP
-    scaled = geometry_lib.scaled_size(size, scale)
-    if max(scaled) > MAX_CROP_SIDE:
-      continue
-    try:
-      builder.model_geometry(model_options, scaled)
-    except geometry_lib.GeometryError:
-      continue
-    fitting.append(scale)
-  return sorted(sorted(fitting, key=lambda s: abs(s - near))[:count])
-
-
-def _validate_evaluator(path: str,
-                        options: config_pb2.ExperimentOptions) -> None:
-  """Checks the test-time augmentation of evaluator_options.
-
-  Each scale must be finite, in (0, MAX_EVAL_SCALE], listed once, and
-  resize the evaluation input (the describing dataset's crop_size, the
-  size the model is built for) to a size the model takes: the evaluator
-  runs the model at exactly geometry.scaled_size of it.
-  """
-  band = options.evaluator_options.boundary_band_pixels
-  if not 0 <= band <= MAX_BOUNDARY_BAND_PIXELS:
-    raise ConfigError(
-        f'{path}: evaluator_options.boundary_band_pixels is {band}; it is '
-        'the half width in pixels of the band around class boundaries '
-        f'scored apart, in [0, {MAX_BOUNDARY_BAND_PIXELS}] (0: off), e.g. '
-        '`boundary_band_pixels: 4`.')
-  field = 'evaluator_options.eval_scales'
-  scales = list(options.evaluator_options.eval_scales)
-  if len(scales) > MAX_EVAL_SCALES:
-    raise ConfigError(
-        f'{path}: {field} lists {len(scales)} scales, above the limit '
-        f'{MAX_EVAL_SCALES} (experiment.MAX_EVAL_SCALES); each one is a '
-        'forward pass of every evaluation batch. List fewer (DeepLab uses '
-        'up to six, e.g. 0.5 0.75 1.0 1.25 1.5 1.75).')
-  for scale in scales:
-    if not (math.isfinite(scale) and 0 < scale <= MAX_EVAL_SCALE):
-      raise ConfigError(
-          f'{path}: {field} has {scale:g}; every scale must be in (0, '
-          f'{MAX_EVAL_SCALE:g}] (experiment.MAX_EVAL_SCALE): the factor the '
-          'evaluation input is resized by, e.g. `eval_scales: [0.75, 1.0, '
-          '1.25]` (leave it out for the plain evaluation at 1.0).')
-  repeated = sorted({scale for scale in scales if scales.count(scale) > 1})
-  if repeated:
-    raise ConfigError(
-        f'{path}: {field} lists {", ".join(f"{s:g}" for s in repeated)} '
-        'more than once; a repeat only weights that scale more in the '
-        'average and costs another forward pass. List each scale once.')
-  dataset_field, describing = _describing_dataset(options)
-  if len(describing.crop_size) != 2:
-    return  # No dataset: experiment_from_options reports it.
-  size = crop_size(describing)
-  for scale in scales:
-    scaled = geometry_lib.scaled_size(size, scale)
-    if max(scaled) > MAX_CROP_SIDE:
-      raise ConfigError(
-          f'{path}: {field} has {scale:g}, which resizes the evaluation '
-          f'input {size[0]}x{size[1]} ({dataset_field}.crop_size) to '
-          f'{scaled[0]}x{scaled[1]}, above the limit {MAX_CROP_SIDE} '
-          'pixels per side (experiment.MAX_CROP_SIDE). Use a smaller scale.')
-    try:
-      builder.model_geometry(options.model_options, scaled)
-    except geometry_lib.GeometryError as e:
-      fitting = _fitting_scales(options.model_options, size, scale)
-      hint = (f'Use scales whose sizes fit, e.g. '
-              f'{", ".join(f"{s:g}" for s in fitting)}.' if fitting else
-              f'No multiple of {_EVAL_SCALE_STEP} up to {MAX_EVAL_SCALE:g} '
-              'fits this crop_size; change the crop_size or leave '
-              f'{field} out.')
-      raise ConfigError(
-          f'{path}: {field} has {scale:g}, which resizes the evaluation '
-          f'input {size[0]}x{size[1]} ({dataset_field}.crop_size) to '
-          f'{scaled[0]}x{scaled[1]}, a size the model cannot take ({e}) '
-          f'{hint}') from None

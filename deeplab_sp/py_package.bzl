@@ -24,6 +24,9 @@ deps: labels of the py_library targets the package's modules import (for
   `deeplab_sp.x` that is `//deeplab_sp/x`, for `deeplab_sp.experiment` or
   another top-level module `//deeplab_sp`). Imports made inside functions to
   break an import cycle are left out: Bazel forbids cyclic deps.
+init_deps: labels of the packages `__init__.py` itself imports, for a
+  package whose `__init__.py` is its interface (e.g. deeplab_sp/model/builder)
+  rather than empty.
 testing_deps: extra deps of :testing_utils.
 srcs: extra sources of :<name>, e.g. generated modules. Files named
   `*_pb2.py` in the directory are never sources (they are generated; see
@@ -35,17 +38,17 @@ TESTONLY_SRCS = ["testing_utils.py"]
 
 GENERATED_SRCS = ["*_pb2.py"]
 
-def py_package(deps = [], testing_deps = [], srcs = [], data = []):
+def py_package(deps = [], init_deps = [], testing_deps = [], srcs = [], data = []):
     package = native.package_name()
     parts = package.split("/")
     name = parts[-1]
-    init_deps = []
+    parent_init = []
     if len(parts) > 1:
-        init_deps = ["//%s:init" % "/".join(parts[:-1])]
+        parent_init = ["//%s:init" % "/".join(parts[:-1])]
     native.py_library(
         name = "init",
         srcs = native.glob(["__init__.py"]),
-        deps = init_deps,
+        deps = parent_init + init_deps,
         visibility = ["//visibility:public"],
     )
     native.py_library(

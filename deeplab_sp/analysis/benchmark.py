@@ -32,7 +32,7 @@ results are keyed by its meta-architecture's name.
 The `ops_only` mode times only the two stages built on the local attention,
 without the encoder, hypercolumn and classifier: the model's real
 SuperpixelTokenization and SuperpixelAssociation layers (built from the
-config by model/builder.py) run on random hypercolumn features at the
+config by model/builder/) run on random hypercolumn features at the
 config's geometry, the association on class logits from a fixed random
 projection of the superpixels.
 """
@@ -468,9 +468,9 @@ class LocalAttentionStages(tf_keras.Model):
     super().__init__(**kwargs)
     geometry = model_geometry(model_options, size)
     self._input_size = geometry.input_size
-    self.tokenization = builder.build_tokenization(
+    self.tokenization = builder.sp_transformer.build_tokenization(
         model_options.superpixel_tokenization)
-    self.association = builder.build_association(
+    self.association = builder.sp_transformer.build_association(
         model_options.superpixel_association)
     rng = np.random.default_rng(_SEED)
     self._pixels = tf.constant(rng.normal(size=(

@@ -160,7 +160,7 @@ def _foreign_model_options(options: config_pb2.ExperimentOptions,
   return [field.name
           for field, _ in fragment.model_options.ListFields()
           if field.message_type is not None
-          and field.name not in builder.OPTIONS_READ[network]]
+          and field.name not in builder.NETWORKS[network].options_read]
 
 
 def variant_applies(config: str, variant: Variant) -> bool:

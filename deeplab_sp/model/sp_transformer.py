@@ -5,7 +5,7 @@ tokenization (learned queries + local dual-path cross-attention) ->
 superpixel classifier (global self-attention + linear) -> superpixel
 association (dense logits at input resolution).
 
-The components are built elsewhere (builder.py) and injected. The input
+The components are built elsewhere (model/builder/) and injected. The input
 size is checked here, once per call, against the hypercolumn stride and the
 superpixel grid (geometry.py); the layers rely on it.
 """

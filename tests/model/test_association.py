@@ -9,6 +9,7 @@ import tiny_experiment
 from deeplab_sp.model import association
 from deeplab_sp.model import builder
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.protos import model_pb2
 
 
@@ -41,7 +42,7 @@ def test_association_is_a_distribution_over_valid_neighbors(small_model):
   assert association.min() >= 0
   np.testing.assert_allclose(association.sum(-1), 1.0, atol=1e-5)
   # Border masking: slots outside the 4x4 grid get exactly zero weight.
-  ids = local_attention.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
+  ids = neighbors.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
   assert (ids < 0).any()
   assert np.all(association[:, ids < 0] == 0.0)
   # Hard ids are the absolute ids of valid neighbours of each pixel's cell.
@@ -61,7 +62,7 @@ def test_dense_logits_are_association_weighted_superpixel_logits(small_model):
   outputs = small_model(images, training=False)
   association = outputs['association'].numpy()[0]
   superpixel_logits = outputs['superpixel_logits'].numpy()[0].reshape(16, 5)
-  ids = local_attention.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
+  ids = neighbors.neighbor_superpixel_ids(64, 64, 4, 4).numpy()
   y, x = 37, 5
   expected = sum(association[y, x, s] * superpixel_logits[ids[y, x, s]]
                  for s in range(9) if ids[y, x, s] >= 0)
@@ -81,7 +82,7 @@ def test_both_orders_give_distributions_and_valid_ids():
   pixels = tf.constant(rng.normal(size=(1, 8, 12, 6)), tf.float32)
   superpixels = tf.constant(rng.normal(size=(1, 2, 3, 6)), tf.float32)
   logits = tf.constant(rng.normal(size=(1, 2, 3, 4)), tf.float32)
-  ids = local_attention.neighbor_superpixel_ids(16, 24, 2, 3).numpy()
+  ids = neighbors.neighbor_superpixel_ids(16, 24, 2, 3).numpy()
   for upsample_first in (True, False):
     for implementation in local_attention.IMPLEMENTATIONS:
       outputs = association.SuperpixelAssociation(
@@ -99,7 +100,7 @@ def _numpy_association(pixels, superpixels, class_logits, scale):
   """Equations (5) and (6) at the pixels' resolution, in numpy."""
   _, height, width, channels = pixels.shape
   _, grid_height, grid_width, _ = superpixels.shape
-  ids = local_attention.neighbor_superpixel_ids(
+  ids = neighbors.neighbor_superpixel_ids(
       height, width, grid_height, grid_width).numpy()
   flat = superpixels[0].reshape(-1, channels)
   logits = np.einsum('hwc,hwsc->hws', pixels[0],
@@ -141,6 +142,6 @@ def test_logit_scale_option_reaches_the_layer_and_defaults_to_the_paper():
   for name in association.LOGIT_SCALES:
     options = model_pb2.SuperpixelAssociationOptions(
         logit_scale=model_pb2.AssociationLogitScale.Value(name))
-    assert builder.build_association(options).logit_scale == name
+    assert builder.sp_transformer.build_association(options).logit_scale == name
   with pytest.raises(ValueError, match='AssociationLogitScale'):
-    builder.association_logit_scale(7)
+    builder.sp_transformer.association_logit_scale(7)

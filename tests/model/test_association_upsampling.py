@@ -9,9 +9,10 @@ from deeplab_sp.model import association
 from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import builder
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.protos import model_pb2
 
-OFFSETS = local_attention.NEIGHBOR_OFFSETS
+OFFSETS = neighbors.NEIGHBOR_OFFSETS
 
 # (Hh, Wh, H, W, Hs, Ws): stride 4 with 2x2 hypercolumn pixels per cell
 # (every source pair straddles a border somewhere), stride 2 with 4x3, and
@@ -171,7 +172,7 @@ def test_naive_and_efficient_agree_with_either_upsampling(upsampling):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   weights = naive['association'].numpy()
   np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
-  ids = local_attention.neighbor_superpixel_ids(32, 48, 2, 3).numpy()
+  ids = neighbors.neighbor_superpixel_ids(32, 48, 2, 3).numpy()
   assert np.all(weights[:, ids < 0] == 0.0)
 
 
@@ -181,9 +182,9 @@ def test_option_reaches_the_layer_and_defaults_to_relative_slots():
   for name in association_upsampling.UPSAMPLINGS:
     options = model_pb2.SuperpixelAssociationOptions(
         upsampling=model_pb2.AssociationUpsampling.Value(name))
-    layer = builder.build_association(options)
+    layer = builder.sp_transformer.build_association(options)
     assert layer.upsampling == name
     clone = type(layer).from_config(layer.get_config())
     assert clone.upsampling == name
   with pytest.raises(ValueError, match='AssociationUpsampling'):
-    builder.association_upsampling_name(7)
+    builder.sp_transformer.association_upsampling_name(7)

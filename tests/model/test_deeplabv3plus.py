@@ -62,7 +62,7 @@ def test_parameter_counts_are_deeplabv3plus_by_hand(model):
 def test_default_atrous_rates_are_chen_et_als_halved():
   options = tiny_experiment.model_options(meta_architecture=_META)
   del options.deeplabv3plus.atrous_rates[:]
-  assert builder.atrous_rates(options.deeplabv3plus) == (3, 6, 9)
+  assert builder.deeplabv3plus.atrous_rates(options.deeplabv3plus) == (3, 6, 9)
 
 
 def test_outputs_are_the_upsampled_decoder_logits(model):

@@ -125,7 +125,7 @@ def test_xla_forward_and_training_step(small_model):
 
 
 def test_local_attention_implementation_from_the_proto_enum():
-  convert = builder.local_attention_implementation
+  convert = builder.sp_transformer.local_attention_implementation
   assert convert(model_pb2.NAIVE) == convert(0) == 'NAIVE'
   assert convert(model_pb2.EFFICIENT) == convert(1) == 'EFFICIENT'
   for bad in (2, -1, None, True, 'NAIVE'):
