@@ -42,6 +42,7 @@ from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import local_attention
 from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.model.local_attention import neighbors
 
 # How the dot products of equation (5) are scaled (model.proto,
 # AssociationLogitScale): divided by sqrt(C), or not at all (the paper's
@@ -57,7 +58,7 @@ def _argmax_slot(values):
   Taken over the rows of a [B*H*W, 9] matrix, which the CPU kernel does
   faster than over the last axis of the 4-D tensor.
   """
-  slots = tf.argmax(tf.reshape(values, [-1, local_attention.NUM_NEIGHBORS]),
+  slots = tf.argmax(tf.reshape(values, [-1, neighbors.NUM_NEIGHBORS]),
                     axis=-1, output_type=tf.int32)
   return tf.reshape(slots, [-1, values.shape[1], values.shape[2]])
 
@@ -77,7 +78,7 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
       cell_rows[:, tf.newaxis] * grid_width, slots)
   own_ids = row_ids + cell_cols[tf.newaxis, :]
   offsets = tf.constant([dy * grid_width + dx
-                         for dy, dx in local_attention.NEIGHBOR_OFFSETS],
+                         for dy, dx in neighbors.NEIGHBOR_OFFSETS],
                         tf.int32)
   return own_ids[tf.newaxis] + tf.gather(offsets, slots)
 
@@ -90,12 +91,12 @@ def _fill_outside_grid(logits, grid_height, grid_width):
     # The exports: the mask of valid slots as one [Hs, 1, Ws, 1, 9] block
     # broadcast over the pixels of each cell, not a stored [H, W, 9] one.
     smallest_valid = tf.reduce_min(
-        local_attention.where_inside_grid(logits, grid_height, grid_width,
-                                          tf.float32.max),
+        neighbors.where_inside_grid(logits, grid_height, grid_width,
+                                    tf.float32.max),
         axis=-1, keepdims=True)
-    return local_attention.where_inside_grid(logits, grid_height,
-                                             grid_width, smallest_valid)
-  valid = local_attention.neighbor_superpixel_ids(
+    return neighbors.where_inside_grid(logits, grid_height, grid_width,
+                                       smallest_valid)
+  valid = neighbors.neighbor_superpixel_ids(
       logits.shape[1], logits.shape[2], grid_height, grid_width) >= 0
   smallest_valid = tf.reduce_min(
       tf.where(valid[tf.newaxis], logits, tf.float32.max), axis=-1,
@@ -116,9 +117,8 @@ def _masked_association(upsampled, grid_height, grid_width):
     pixel's cell; superpixel_ids [B, H, W] int32, the absolute id of each
     pixel's argmax slot).
   """
-  upsampled = local_attention.where_inside_grid(
-      upsampled, grid_height, grid_width,
-      local_attention.masked_logit(tf.float32))
+  upsampled = neighbors.where_inside_grid(
+      upsampled, grid_height, grid_width, neighbors.masked_logit(tf.float32))
   return (tf.nn.softmax(upsampled, axis=-1),
           _slot_superpixel_ids(_argmax_slot(upsampled), grid_height,
                                grid_width))
@@ -144,7 +144,7 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
   Args:
     upsample_logits_before_softmax: the paper's order (True) or softmax and
       (6) at the hypercolumn stride (False).
-    implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
+    implementation: 'NAIVE' or 'EFFICIENT' (local_attention.get).
     logit_scale: SQRT_CHANNELS (I . S / sqrt(C)) or NONE (I . S, the
       paper's equation 5).
     upsampling: how the logits are upsampled before the softmax
@@ -165,8 +165,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
                        f'one of {association_upsampling.UPSAMPLINGS}.')
     self.upsampling = upsampling
     self.upsample_logits_before_softmax = upsample_logits_before_softmax
-    self.implementation = local_attention.normalize_implementation(
-        implementation)
+    self.local_attention = local_attention.get(implementation)
+    self.implementation = self.local_attention.name
     self.logit_scale = logit_scale
 
   def call(self, pixels, superpixels, superpixel_logits, image_size):
@@ -177,8 +177,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     if self.logit_scale == SQRT_CHANNELS:
       superpixels /= math.sqrt(channels)
     # [B, Hh, Wh, 9], masked_logit at slots outside the grid.
-    logits = local_attention.association_logits(
-        tf.cast(pixels, tf.float32), superpixels, self.implementation)
+    logits = self.local_attention.association_logits(
+        tf.cast(pixels, tf.float32), superpixels)
     class_logits = tf.cast(superpixel_logits, tf.float32)
 
     if self.upsample_logits_before_softmax:
@@ -192,18 +192,17 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
                                     method='bilinear')
       association, superpixel_ids = _masked_association(
           upsampled, grid_height, grid_width)
-      semantic_logits = local_attention.combine_neighbors(
-          association, class_logits, self.implementation,
-          weights_are_masked=True)
+      semantic_logits = self.local_attention.combine_neighbors(
+          association, class_logits, weights_are_masked=True)
     else:
       association_low = tf.nn.softmax(logits, axis=-1)  # [B, Hh, Wh, 9]
-      semantic_low = local_attention.combine_neighbors(
-          association_low, class_logits, self.implementation)
+      semantic_low = self.local_attention.combine_neighbors(
+          association_low, class_logits)
       semantic_logits = tf.image.resize(semantic_low, (height, width),
                                         method='bilinear')
       association = tf.image.resize(association_low, (height, width),
                                     method='bilinear')
-      association = local_attention.where_inside_grid(
+      association = neighbors.where_inside_grid(
           association, grid_height, grid_width, 0.0)
       association /= tf.reduce_sum(association, axis=-1, keepdims=True)
       # Equation (7): the absolute id of each pixel's most associated slot.

@@ -12,10 +12,11 @@ together, both reading the features of layer t-1:
 N(i) is the 9*h*w pixels of the 3x3 cells around cell i, N(p) the 9
 superpixels of the 3x3 cells around the cell of pixel p; neighbours outside
 the grid are masked out of every softmax. The attention itself is computed
-by deeplab_sp.model.local_attention, in the paper's form (`NAIVE`, explicit
-9x duplication) or an equal, faster one (`EFFICIENT`); the layer hands it
-its pixel-side projections (Dense layers) rather than projected pixels, so
-that EFFICIENT can apply them to the superpixels instead of every pixel.
+by a deeplab_sp.model.local_attention form chosen when the layer is built,
+the paper's (`NAIVE`, explicit 9x duplication) or an equal, faster one
+(`EFFICIENT`); the layer hands it its pixel-side projections (Dense layers)
+rather than projected pixels, so that EFFICIENT can apply them to the
+superpixels instead of every pixel.
 
 Implementation choices (the paper builds on MaX-DeepLab's dual-path
 transformer and leaves these to the implementer):
@@ -43,6 +44,7 @@ from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
 from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import resize
+from deeplab_sp.model.local_attention import neighbors
 
 _INIT_STDDEV = 0.02
 _LAYER_NORM_EPSILON = 1e-5
@@ -90,8 +92,9 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
   Call args:
     inputs: (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
     training: dropout on or off.
-    pixels_in_cell_order: the pixel maps (in and out) are in
-      local_attention.to_cell_order's order (each cell's pixels contiguous).
+    pixels_in_attention_order: the pixel maps (in and out) are in the
+      local attention's pixel order (`LocalAttention.to_pixel_order`), not
+      in image order.
 
   Returns:
     (superpixels [B, Hs, Ws, C], pixels [B, Hs*h, Ws*w, C]).
@@ -102,7 +105,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     ffn_channels: hidden width of the superpixel path's feed-forward block;
       0 = none.
     pixel_ffn_channels: same for the pixel path; 0 = none.
-    implementation: 'NAIVE' or 'EFFICIENT' (local_attention).
+    implementation: 'NAIVE' or 'EFFICIENT' (local_attention.get).
     dropout_rate: dropout on the attention outputs.
   """
 
@@ -117,8 +120,8 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     self.num_heads = num_heads
     self.ffn_channels = ffn_channels
     self.pixel_ffn_channels = pixel_ffn_channels
-    self.implementation = local_attention.normalize_implementation(
-        implementation)
+    self.local_attention = local_attention.get(implementation)
+    self.implementation = self.local_attention.name
     self.dropout_rate = dropout_rate
     self._head_channels = channels // num_heads
 
@@ -152,8 +155,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     superpixel_shape, pixel_shape = input_shape
     self._cell_height = pixel_shape[1] // superpixel_shape[1]
     self._cell_width = pixel_shape[2] // superpixel_shape[2]
-    slots = local_attention.NUM_NEIGHBORS * self._cell_height * (
-        self._cell_width)
+    slots = neighbors.NUM_NEIGHBORS * self._cell_height * self._cell_width
     # Relative position embeddings, shared by all superpixels (Sec. III-B):
     # [9*h*w, C] over a superpixel's pixel neighbourhood, [9, C] over a
     # pixel's superpixel neighbourhood.
@@ -163,13 +165,13 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
         'pixel_value_position', (slots, self.channels),
         initializer=_initializer())
     self.superpixel_key_position = self.add_weight(
-        'superpixel_key_position', (local_attention.NUM_NEIGHBORS,
-                                    self.channels), initializer=_initializer())
+        'superpixel_key_position', (neighbors.NUM_NEIGHBORS, self.channels),
+        initializer=_initializer())
     self.superpixel_value_position = self.add_weight(
-        'superpixel_value_position', (local_attention.NUM_NEIGHBORS,
-                                      self.channels), initializer=_initializer())
-    # The pixel-side projections are not called as layers: local_attention
-    # receives them as affine maps (EFFICIENT folds them into the
+        'superpixel_value_position', (neighbors.NUM_NEIGHBORS, self.channels),
+        initializer=_initializer())
+    # The pixel-side projections are not called as layers: the local
+    # attention receives them as affine maps (EFFICIENT folds them into the
     # superpixel side). Build them here.
     for dense in (self.pixel_key, self.pixel_value, self.pixel_query,
                   self.pixel_output):
@@ -206,10 +208,13 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
           self._cell_width, cell_height, cell_width) for t in (key, value))
     return key, value
 
-  def call(self, inputs, training=None, pixels_in_cell_order=False):
+  def call(self, inputs, training=None, pixels_in_attention_order=False):
     superpixels, pixels = inputs
     cell_height = pixels.shape[1] // superpixels.shape[1]
     cell_width = pixels.shape[2] // superpixels.shape[2]
+    if not pixels_in_attention_order:
+      pixels = self.local_attention.to_pixel_order(pixels, cell_height,
+                                                   cell_width)
     dtype = self.compute_dtype
     normed_superpixels = self.superpixel_norm(superpixels)  # [B, Hs, Ws, C]
     normed_pixels = self.pixel_norm(pixels)                 # [B, H, W, C]
@@ -219,18 +224,17 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     # pixels.
     key_position, value_position = self._pixel_positions(cell_height,
                                                          cell_width, pixels)
-    superpixel_update = local_attention.superpixel_update(
+    superpixel_update = self.local_attention.superpixel_update(
         self._heads(dense_rows.on_rows(self.superpixel_query,
                                        normed_superpixels)),
         normed_pixels, key=self.pixel_key, value=self.pixel_value,
         key_position=self._heads(tf.cast(key_position, dtype)),
-        value_position=self._heads(tf.cast(value_position, dtype)),
-        implementation=self.implementation,
-        pixels_in_cell_order=pixels_in_cell_order)  # [B, Hs, Ws, N, D]
+        value_position=self._heads(
+            tf.cast(value_position, dtype)))  # [B, Hs, Ws, N, D]
 
     # Equation (4): each pixel attends to its 9 neighbouring superpixels,
     # with pixel_query queries; pixel_output projects the heads' result.
-    pixel_update = local_attention.pixel_update(
+    pixel_update = self.local_attention.pixel_update(
         normed_pixels, query=self.pixel_query,
         superpixel_key=self._heads(dense_rows.on_rows(self.superpixel_key,
                                                       normed_superpixels)),
@@ -239,9 +243,7 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
         output=self.pixel_output,
         key_position=self._heads(tf.cast(self.superpixel_key_position, dtype)),
         value_position=self._heads(
-            tf.cast(self.superpixel_value_position, dtype)),
-        implementation=self.implementation,
-        pixels_in_cell_order=pixels_in_cell_order)  # [B, H, W, C]
+            tf.cast(self.superpixel_value_position, dtype)))  # [B, H, W, C]
 
     superpixels = superpixels + self.dropout(
         dense_rows.on_rows(self.superpixel_output,
@@ -254,6 +256,9 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     if self.pixel_ffn is not None:
       pixels = pixels + dense_rows.on_rows(self.pixel_ffn,
                                      self.pixel_ffn_norm(pixels))
+    if not pixels_in_attention_order:
+      pixels = self.local_attention.from_pixel_order(pixels, cell_height,
+                                                     cell_width)
     return superpixels, pixels
 
   def get_config(self):
@@ -301,8 +306,8 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     self.num_heads = num_heads
     self.ffn_channels = ffn_channels
     self.pixel_ffn_channels = pixel_ffn_channels
-    self.implementation = local_attention.normalize_implementation(
-        implementation)
+    self.local_attention = local_attention.get(implementation)
+    self.implementation = self.local_attention.name
     self.dropout_rate = dropout_rate
     self.superpixel_position_embedding = (
         position_embedding.AddPositionEmbedding(
@@ -335,20 +340,17 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     queries = tf.cast(self.queries, self.compute_dtype)[tf.newaxis]
     superpixels = self.superpixel_position_embedding(queries)
     superpixels = tf.tile(superpixels, [batch, 1, 1, 1])  # [B, Hs, Ws, C]
-    # EFFICIENT works on cell blocks; between the layers the pixels only
-    # meet per-pixel operations, so they stay in cell order throughout
-    # rather than being reordered in every layer.
-    cell_order = self.implementation == local_attention.EFFICIENT
-    if cell_order:  # EFFICIENT needs static sizes anyway.
-      cell_size = (pixels.shape[1] // self.grid_height,
-                   pixels.shape[2] // self.grid_width)
-      pixels = local_attention.to_cell_order(pixels, *cell_size)
+    # Between the layers the pixels only meet per-pixel operations, so they
+    # stay in the local attention's pixel order (EFFICIENT's cell order)
+    # throughout rather than being reordered in every layer.
+    cell_size = (pixels.shape[1] // self.grid_height,
+                 pixels.shape[2] // self.grid_width)
+    pixels = self.local_attention.to_pixel_order(pixels, *cell_size)
     for layer in self.cross_attention_layers:
       superpixels, pixels = layer((superpixels, pixels), training=training,
-                                  pixels_in_cell_order=cell_order)
+                                  pixels_in_attention_order=True)
     pixels = self.pixel_output_norm(pixels)
-    if cell_order:
-      pixels = local_attention.from_cell_order(pixels, *cell_size)
+    pixels = self.local_attention.from_pixel_order(pixels, *cell_size)
     return self.superpixel_output_norm(superpixels), pixels
 
   def get_config(self):

@@ -68,3 +68,21 @@ def test_implementations_agree_and_read_the_same_variables():
   assert naive_sp.shape == (2, 2, 3, 8) and naive_px.shape == (2, 8, 12, 8)
   np.testing.assert_allclose(efficient_sp, naive_sp, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(efficient_px, naive_px, rtol=1e-4, atol=1e-5)
+
+
+def test_one_layer_takes_image_order_by_default():
+  """Called alone, a layer converts to and from its attention's pixel order
+  (EFFICIENT's cell order), so both implementations agree in image order."""
+  tf_keras.utils.set_random_seed(5)
+  superpixels = tf.random.stateless_normal((2, 2, 3, 8), (3, 1))
+  pixels = tf.random.stateless_normal((2, 4, 9, 8), (3, 2))  # h=2, w=3.
+  layers = [tokenization.DualPathCrossAttention(
+      8, 2, 16, 16, implementation, name='cross_attention')
+            for implementation in local_attention.IMPLEMENTATIONS]
+  for layer in layers:
+    layer((superpixels, pixels))
+  layers[1].set_weights(layers[0].get_weights())
+  (naive_sp, naive_px), (efficient_sp, efficient_px) = (
+      layer((superpixels, pixels)) for layer in layers)
+  np.testing.assert_allclose(efficient_sp, naive_sp, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(efficient_px, naive_px, rtol=1e-4, atol=1e-5)

@@ -21,6 +21,9 @@ Shapes and arguments are those of naive.py, plus `cell_order` for the
 functions of whole pixel maps: True when those maps (in and out) are in
 neighbors.to_cell_order's order, which spares the two transposes to and
 from cell blocks.
+
+`Efficient` is this form behind the interface of the layers
+(interface.LocalAttention); its pixel order is the cell order.
 """
 
 import numpy as np
@@ -28,11 +31,13 @@ import tensorflow as tf
 
 from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.model.local_attention import interface
 from deeplab_sp.model.local_attention import neighbors
+from deeplab_sp.model.local_attention import slot_ops
 
 NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
-_grids = neighbors.neighbor_grids
-_shift_slots = neighbors.shift_slots
+_grids = slot_ops.neighbor_grids
+_shift_slots = slot_ops.shift_slots
 
 
 def superpixel_attention(query, key, value, key_position=None,
@@ -364,7 +369,7 @@ def _sum_over_seeing_blocks(block_terms):
   Slot s of block j belongs to superpixel j - o_s; superpixel i adds slot s
   of block i + o_s over the 9 slots.
   """
-  return neighbors.sum_over_slots(block_terms)
+  return slot_ops.sum_over_slots(block_terms)
 
 
 def _position_logits(query, key_position):
@@ -416,3 +421,37 @@ def _neighbor_slot_softmax(logits):
   valid = neighbors.neighbor_valid_mask_np(grid_height, grid_width)
   return neighbors.masked_softmax(logits, tf.constant(
       valid[np.newaxis, :, :, np.newaxis, np.newaxis, :]))
+
+
+class Efficient(interface.LocalAttention):
+  """The form without the 9x copies; pixel maps in cell order.
+
+  Cell order (neighbors.to_cell_order) holds each cell's pixels
+  contiguously, so the updates read the pixel map as cell blocks with a
+  reshape instead of a transpose in each call.
+  """
+
+  name = 'EFFICIENT'
+
+  def to_pixel_order(self, pixels, cell_height, cell_width):
+    return neighbors.to_cell_order(pixels, cell_height, cell_width)
+
+  def from_pixel_order(self, pixels, cell_height, cell_width):
+    return neighbors.from_cell_order(pixels, cell_height, cell_width)
+
+  def _superpixel_update(self, query, pixels, key, value, key_position,
+                         value_position):
+    return superpixel_update(query, pixels, key, value, key_position,
+                             value_position, cell_order=True)
+
+  def _pixel_update(self, pixels, query, key, value, output, key_position,
+                    value_position):
+    return pixel_update(pixels, query, key, value, output, key_position,
+                        value_position, cell_order=True)
+
+  def _association_logits(self, pixels, superpixels):
+    return association_logits(pixels, superpixels)
+
+  def _combine_neighbors(self, weights, superpixel_values,
+                         weights_are_masked):
+    return combine_neighbors(weights, superpixel_values, weights_are_masked)

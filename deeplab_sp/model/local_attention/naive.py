@@ -10,14 +10,20 @@ superpixel's pixels (eq. 3) and [..., 9, D] for a pixel's superpixels
 Shapes: B batch, Hs x Ws superpixel grid, h x w pixels per cell,
 H = Hs*h, W = Ws*w, N heads of D channels, C feature channels. Queries are
 unscaled (scaled by 1/sqrt(D) here). Affine maps are
-local_attention.Affine with per-head kernels [C, N, D] and biases [N, D]
-(the output map of `pixel_update`: [N, D, C_out] and [C_out]).
+interface.Affine with per-head kernels [C, N, D] and biases [N, D] (the
+output map of `pixel_update`: [N, D, C_out] and [C_out]). Pixel maps are in
+image order.
+
+`Naive` is this form behind the interface of the layers
+(interface.LocalAttention).
 """
 
 import numpy as np
 import tensorflow as tf
 
+from deeplab_sp.model.local_attention import interface
 from deeplab_sp.model.local_attention import neighbors
+from deeplab_sp.model.local_attention import slot_ops
 
 NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
 
@@ -204,7 +210,30 @@ def _gather_neighborhood_pixels(pixels, cell_height, cell_width):
                                cell_width, num_heads, head_dim])
   blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
   # [B, Hs, Ws, 9, h, w, N, D]: slot s of cell i holds the block of i + o_s.
-  neighbor_blocks = neighbors.neighbor_grids(blocks)
+  neighbor_blocks = slot_ops.neighbor_grids(blocks)
   return tf.reshape(neighbor_blocks, [
       -1, grid_height, grid_width,
       NUM_NEIGHBORS * cell_height * cell_width, num_heads, head_dim])
+
+
+class Naive(interface.LocalAttention):
+  """The paper's form, the reference; pixel maps in image order."""
+
+  name = 'NAIVE'
+
+  def _superpixel_update(self, query, pixels, key, value, key_position,
+                         value_position):
+    return superpixel_update(query, pixels, key, value, key_position,
+                             value_position)
+
+  def _pixel_update(self, pixels, query, key, value, output, key_position,
+                    value_position):
+    return pixel_update(pixels, query, key, value, output, key_position,
+                        value_position)
+
+  def _association_logits(self, pixels, superpixels):
+    return association_logits(pixels, superpixels)
+
+  def _combine_neighbors(self, weights, superpixel_values,
+                         weights_are_masked):
+    return combine_neighbors(weights, superpixel_values, weights_are_masked)

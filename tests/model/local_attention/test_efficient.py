@@ -5,19 +5,24 @@ float32 round-off for every geometry: grids of one and two cells, 1xN and
 non-square grids, h != w, and the borders. The error measure is relative to
 the largest magnitude of the NAIVE result: max |efficient - naive| /
 max |naive| < 1e-5, for outputs and for gradients with respect to every
-input (queries, keys, values and both position embeddings).
+input (queries, keys, values and both position embeddings). The layers'
+operations are compared through the interface (`local_attention.get`), the
+attentions on keys and values already computed and the gathers as the
+functions of naive.py and efficient.py.
 """
-
-import functools
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.local_attention import efficient
+from deeplab_sp.model.local_attention import naive
+from deeplab_sp.model.local_attention import neighbors
 
 NAIVE, EFFICIENT = local_attention.NAIVE, local_attention.EFFICIENT
 Affine = local_attention.Affine
+_MODULES = {NAIVE: naive, EFFICIENT: efficient}
 TOLERANCE = 1e-5  # Relative error.
 # (grid_height, grid_width, cell_height, cell_width)
 GEOMETRIES = (
@@ -30,6 +35,42 @@ GEOMETRIES = (
     (4, 3, 3, 1),  # Non-square, h != w.
     (3, 5, 2, 3),  # Non-square, h != w, several interior cells.
 )
+
+
+class _EfficientInImageOrder(efficient.Efficient):
+  """EFFICIENT on pixel maps in image order (efficient.py's cell_order=False
+  path, which transposes to and from cell blocks in each call)."""
+
+  def to_pixel_order(self, pixels, cell_height, cell_width):
+    return pixels
+
+  def from_pixel_order(self, pixels, cell_height, cell_width):
+    return pixels
+
+  def _superpixel_update(self, *arguments):
+    return efficient.superpixel_update(*arguments, cell_order=False)
+
+  def _pixel_update(self, *arguments):
+    return efficient.pixel_update(*arguments, cell_order=False)
+
+
+def _form(implementation):
+  """A form for a name, or the form itself."""
+  if isinstance(implementation, local_attention.LocalAttention):
+    return implementation
+  return local_attention.get(implementation)
+
+
+def _superpixel_attention(query, key, value, key_position, value_position,
+                          implementation):
+  return _MODULES[implementation].superpixel_attention(
+      query, key, value, key_position, value_position)
+
+
+def _pixel_attention(query, key, value, key_position, value_position,
+                     implementation):
+  return _MODULES[implementation].pixel_attention(
+      query, key, value, key_position, value_position)
 
 
 def _relative_error(actual, expected):
@@ -101,7 +142,7 @@ def test_superpixel_attention(gh, gw, ch, cw):
             _normal(rng, batch, gh * ch, gw * cw, heads, dim),
             _normal(rng, 9 * ch * cw, heads, dim),
             _normal(rng, 9 * ch * cw, heads, dim)]
-  _assert_equivalent(local_attention.superpixel_attention, inputs)
+  _assert_equivalent(_superpixel_attention, inputs)
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
@@ -113,7 +154,7 @@ def test_pixel_attention(gh, gw, ch, cw):
             _normal(rng, batch, gh, gw, heads, dim),
             _normal(rng, 9, heads, dim),
             _normal(rng, 9, heads, dim)]
-  _assert_equivalent(local_attention.pixel_attention, inputs)
+  _assert_equivalent(_pixel_attention, inputs)
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
@@ -124,14 +165,14 @@ def test_association_logits(gh, gw, ch, cw):
   # The masked slots carry the same constant in both; compare the softmax,
   # which is how the logits are used (eq. 5).
   softmax_of_logits = lambda p, s, implementation: tf.nn.softmax(
-      local_attention.association_logits(p, s, implementation))
+      local_attention.get(implementation).association_logits(p, s))
   _assert_equivalent(softmax_of_logits, inputs)
-  naive = local_attention.association_logits(*inputs, NAIVE).numpy()
-  efficient = local_attention.association_logits(*inputs, EFFICIENT).numpy()
-  masked = local_attention.neighbor_superpixel_ids(
-      gh * ch, gw * cw, gh, gw).numpy() < 0
-  np.testing.assert_array_equal(efficient[:, masked], naive[:, masked])
-  assert _relative_error(efficient[:, ~masked], naive[:, ~masked]) < TOLERANCE
+  expected = local_attention.get(NAIVE).association_logits(*inputs).numpy()
+  actual = local_attention.get(EFFICIENT).association_logits(*inputs).numpy()
+  masked = neighbors.neighbor_superpixel_ids_np(
+      gh * ch, gw * cw, gh, gw) < 0
+  np.testing.assert_array_equal(actual[:, masked], expected[:, masked])
+  assert _relative_error(actual[:, ~masked], expected[:, ~masked]) < TOLERANCE
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
@@ -141,9 +182,11 @@ def test_combine_and_gather_neighbors(gh, gw, ch, cw, upsampling):
   height, width = gh * ch * upsampling, gw * cw * upsampling
   inputs = [tf.nn.softmax(_normal(rng, 2, height, width, 9)).numpy(),
             _normal(rng, 2, gh, gw, 7)]
-  _assert_equivalent(local_attention.combine_neighbors, inputs)
-  gather = lambda values, implementation: local_attention.gather_neighbors(
-      values, height, width, implementation)
+  combine = lambda weights, values, implementation: local_attention.get(
+      implementation).combine_neighbors(weights, values)
+  _assert_equivalent(combine, inputs)
+  gather = lambda values, implementation: _MODULES[
+      implementation].gather_neighbors(values, height, width)
   _assert_equivalent(gather, inputs[1:])
 
 
@@ -162,17 +205,15 @@ def _superpixel_update_inputs(gh, gw, ch, cw):
 
 def _superpixel_update(query, pixels, key_kernel, key_bias, value_kernel,
                        value_bias, key_position, value_position,
-                       implementation, cell_order=False):
-  """local_attention.superpixel_update; with cell_order, the pixels go in
-  in cell order (the result, per superpixel, has no pixel order)."""
-  if cell_order:
-    pixels = local_attention.to_cell_order(
-        pixels, pixels.shape[1] // query.shape[1],
-        pixels.shape[2] // query.shape[2])
-  return local_attention.superpixel_update(
+                       implementation):
+  """The form's superpixel_update on image-order pixels, put in its pixel
+  order here (the result, per superpixel, has no pixel order)."""
+  form = _form(implementation)
+  pixels = form.to_pixel_order(pixels, pixels.shape[1] // query.shape[1],
+                               pixels.shape[2] // query.shape[2])
+  return form.superpixel_update(
       query, pixels, Affine(key_kernel, key_bias),
-      Affine(value_kernel, value_bias), key_position, value_position,
-      implementation, pixels_in_cell_order=cell_order)
+      Affine(value_kernel, value_bias), key_position, value_position)
 
 
 def _pixel_update_inputs(gh, gw, ch, cw):
@@ -190,20 +231,16 @@ def _pixel_update_inputs(gh, gw, ch, cw):
 
 
 def _pixel_update(pixels, query_kernel, query_bias, key, value, output_kernel,
-                  output_bias, key_position, value_position, implementation,
-                  cell_order=False):
-  """local_attention.pixel_update; with cell_order, the pixels go in and
-  come out in cell order (converted here, so the result is comparable)."""
+                  output_bias, key_position, value_position, implementation):
+  """The form's pixel_update on image-order pixels: they go in and come out
+  in its pixel order (converted here, so the results are comparable)."""
+  form = _form(implementation)
   cell_size = (pixels.shape[1] // key.shape[1], pixels.shape[2] // key.shape[2])
-  if cell_order:
-    pixels = local_attention.to_cell_order(pixels, *cell_size)
-  result = local_attention.pixel_update(
-      pixels, Affine(query_kernel, query_bias), key, value,
-      Affine(output_kernel, output_bias), key_position, value_position,
-      implementation, pixels_in_cell_order=cell_order)
-  if cell_order:
-    result = local_attention.from_cell_order(result, *cell_size)
-  return result
+  result = form.pixel_update(
+      form.to_pixel_order(pixels, *cell_size),
+      Affine(query_kernel, query_bias), key, value,
+      Affine(output_kernel, output_bias), key_position, value_position)
+  return form.from_pixel_order(result, *cell_size)
 
 
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
@@ -222,14 +259,26 @@ def test_pixel_update(gh, gw, ch, cw):
   _assert_equivalent(_pixel_update, _pixel_update_inputs(gh, gw, ch, cw))
 
 
-@pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES[-3:])
-@pytest.mark.parametrize('implementation', (NAIVE, EFFICIENT))
-def test_updates_on_pixels_in_cell_order(implementation, gh, gw, ch, cw):
-  """The same results from pixel maps in cell order (the tokenization's).
+def test_pixel_orders():
+  """NAIVE takes pixel maps in image order, EFFICIENT in cell order."""
+  pixels = tf.reshape(tf.range(2 * 4 * 6 * 3, dtype=tf.float32),
+                      [2, 4, 6, 3])
+  for implementation, expected in (
+      (NAIVE, pixels), (EFFICIENT, neighbors.to_cell_order(pixels, 2, 3))):
+    form = local_attention.get(implementation)
+    ordered = form.to_pixel_order(pixels, 2, 3)
+    np.testing.assert_array_equal(ordered, expected)
+    np.testing.assert_array_equal(form.from_pixel_order(ordered, 2, 3),
+                                  pixels)
 
-  NAIVE on the image order judges both implementations in cell order;
-  the gradients are those of the image-order inputs, through the
-  conversions.
+
+@pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES[-3:])
+def test_efficient_updates_on_pixels_in_image_order(gh, gw, ch, cw):
+  """efficient.py's updates also take pixel maps in image order.
+
+  The layers hand EFFICIENT pixel maps in cell order (the tests above);
+  here NAIVE judges its other path, which transposes the maps to and from
+  cell blocks in each call.
   """
   for update, inputs, zero_gradients in (
       (_superpixel_update, _superpixel_update_inputs(gh, gw, ch, cw), (3,)),
@@ -237,8 +286,7 @@ def test_updates_on_pixels_in_cell_order(implementation, gh, gw, ch, cw):
     expected, expected_grads = _values_and_gradients(update, inputs, NAIVE,
                                                      seed=1)
     actual, actual_grads = _values_and_gradients(
-        functools.partial(update, cell_order=True), inputs, implementation,
-        seed=1)
+        update, inputs, _EfficientInImageOrder(), seed=1)
     _assert_agree(actual, actual_grads, expected, expected_grads,
                   zero_gradients)
 
@@ -261,7 +309,7 @@ def test_in_graphs_with_xla_islands(gh, gw, ch, cw):
   # forms give round-off (or exact 0) there.
   pixel_query = (0, 1, 2, 3, 7) if gh * gw == 1 else ()
   for function, inputs, zero_gradients in (
-      (local_attention.superpixel_attention, attention_inputs, ()),
+      (_superpixel_attention, attention_inputs, ()),
       (_superpixel_update, _superpixel_update_inputs(gh, gw, ch, cw), (3,)),
       (_pixel_update, _pixel_update_inputs(gh, gw, ch, cw), pixel_query)):
     expected, expected_grads = _values_and_gradients(function, inputs, NAIVE,

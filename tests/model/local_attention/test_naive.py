@@ -6,6 +6,10 @@ neighbourhoods of a regular grid (out-of-grid neighbours dropped). Both
 implementations are checked (NAIVE, the reference, here; EFFICIENT also
 against NAIVE in test_efficient.py), with the interface's other promises:
 exact zeros at the border, locality, finite gradients, half precision, XLA.
+The layers' operations are called through the interface
+(`local_attention.get`); the attentions on keys and values already computed
+and the gathers, which the updates rest on, as the functions of naive.py
+and efficient.py.
 """
 
 import numpy as np
@@ -13,16 +17,47 @@ import pytest
 import tensorflow as tf
 
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.local_attention import efficient
+from deeplab_sp.model.local_attention import naive
+from deeplab_sp.model.local_attention import neighbors
 
 IMPLEMENTATIONS = (local_attention.NAIVE, local_attention.EFFICIENT)
+_MODULES = {local_attention.NAIVE: naive, local_attention.EFFICIENT: efficient}
 # (grid_height, grid_width, cell_height, cell_width)
 GEOMETRIES = ((1, 1, 2, 2), (1, 3, 2, 1), (2, 2, 2, 3), (3, 2, 1, 2))
+
+
+def _tensors(*values):
+  """The non-None `values` as tensors of the first one's dtype."""
+  dtype = tf.convert_to_tensor(values[0]).dtype
+  return [None if value is None else tf.convert_to_tensor(value, dtype)
+          for value in values]
+
+
+def _superpixel_attention(query, key, value, key_position=None,
+                          value_position=None, *, implementation):
+  """The form's eq. (3) attention on keys and values already computed."""
+  return _MODULES[implementation].superpixel_attention(
+      *_tensors(query, key, value, key_position, value_position))
+
+
+def _pixel_attention(query, key, value, key_position=None,
+                     value_position=None, *, implementation):
+  """The form's eq. (4) attention on queries already computed."""
+  return _MODULES[implementation].pixel_attention(
+      *_tensors(query, key, value, key_position, value_position))
+
+
+def _gather_neighbors(values, height, width, implementation):
+  """The form's copies of the 9 neighbours' values to every pixel."""
+  return _MODULES[implementation].gather_neighbors(
+      tf.convert_to_tensor(values), height, width)
 
 
 def _neighbors(row, col, grid_height, grid_width):
   """(slot, row, col) of the in-grid neighbours of cell (row, col)."""
   result = []
-  for slot, (dy, dx) in enumerate(local_attention.NEIGHBOR_OFFSETS):
+  for slot, (dy, dx) in enumerate(neighbors.NEIGHBOR_OFFSETS):
     r, c = row + dy, col + dx
     if 0 <= r < grid_height and 0 <= c < grid_width:
       result.append((slot, r, c))
@@ -91,7 +126,7 @@ def _random_inputs(seed, batch, gh, gw, ch, cw, heads=2, dim=3):
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
 def test_superpixel_attention_matches_reference(implementation, gh, gw, ch, cw):
   x = _random_inputs(0, 2, gh, gw, ch, cw)
-  result = local_attention.superpixel_attention(
+  result = _superpixel_attention(
       x['superpixels'], x['pixels'], x['pixels2'], x['sp_key_pos'],
       x['sp_value_pos'], implementation=implementation)
   expected = _reference_superpixel_update(
@@ -104,7 +139,7 @@ def test_superpixel_attention_matches_reference(implementation, gh, gw, ch, cw):
 @pytest.mark.parametrize('gh,gw,ch,cw', GEOMETRIES)
 def test_pixel_attention_matches_reference(implementation, gh, gw, ch, cw):
   x = _random_inputs(1, 2, gh, gw, ch, cw)
-  result = local_attention.pixel_attention(
+  result = _pixel_attention(
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], implementation=implementation)
   expected = _reference_pixel_update(
@@ -118,9 +153,9 @@ def test_gather_neighbors_matches_ids(implementation):
   gh, gw, height, width = 3, 2, 6, 4
   values = np.arange(1, 1 + 2 * gh * gw * 2, dtype=np.float32).reshape(
       2, gh, gw, 2)
-  result = local_attention.gather_neighbors(values, height, width,
+  result = _gather_neighbors(values, height, width,
                                             implementation).numpy()
-  ids = local_attention.neighbor_superpixel_ids(height, width, gh, gw).numpy()
+  ids = neighbors.neighbor_superpixel_ids(height, width, gh, gw).numpy()
   flat = values.reshape(2, gh * gw, 2)
   for y in range(height):
     for x in range(width):
@@ -135,9 +170,9 @@ def test_association_logits_match_reference(implementation, gh, gw, ch, cw):
   rng = np.random.default_rng(2)
   pixels = rng.normal(size=(2, gh * ch, gw * cw, 5)).astype(np.float32)
   superpixels = rng.normal(size=(2, gh, gw, 5)).astype(np.float32)
-  result = local_attention.association_logits(pixels, superpixels,
-                                              implementation).numpy()
-  masked = local_attention.masked_logit(tf.float32)
+  result = local_attention.get(implementation).association_logits(
+      pixels, superpixels).numpy()
+  masked = neighbors.masked_logit(tf.float32)
   for y in range(gh * ch):
     for x in range(gw * cw):
       expected = np.full((2, 9), masked, np.float32)
@@ -147,7 +182,7 @@ def test_association_logits_match_reference(implementation, gh, gw, ch, cw):
                                  atol=1e-6)
   # The softmax of eq. (5) gives exactly 0 to out-of-grid slots.
   weights = tf.nn.softmax(result).numpy()
-  ids = local_attention.neighbor_superpixel_ids(gh * ch, gw * cw, gh, gw)
+  ids = neighbors.neighbor_superpixel_ids(gh * ch, gw * cw, gh, gw)
   assert np.all(weights[:, ids.numpy() < 0] == 0.0)
   assert np.all(weights[:, ids.numpy() >= 0] > 0.0)
 
@@ -160,11 +195,11 @@ def test_combine_neighbors_matches_reference(implementation):
   rng = np.random.default_rng(3)
   weights = rng.uniform(size=(2, height, width, 9)).astype(np.float32)
   values = rng.normal(size=(2, gh, gw, 4)).astype(np.float32)
-  ids = local_attention.neighbor_superpixel_ids(height, width, gh, gw).numpy()
+  ids = neighbors.neighbor_superpixel_ids(height, width, gh, gw).numpy()
   # Out-of-grid weights are ignored, even huge ones.
   weights[:, ids < 0] = 1e30
-  result = local_attention.combine_neighbors(weights, values,
-                                             implementation).numpy()
+  form = local_attention.get(implementation)
+  result = form.combine_neighbors(weights, values).numpy()
   flat = values.reshape(2, gh * gw, 4)
   expected = np.zeros((2, height, width, 4), np.float32)
   for y in range(height):
@@ -177,8 +212,7 @@ def test_combine_neighbors_matches_reference(implementation):
   # Weights already 0 outside the grid may skip the masking.
   weights[:, ids < 0] = 0.0
   np.testing.assert_allclose(
-      local_attention.combine_neighbors(weights, values, implementation,
-                                        weights_are_masked=True),
+      form.combine_neighbors(weights, values, weights_are_masked=True),
       expected, rtol=1e-5, atol=1e-6)
 
 
@@ -188,17 +222,17 @@ def test_out_of_grid_neighbours_get_exactly_zero_weight(implementation):
   # if those slots had any weight at all.
   gh, gw, ch, cw = 1, 2, 2, 1
   x = _random_inputs(4, 1, gh, gw, ch, cw)
-  valid = local_attention.neighbor_valid_mask(gh, gw).numpy()
+  valid = neighbors.neighbor_valid_mask_np(gh, gw)
   outside = ~valid[0, 0] & ~valid[0, 1]  # Slots outside for both cells.
   for key_pos, value_pos in (('sp_key_pos', 'sp_value_pos'),
                              ('px_key_pos', 'px_value_pos')):
     for name in (key_pos, value_pos):
       slots = x[name].reshape(9, -1, *x[name].shape[1:])
       slots[outside] = 1e4
-  sp = lambda: local_attention.superpixel_attention(
+  sp = lambda: _superpixel_attention(
       x['superpixels'], x['pixels'], x['pixels2'], x['sp_key_pos'],
       x['sp_value_pos'], implementation=implementation).numpy()
-  px = lambda: local_attention.pixel_attention(
+  px = lambda: _pixel_attention(
       x['pixels'], x['superpixels'], x['superpixels2'], x['px_key_pos'],
       x['px_value_pos'], implementation=implementation).numpy()
   sp_huge, px_huge = sp(), px()
@@ -215,10 +249,10 @@ def test_locality(implementation):
   gh, gw, ch, cw = 4, 4, 2, 2
   x = _random_inputs(5, 1, gh, gw, ch, cw)
   def run(inputs):
-    sp = local_attention.superpixel_attention(
+    sp = _superpixel_attention(
         inputs['superpixels'], inputs['pixels'], inputs['pixels2'],
         implementation=implementation).numpy()
-    px = local_attention.pixel_attention(
+    px = _pixel_attention(
         inputs['pixels'], inputs['superpixels'], inputs['superpixels2'],
         implementation=implementation).numpy()
     return sp, px
@@ -251,20 +285,20 @@ def test_gradients_are_finite(implementation):
   tensors = {k: tf.constant(v) for k, v in x.items()}
   with tf.GradientTape() as tape:
     tape.watch(list(tensors.values()))
-    sp = local_attention.superpixel_attention(
+    sp = _superpixel_attention(
         tensors['superpixels'], tensors['pixels'], tensors['pixels2'],
         tensors['sp_key_pos'], tensors['sp_value_pos'],
         implementation=implementation)
-    px = local_attention.pixel_attention(
+    px = _pixel_attention(
         tensors['pixels'], tensors['superpixels'], tensors['superpixels2'],
         tensors['px_key_pos'], tensors['px_value_pos'],
         implementation=implementation)
-    logits = local_attention.association_logits(
+    form = local_attention.get(implementation)
+    logits = form.association_logits(
         tf.reshape(tensors['pixels'], [2, 4, 6, 6]),
-        tf.reshape(tensors['superpixels'], [2, 2, 3, 6]), implementation)
-    combined = local_attention.combine_neighbors(
-        tf.nn.softmax(logits), tensors['superpixels2'][..., 0, :],
-        implementation)
+        tf.reshape(tensors['superpixels'], [2, 2, 3, 6]))
+    combined = form.combine_neighbors(
+        tf.nn.softmax(logits), tensors['superpixels2'][..., 0, :])
     loss = (tf.reduce_sum(sp ** 2) + tf.reduce_sum(px ** 2) +
             tf.reduce_sum(combined ** 2))
   grads = tape.gradient(loss, tensors)
@@ -279,28 +313,27 @@ def test_gradients_are_finite(implementation):
 def test_half_precision(implementation, dtype):
   x = _random_inputs(7, 1, 2, 2, 2, 3)
   def run(cast):
-    sp = local_attention.superpixel_attention(
+    sp = _superpixel_attention(
         cast(x['superpixels']), cast(x['pixels']), cast(x['pixels2']),
         cast(x['sp_key_pos']), cast(x['sp_value_pos']),
         implementation=implementation)
-    px = local_attention.pixel_attention(
+    px = _pixel_attention(
         cast(x['pixels']), cast(x['superpixels']), cast(x['superpixels2']),
         cast(x['px_key_pos']), cast(x['px_value_pos']),
         implementation=implementation)
-    logits = local_attention.association_logits(
-        cast(x['pixels'][..., 0, :]), cast(x['superpixels'][..., 0, :]),
-        implementation)
+    logits = local_attention.get(implementation).association_logits(
+        cast(x['pixels'][..., 0, :]), cast(x['superpixels'][..., 0, :]))
     return sp, px, logits
   half = run(lambda v: tf.cast(v, dtype))
   full = run(tf.constant)
-  ids = local_attention.neighbor_superpixel_ids(4, 6, 2, 2).numpy()
+  ids = neighbors.neighbor_superpixel_ids(4, 6, 2, 2).numpy()
   for h, f in zip(half, full):
     assert h.dtype == dtype
     h, f = tf.cast(h, tf.float32).numpy(), f.numpy()
     assert np.all(np.isfinite(h))
     if h.shape[-1] == 9:  # The logits: masked value of the dtype.
       np.testing.assert_array_equal(
-          h[:, ids < 0], local_attention.masked_logit(dtype))
+          h[:, ids < 0], neighbors.masked_logit(dtype))
       h, f = h[:, ids >= 0], f[:, ids >= 0]
     np.testing.assert_allclose(h, f, atol=0.1, rtol=0.05)
   for logits in (half[2], tf.cast(half[2], tf.float32)):
@@ -312,22 +345,23 @@ def test_half_precision(implementation, dtype):
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 def test_xla_any_batch(implementation):
   gh, gw, ch, cw = 2, 3, 2, 1
+  form = local_attention.get(implementation)
   spec = lambda *shape: tf.TensorSpec([None, *shape], tf.float32)
   @tf.function(jit_compile=True, input_signature=[
       spec(gh, gw, 2, 3), spec(gh * ch, gw * cw, 2, 3),
       spec(gh, gw, 9), spec(gh * ch, gw * cw, 6)])
   def run(superpixels, pixels, weights, features):
-    return (local_attention.superpixel_attention(
+    return (_superpixel_attention(
                 superpixels, pixels, pixels, implementation=implementation),
-            local_attention.pixel_attention(
+            _pixel_attention(
                 pixels, superpixels, superpixels,
                 implementation=implementation),
-            local_attention.gather_neighbors(
+            _gather_neighbors(
                 weights, gh * ch, gw * cw, implementation),
-            local_attention.combine_neighbors(
-                tf.nn.softmax(local_attention.association_logits(
-                    features, tf.reshape(superpixels, [-1, gh, gw, 6]),
-                    implementation)), weights, implementation))
+            form.combine_neighbors(
+                tf.nn.softmax(form.association_logits(
+                    features, tf.reshape(superpixels, [-1, gh, gw, 6]))),
+                weights))
   for batch in (1, 3):
     x = _random_inputs(8, batch, gh, gw, ch, cw)
     weights = np.random.default_rng(9).normal(
@@ -355,20 +389,23 @@ def test_affine_updates_equal_attention_on_projected_features():
       pixels @ affine.kernel + affine.bias, (2, gh * ch, gw * cw, heads, dim))
   sp_pos, px_pos = f(9 * ch * cw, heads, dim), f(9, heads, dim)
   for implementation in IMPLEMENTATIONS:
+    # The updates take and give pixels in the form's pixel order.
+    form = local_attention.get(implementation)
+    ordered_pixels = form.to_pixel_order(tf.constant(pixels), ch, cw)
     np.testing.assert_allclose(
-        local_attention.superpixel_update(
-            superpixels, pixels, kernels[0], kernels[1], sp_pos, sp_pos,
-            implementation=implementation),
-        local_attention.superpixel_attention(
+        form.superpixel_update(
+            superpixels, ordered_pixels, kernels[0], kernels[1], sp_pos,
+            sp_pos),
+        _superpixel_attention(
             superpixels, heads_of(kernels[0]), heads_of(kernels[1]), sp_pos,
             sp_pos, implementation=implementation), rtol=1e-5, atol=1e-5)
-    attended = local_attention.pixel_attention(
+    attended = _pixel_attention(
         heads_of(kernels[2]), superpixels, superpixels, px_pos, px_pos,
         implementation=implementation).numpy()
     np.testing.assert_allclose(
-        local_attention.pixel_update(
-            pixels, kernels[2], superpixels, superpixels, output, px_pos,
-            px_pos, implementation=implementation),
+        form.from_pixel_order(form.pixel_update(
+            ordered_pixels, kernels[2], superpixels, superpixels, output,
+            px_pos, px_pos), ch, cw),
         attended.reshape(2, gh * ch, gw * cw, -1) @ output.kernel +
         output.bias, rtol=1e-5, atol=1e-5)
 
@@ -382,6 +419,19 @@ def test_normalize_implementation():
       norm(bad)
 
 
+def test_get_gives_one_form_per_name():
+  for name, form_class in ((local_attention.NAIVE, naive.Naive),
+                           (local_attention.EFFICIENT, efficient.Efficient)):
+    form = local_attention.get(name)
+    assert isinstance(form, form_class)
+    assert isinstance(form, local_attention.LocalAttention)
+    assert form.name == name
+    assert local_attention.get(name.lower()) is form
+  assert local_attention.IMPLEMENTATIONS == ('NAIVE', 'EFFICIENT')
+  with pytest.raises(ValueError, match='NAIVE = 0, EFFICIENT = 1'):
+    local_attention.get('FAST')
+
+
 @pytest.mark.parametrize('dtype', (tf.float32, tf.float16, tf.bfloat16))
 def test_masked_logits_survive_bilinear_upsampling(dtype):
   # The paper upsamples the association logits before the softmax (eq. 5):
@@ -392,8 +442,8 @@ def test_masked_logits_survive_bilinear_upsampling(dtype):
   superpixels = tf.constant(rng.normal(size=(1, 2, 3, 3)), dtype)
   with tf.GradientTape() as tape:
     tape.watch([pixels, superpixels])
-    logits = local_attention.association_logits(pixels, superpixels,
-                                                local_attention.EFFICIENT)
+    logits = local_attention.get(local_attention.EFFICIENT).association_logits(
+        pixels, superpixels)
     upsampled = tf.image.resize(tf.cast(logits, tf.float32), (16, 24))
     weights = tf.nn.softmax(upsampled)
     loss = tf.reduce_sum(weights * tf.range(9, dtype=tf.float32))
