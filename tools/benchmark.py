@@ -53,7 +53,9 @@ exported at); prints each file's size against the weights', the latencies
 and how many pixels get TensorFlow's label
 (deeplab_sp/analysis/runtime_benchmark.py). Fresh weights unless
 --checkpoint_path; --profile_onnxruntime adds onnxruntime's time per
-operator type:
+operator type; tflite_float16 and tflite_int8 add the reduced-precision
+TFLite files; --score_examples=N scores every runtime on the first N
+examples of the evaluation split (mIoU through its own runtime):
   .venv/bin/python tools/benchmark.py --runtimes=tf,onnxruntime,tflite \
       --config_file=configs/synthetic/sp_transformer_tiny.textproto \
       --height=256 --width=512 --num_runs=10
@@ -134,10 +136,11 @@ _MEMORY_LIMIT_GIB = flags.DEFINE_float(
     'available when it starts); one that needs more is reported as out of '
     'memory.')
 _RUNTIMES = flags.DEFINE_list(
-    'runtimes', ','.join(runtime_benchmark.RUNTIMES),
+    'runtimes', ','.join(runtime_benchmark.DEFAULT_RUNTIMES),
     '--mode=runtimes: the runtimes to compare (giving this flag selects that '
     'mode): tf (the SavedModel), onnxruntime (the ONNX file), tflite (the '
-    'TFLite file, LiteRT).')
+    'TFLite file, LiteRT), tflite_float16 and tflite_int8 (the same in '
+    "reduced precision, int8 calibrated on the config's training records).")
 _CHECKPOINT_PATH = flags.DEFINE_string(
     'checkpoint_path', None, '--mode=runtimes: the checkpoint (prefix or '
     'directory) whose weights are exported; default: freshly initialised '
@@ -148,6 +151,10 @@ _NUM_THREADS = flags.DEFINE_integer(
 _PROFILE_ONNXRUNTIME = flags.DEFINE_bool(
     'profile_onnxruntime', False, "--mode=runtimes: add onnxruntime's own "
     'profile, summed per operator type.')
+_SCORE_EXAMPLES = flags.DEFINE_integer(
+    'score_examples', 0, '--mode=runtimes: also score each runtime (mIoU, '
+    'pixel accuracy) on the first N examples of the evaluation split; use '
+    'it with --checkpoint_path (fresh weights score nothing useful).')
 _FORMAT = flags.DEFINE_enum('format', 'text', ['text', 'json'],
                             'Output format.')
 _OUTPUT_FILE = flags.DEFINE_string(
@@ -159,7 +166,7 @@ _OUTPUT_FILE = flags.DEFINE_string(
 _INFERENCE_FLAGS = (_COMPONENTS, _EXECUTION_MODES, _OPS_ONLY)
 # Flags of the runtimes mode only, and those it does not use.
 _RUNTIMES_FLAGS = (_RUNTIMES, _CHECKPOINT_PATH, _NUM_THREADS,
-                   _PROFILE_ONNXRUNTIME)
+                   _PROFILE_ONNXRUNTIME, _SCORE_EXAMPLES)
 _NOT_RUNTIMES_FLAGS = (_COMPONENTS, _EXECUTION_MODES, _OPS_ONLY,
                        _IMPLEMENTATIONS, _MEASURE_MEMORY)
 
@@ -192,7 +199,8 @@ def _runtimes_settings():
       num_runs=_NUM_RUNS.value, num_threads=_NUM_THREADS.value,
       checkpoint_path=_CHECKPOINT_PATH.value,
       memory_limit_bytes=None if limit is None else int(limit * 2**30),
-      profile_onnxruntime=_PROFILE_ONNXRUNTIME.value)
+      profile_onnxruntime=_PROFILE_ONNXRUNTIME.value,
+      score_examples=_SCORE_EXAMPLES.value)
 
 
 def _train_settings():

@@ -9,7 +9,10 @@ times the runtimes on the same images in one process:
   onnxruntime  the .onnx file (onnx_export, through tf2onnx), run by
                onnxruntime's CPU execution provider;
   tflite       the .tflite file (tflite_export, built-in operators only),
-               run by the LiteRT interpreter.
+               run by the LiteRT interpreter;
+  tflite_float16, tflite_int8
+               the same in reduced precision (tflite_export's PRECISIONS;
+               int8 calibrated on the config's training records).
 
 Every runtime runs the model at the benchmark's input size: the config's
 (its eval crop size), or --height/--width, which then become the crop size
@@ -30,7 +33,11 @@ export (files on disk) against the size of the weights (the model's
 variables), the resident-set growth of loading each runtime and making its
 first call (in this process, so only indicative), and how many pixels get
 the same label as TensorFlow's. On request, onnxruntime's own profile
-(SessionOptions.enable_profiling) is summed per operator type.
+(SessionOptions.enable_profiling) is summed per operator type, and each
+runtime is scored on the first --score_examples examples of the config's
+evaluation split (mIoU and pixel accuracy at the input size, the labels
+padded with the ignore label as the evaluator reads them): how much of the
+model's accuracy each exported file keeps, through its own runtime.
 
 Every runtime gets the same number of threads (--num_threads, default all
 cores): TensorFlow's intra-op pool, onnxruntime's intra-op threads, LiteRT's
@@ -56,9 +63,17 @@ from deeplab_sp.analysis import timing
 TF = 'tf'
 ONNXRUNTIME = 'onnxruntime'
 TFLITE = 'tflite'
-RUNTIMES = (TF, ONNXRUNTIME, TFLITE)
+TFLITE_FLOAT16 = 'tflite_float16'
+TFLITE_INT8 = 'tflite_int8'
+RUNTIMES = (TF, ONNXRUNTIME, TFLITE, TFLITE_FLOAT16, TFLITE_INT8)
+# What runs when --runtimes is not given: the float models.
+DEFAULT_RUNTIMES = (TF, ONNXRUNTIME, TFLITE)
 # The export format of each runtime.
-FORMATS = {TF: 'saved_model', ONNXRUNTIME: 'onnx', TFLITE: 'tflite'}
+FORMATS = {TF: 'saved_model', ONNXRUNTIME: 'onnx', TFLITE: 'tflite',
+           TFLITE_FLOAT16: 'tflite', TFLITE_INT8: 'tflite'}
+# The precision of each TFLite runtime (tflite_export.PRECISIONS).
+TFLITE_PRECISIONS = {TFLITE: 'float32', TFLITE_FLOAT16: 'float16',
+                     TFLITE_INT8: 'int8'}
 # How the ops of onnxruntime's profile are listed (the largest first).
 NUM_PROFILE_OPS = 12
 
@@ -84,9 +99,11 @@ class RuntimeBenchmarkSettings:
       (None: the memory available when it starts); one that needs more is
       reported as out of memory and its runtime is not timed.
     profile_onnxruntime: also sum onnxruntime's profile per operator type.
+    score_examples: score each runtime on this many examples of the
+      evaluation split (0: no scoring).
     seed: of the fresh weights and of the images.
   """
-  runtimes: Sequence[str] = RUNTIMES
+  runtimes: Sequence[str] = DEFAULT_RUNTIMES
   height: Optional[int] = None
   width: Optional[int] = None
   batch: int = 1
@@ -96,6 +113,7 @@ class RuntimeBenchmarkSettings:
   checkpoint_path: Optional[str] = None
   memory_limit_bytes: Optional[int] = None
   profile_onnxruntime: bool = False
+  score_examples: int = 0
   seed: int = 0
 
 
@@ -115,6 +133,9 @@ def check_settings(settings: RuntimeBenchmarkSettings) -> None:
     if getattr(settings, name) < 1:
       raise ValueError(f'--{name} must be at least 1, got '
                        f'{getattr(settings, name)}.')
+  if settings.score_examples < 0:
+    raise ValueError(f'--score_examples must be >= 0, got '
+                     f'{settings.score_examples}.')
   if settings.num_threads is not None and settings.num_threads < 1:
     raise ValueError(f'--num_threads must be at least 1, got '
                      f'{settings.num_threads}.')
@@ -157,7 +178,7 @@ def export_in_subprocess(argument: str) -> None:
 
   Args:
     argument: JSON with format, config_file, overrides, checkpoint_path,
-      output_path and batch.
+      output_path, batch and (tflite) precision.
   """
   request = json.loads(argument)
   # Imported here: the parent process needs neither the exporters nor, for
@@ -185,8 +206,12 @@ def export_in_subprocess(argument: str) -> None:
       output = onnx_export.export_onnx(module, request['output_path'],
                                        verify=False)
     else:
-      output = tflite_export.export_tflite(module, request['output_path'],
-                                           verify=False)
+      precision = request['precision']
+      calibration = (tflite_export.representative_images(experiment, module)
+                     if precision == tflite_export.INT8 else None)
+      output = tflite_export.export_tflite(
+          module, request['output_path'], verify=False, precision=precision,
+          calibration=calibration)
   seconds = time.perf_counter() - start
   peak = _read_status_bytes('VmHWM')
   peak_memory.print_result({
@@ -198,14 +223,16 @@ def export_in_subprocess(argument: str) -> None:
   })
 
 
-def _export(export_format: str, config_file: str, overrides: Sequence[str],
+def _export(runtime: str, config_file: str, overrides: Sequence[str],
             checkpoint_path: str, output_path: str, batch: int,
             limit_bytes: Optional[int]) -> dict:
-  """Runs export_in_subprocess; its result dict."""
+  """Runs export_in_subprocess for `runtime`'s file; its result dict."""
+  export_format = FORMATS[runtime]
   argument = json.dumps({
       'format': export_format, 'config_file': config_file,
       'overrides': list(overrides), 'checkpoint_path': checkpoint_path,
-      'output_path': output_path, 'batch': batch})
+      'output_path': output_path, 'batch': batch,
+      'precision': TFLITE_PRECISIONS.get(runtime)})
   return peak_memory.guarded_subprocess(
       _SUBPROCESS_PROGRAM, argument, limit_bytes,
       # The exports measure the CPU, as the runtimes run on it.
@@ -284,7 +311,7 @@ class _Runner:
           path, options, providers=['CPUExecutionProvider'])
       self._call = lambda images: self._session.run(
           ['semantic'], {fixed_size.INPUT_NAME: images})[0]
-    else:
+    else:  # The TFLite runtimes, any precision.
       from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
       from deeplab_sp.export import fixed_size  # pylint: disable=g-import-not-at-top
       from deeplab_sp.export import tflite_export  # pylint: disable=g-import-not-at-top
@@ -410,13 +437,13 @@ def run_runtime_benchmark(config_file: str,
     for runtime in settings.runtimes:
       export_format = FORMATS[runtime]
       output_path = os.path.join(
-          work, {'saved_model': 'saved_model', 'onnx': 'model.onnx',
-                 'tflite': 'model.tflite'}[export_format])
+          work, {'saved_model': 'saved_model', 'onnx': f'{runtime}.onnx',
+                 'tflite': f'{runtime}.tflite'}[export_format])
       progress(f'Exporting {export_format} for {runtime} (subprocess)')
       entry = {'format': export_format}
       results['runtimes'][runtime] = entry
       try:
-        exported = _export(export_format, config_file, overrides,
+        exported = _export(runtime, config_file, overrides,
                            checkpoint_path, output_path, settings.batch,
                            settings.memory_limit_bytes)
       except peak_memory.MemoryLimitExceeded as e:
@@ -459,9 +486,70 @@ def run_runtime_benchmark(config_file: str,
       if profile:
         entry['profile'] = summarize_onnxruntime_profile(
             profile, warmup_calls + settings.num_runs)
+    if settings.score_examples:
+      scores = score_runtimes(experiment, runners, settings.score_examples,
+                              settings.batch, progress)
+      for runtime, score in scores.items():
+        results['runtimes'][runtime].update(score)
     del runners
     shutil.rmtree(work, ignore_errors=True)
   return results
+
+
+def score_runtimes(experiment, runners: Dict[str, Callable], count: int,
+                   batch: int, progress: Callable[[str], None]
+                  ) -> Dict[str, dict]:
+  """mIoU and pixel accuracy of each runner on the evaluation split.
+
+  The first `count` examples of eval_dataset_options (evaluation's
+  preprocessing, at the input size), in batches of `batch`; the last batch
+  is completed with copies of its first image, whose labels are not
+  counted.
+
+  Returns:
+    {runtime: {'miou', 'pixel_accuracy', 'scored_examples'}}.
+
+  Raises:
+    ValueError: the config names no evaluation records.
+  """
+  from deeplab_sp.data import dataset_info  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.trainer import metrics  # pylint: disable=g-import-not-at-top
+  dataset_options = experiment.options.eval_dataset_options
+  if not dataset_options.file_pattern:
+    raise ValueError(
+        f'--score_examples: {experiment.path} names no evaluation records '
+        '(eval_dataset_options.file_pattern); add them, or leave '
+        '--score_examples at 0.')
+  examples = list(input_pipeline.first_examples(dataset_options, count))
+  if not examples:
+    raise ValueError(f'--score_examples: the records of '
+                     f'{list(dataset_options.file_pattern)} hold no example.')
+  progress(f'Scoring {", ".join(runners)} on {len(examples)} examples of '
+           f'{", ".join(dataset_options.file_pattern)}')
+  num_classes = experiment.num_classes
+  matrices = {runtime: np.zeros((num_classes, num_classes), np.int64)
+              for runtime in runners}
+  for start in range(0, len(examples), batch):
+    chunk = examples[start:start + batch]
+    images = np.stack([image for image, _ in chunk] +
+                      [chunk[0][0]] * (batch - len(chunk))).astype(np.float32)
+    labels = np.stack([label for _, label in chunk])
+    valid = labels != dataset_info.IGNORE_LABEL
+    for runtime, runner in runners.items():
+      predictions = runner(images)[:len(chunk)]
+      matrices[runtime] += np.bincount(
+          labels[valid].astype(np.int64) * num_classes +
+          predictions[valid].astype(np.int64),
+          minlength=num_classes * num_classes).reshape(num_classes,
+                                                        num_classes)
+  scores = {}
+  for runtime, matrix in matrices.items():
+    result = metrics.metrics_from_confusion_matrix(matrix)
+    scores[runtime] = {'miou': float(result.miou),
+                       'pixel_accuracy': float(result.pixel_accuracy),
+                       'scored_examples': len(examples)}
+  return scores
 
 
 def _versions() -> Dict[str, Optional[str]]:
@@ -488,15 +576,19 @@ def format_table(results: dict) -> str:
       f"CPU. Median (min-max) of {settings['num_runs']} round-robin runs "
       f"after {settings['num_warmup']} warm-up; milliseconds.",
       f'Weights (the model\'s variables): {weights / _MB:.2f} MB.', '',
-      f'{"runtime":<12s}{"format":<12s}{"file MB":>9s}{"/weights":>9s}'
+      f'{"runtime":<16s}{"format":<12s}{"file MB":>9s}{"/weights":>9s}'
       f'{"median":>9s}{"min":>8s}{"max":>8s}{"export s":>9s}'
       f'{"export peak MB":>15s}{"load MB":>9s}{"= tf labels":>12s}']
   # In the order asked for (JSON may have sorted the keys).
   runtimes = [r for r in settings['runtimes'] if r in results['runtimes']]
+  scored = [results['runtimes'][r].get('scored_examples') for r in runtimes]
+  scored = next((count for count in scored if count), None)
+  if scored:
+    lines[-1] += f'{"mIoU %":>8s}{"acc. %":>8s}'
   for runtime in runtimes:
     entry = results['runtimes'][runtime]
     if 'out_of_memory' in entry:
-      lines.append(f'{runtime:<12s}{entry["format"]:<12s}out of memory: '
+      lines.append(f'{runtime:<16s}{entry["format"]:<12s}out of memory: '
                    f'{entry["out_of_memory"]}')
       continue
     ms = entry.get('ms', {})
@@ -507,7 +599,7 @@ def format_table(results: dict) -> str:
               else f'{"-":>{width}s}')
 
     lines.append(
-        f'{runtime:<12s}{entry["format"]:<12s}'
+        f'{runtime:<16s}{entry["format"]:<12s}'
         f'{number(entry["file_bytes"], 9, 2, _MB)}'
         f'{entry["file_bytes"] / weights:8.2f}x'
         f'{number(ms.get("median"), 9)}{number(ms.get("min"), 8)}'
@@ -515,7 +607,14 @@ def format_table(results: dict) -> str:
         f'{number(entry["export_seconds"], 9, 0)}'
         f'{number(entry["export_peak_rss_bytes"], 15, 0, _MB)}'
         f'{number(entry.get("load_rss_growth_bytes"), 9, 0, _MB)}'
-        f'{number(agreement, 12, 4)}')
+        f'{number(agreement, 12, 4)}' +
+        (f'{number(entry.get("miou"), 8, 2, 0.01)}'
+         f'{number(entry.get("pixel_accuracy"), 8, 2, 0.01)}'
+         if scored else ''))
+  if scored:
+    lines.append(f'mIoU and pixel accuracy: the first {scored} examples of '
+                 'the evaluation split, at the input size, through each '
+                 'runtime.')
   for runtime in runtimes:
     entry = results['runtimes'][runtime]
     if 'profile' in entry:

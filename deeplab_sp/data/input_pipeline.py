@@ -46,7 +46,9 @@ choice drawn by stateless ops seeded from (seed, example index): two runs
 give identical batches.
 """
 
-from typing import Optional
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
 
 import tensorflow as tf
 
@@ -252,3 +254,25 @@ def build_dataset(dataset_options: dataset_pb2.DatasetOptions,
   else:
     dataset = dataset.batch(batch_size, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def first_examples(dataset_options: dataset_pb2.DatasetOptions, count: int
+                  ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+  """The first `count` examples of a split, as evaluation preprocesses them.
+
+  In file order, one at a time, without augmentation: (image float32
+  [crop_height, crop_width, 3], label int32 [crop_height, crop_width],
+  padding at the ignore label). Fewer when the split holds fewer. For
+  tools that run a model outside TensorFlow on real images (calibrating an
+  int8 model, scoring an exported file).
+
+  Raises:
+    FileNotFoundError: the file_pattern matches no file.
+  """
+  options = dataset_pb2.DatasetOptions()
+  options.CopyFrom(dataset_options)
+  options.batch_size = 1
+  options.max_examples = count
+  options.ClearField('repeat')
+  for example in build_dataset(options, is_training=False).take(count):
+    yield example['image'].numpy()[0], example['label'].numpy()[0]

@@ -195,7 +195,7 @@ def representative_images(experiment: experiment_lib.Experiment,
   if count < 1:
     raise ValueError(f'--representative_images must be at least 1, got '
                      f'{count}.')
-  options = experiment.copy_options()
+  options = experiment.options
   dataset_options = (options.train_dataset_options
                      if options.HasField('train_dataset_options')
                      else options.eval_dataset_options)
@@ -205,17 +205,11 @@ def representative_images(experiment: experiment_lib.Experiment,
         'training records (train_dataset_options.file_pattern), which the '
         'config does not name; add them, or export float32 or float16.')
   batch_size, height, width, _ = module.input_shape
-  dataset_options.batch_size = 1
-  dataset_options.max_examples = count
-  dataset_options.ClearField('repeat')
   images = []
-  for example in input_pipeline.build_dataset(dataset_options, False):
-    image = example['image']
-    if tuple(image.shape[1:3]) != (height, width):
-      image = tf.image.resize(image, (height, width))
-    images.append(image.numpy()[0])
-    if len(images) == count:
-      break
+  for image, _ in input_pipeline.first_examples(dataset_options, count):
+    if tuple(image.shape[:2]) != (height, width):
+      image = tf.image.resize(image, (height, width)).numpy()
+    images.append(image)
   if not images:
     raise ValueError(f'{experiment.path}: the records of file_pattern '
                      f'{list(dataset_options.file_pattern)} hold no image '

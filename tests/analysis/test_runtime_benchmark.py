@@ -43,9 +43,15 @@ _OVERRIDES = {
 
 @pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
-  path = tmp_path_factory.mktemp('config') / 'tiny.textproto'
-  path.write_text(text_format.MessageToString(
-      tiny_experiment.options(_OVERRIDES, fast=True)))
+  from deeplab_sp.data import synthetic  # pylint: disable=g-import-not-at-top
+  directory = tmp_path_factory.mktemp('config')
+  shards = synthetic.write_dataset(str(directory), num_train=2, num_val=3,
+                                   height=64, width=64, num_shards=1)
+  options = tiny_experiment.options(_OVERRIDES, fast=True)
+  options.train_dataset_options.file_pattern[:] = shards['train']
+  options.eval_dataset_options.file_pattern[:] = shards['val']
+  path = directory / 'tiny.textproto'
+  path.write_text(text_format.MessageToString(options))
   return str(path)
 
 
@@ -53,14 +59,16 @@ def tiny_config(tmp_path_factory):
 def test_tool_times_every_runtime_on_the_same_model(tiny_config):
   completed = subprocess.run(
       [sys.executable, _TOOL, f'--config_file={tiny_config}',
-       '--runtimes=tf,onnxruntime,tflite', '--num_runs=2', '--num_warmup=1',
+       '--runtimes=tf,onnxruntime,tflite,tflite_float16,tflite_int8',
+       '--num_runs=2', '--num_warmup=1', '--score_examples=3',
        '--format=json'],
       capture_output=True, text=True, check=False, timeout=900)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = json.loads(completed.stdout)
   assert results['settings']['height'] == 64  # The config's crop size.
   assert results['weights_bytes'] > 0
-  assert sorted(results['runtimes']) == ['onnxruntime', 'tf', 'tflite']
+  assert sorted(results['runtimes']) == ['onnxruntime', 'tf', 'tflite',
+                                         'tflite_float16', 'tflite_int8']
   for runtime, entry in results['runtimes'].items():
     assert entry['format'] == runtime_benchmark.FORMATS[runtime]
     assert entry['file_bytes'] > 0
@@ -69,14 +77,23 @@ def test_tool_times_every_runtime_on_the_same_model(tiny_config):
         entry['ms']['max'])
     assert entry['export_seconds'] > 0
     assert entry['export_peak_rss_bytes'] > 0
-    if runtime != 'tf':
+    assert entry['scored_examples'] == 3
+    assert 0 <= entry['miou'] <= 1 and 0 <= entry['pixel_accuracy'] <= 1
+    if runtime in ('onnxruntime', 'tflite'):
       # Same weights, same images: the labels are TensorFlow's (up to
-      # float ties).
+      # float ties), and so are the scores.
       assert entry['label_agreement_with_tf'] > 0.99
-  # The text table: a row per runtime.
+      assert entry['miou'] == pytest.approx(
+          results['runtimes']['tf']['miou'], abs=0.01)
+  # Reduced precision: its own file, smaller than float32's.
+  sizes = {r: e['file_bytes'] for r, e in results['runtimes'].items()}
+  assert sizes['tflite_int8'] < sizes['tflite_float16'] < sizes['tflite']
+  # The text table: a row per runtime, with the scores.
   table = runtime_benchmark.format_table(results)
-  rows = [line.split()[0] for line in table.splitlines()[3:]]
-  assert rows == ['runtime', 'tf', 'onnxruntime', 'tflite']
+  rows = [line.split()[0] for line in table.splitlines()[3:-1]]
+  assert rows == ['runtime', 'tf', 'onnxruntime', 'tflite', 'tflite_float16',
+                  'tflite_int8']
+  assert 'mIoU %' in table and 'first 3 examples' in table
 
 
 def test_size_overrides_set_the_input_size(tiny_config):
@@ -94,6 +111,7 @@ def test_size_overrides_set_the_input_size(tiny_config):
     (dict(height=64), '--height'),
     (dict(num_runs=0), '--num_runs'),
     (dict(num_threads=0), '--num_threads'),
+    (dict(score_examples=-1), '--score_examples'),
 ])
 def test_bad_settings_name_the_flag(settings, flag):
   with pytest.raises(ValueError, match=flag):
@@ -168,3 +186,43 @@ def test_onnx_constants_do_not_grow_with_the_image(tiny_config):
   # in the graph, not stored at the feature map's size).
   assert max(sizes) < 4 * 64 * 64 * 9
   assert sum(sizes) <= 1.2 * weights + 100_000, (sum(sizes), weights)
+
+
+def test_scores_count_each_runtime_on_the_evaluation_examples(tmp_path):
+  from deeplab_sp import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from deeplab_sp.data import synthetic  # pylint: disable=g-import-not-at-top
+  shards = synthetic.write_dataset(str(tmp_path), num_train=2, num_val=3,
+                                   height=64, width=64, num_shards=1)
+  options = tiny_experiment.options(_OVERRIDES, fast=True)
+  options.eval_dataset_options.file_pattern[:] = shards['val']
+  experiment = experiment_lib.experiment_from_options(options, mode=None)
+  examples = list(input_pipeline.first_examples(
+      options.eval_dataset_options, 3))
+  labels = np.stack([label for _, label in examples])
+
+  def perfect(images):
+    # Each image's own label (the last batch is completed with a copy of
+    # its first image, whose prediction must not count).
+    return np.stack([
+        next(label for known, label in examples
+             if np.array_equal(known, image)) for image in images])
+
+  def constant(images):
+    return np.zeros(images.shape[:3], np.int32)
+
+  scores = runtime_benchmark.score_runtimes(
+      experiment, {'perfect': perfect, 'constant': constant}, count=3,
+      batch=2, progress=lambda line: None)
+  assert scores['perfect'] == {'miou': 1.0, 'pixel_accuracy': 1.0,
+                               'scored_examples': 3}
+  valid = labels != 255
+  assert scores['constant']['pixel_accuracy'] == pytest.approx(
+      np.mean(labels[valid] == 0))
+  assert scores['constant']['miou'] < 1.0
+
+  options.eval_dataset_options.ClearField('file_pattern')
+  with pytest.raises(ValueError, match='eval_dataset_options.file_pattern'):
+    runtime_benchmark.score_runtimes(
+        experiment_lib.experiment_from_options(options, mode=None),
+        {'constant': constant}, 1, 1, lambda line: None)
