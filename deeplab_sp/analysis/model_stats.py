@@ -22,12 +22,12 @@ from typing import Dict, Sequence
 
 from official.core import train_utils  # pylint: disable=unused-import
 import tensorflow as tf
-from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.model import builder
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.utils import private_apis
 
 
 def component_params(model: tf_keras.Model) -> Dict[str, int]:
@@ -42,7 +42,7 @@ def count_flops(model: tf_keras.Model) -> int:
   with xla_islands.disabled():
     concrete = _inference_function(model).get_concrete_function(
         _input_spec(model))
-  frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+  frozen = private_apis.frozen_function(concrete)
   return count_graph_flops(frozen.graph)
 
 

@@ -15,7 +15,6 @@ from typing import List, Tuple
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 import tensorflow as tf
-from tensorflow.core.util import event_pb2  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp.trainer import evaluator
 from deeplab_sp.utils import io as io_lib
@@ -34,7 +33,7 @@ def read_scalars(summary_dir: str, tag: str) -> List[Tuple[int, float]]:
   for path in sorted(tf.io.gfile.glob(os.path.join(summary_dir,
                                                    'events.out.tfevents.*'))):
     for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
+      event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
         if value.tag != tag:
           continue

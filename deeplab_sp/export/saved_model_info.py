@@ -14,11 +14,11 @@ from typing import Any, Dict, List, Optional
 
 from google.protobuf import message as protobuf_message
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import serving_module
 from deeplab_sp.trainer import checkpoints
+from deeplab_sp.utils import private_apis
 
 CONFIG_ASSET = 'experiment.textproto'
 _INIT_OP_SIGNATURE = '__saved_model_init_op'
@@ -59,9 +59,9 @@ def _check_directory(saved_model_dir: str) -> None:
                     f'saved_model.pb, so it is not a SavedModel; {hint}.')
 
 
-def _read_saved_model(saved_model_dir: str) -> saved_model_pb2.SavedModel:
+def _read_saved_model(saved_model_dir: str):
   path = os.path.join(saved_model_dir, 'saved_model.pb')
-  saved_model = saved_model_pb2.SavedModel()
+  saved_model = private_apis.saved_model_proto()
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
       saved_model.ParseFromString(f.read())
@@ -85,7 +85,7 @@ def _tensor_spec(tensor_info) -> Dict[str, Any]:
           'shape': dims}
 
 
-def _signatures(saved_model: saved_model_pb2.SavedModel
+def _signatures(saved_model
                ) -> Dict[str, Dict[str, Dict[str, Any]]]:
   signatures = {}
   for key, signature in sorted(

@@ -33,12 +33,11 @@ from typing import Dict, Iterable, Iterator, List, Optional
 from absl import logging
 import numpy as np
 import tensorflow as tf
-# What the converter raises (tf.lite does not export it).
-from tensorflow.lite.python.convert_phase import ConverterError  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.data import input_pipeline
 from deeplab_sp.export import fixed_size
+from deeplab_sp.utils import private_apis
 
 # The signature of the converted model.
 SIGNATURE = 'serving_default'
@@ -94,7 +93,7 @@ def to_tflite(module: fixed_size.FixedSizeModule, precision: str = FLOAT32,
   # The converter's own way to leave chosen operators unquantized.
   try:
     return _quantized_leaving_out(converter, batches, kept_float)
-  except ConverterError as e:
+  except private_apis.tflite_converter_error() as e:
     raise _converter_error(e) from None
 
 
@@ -123,8 +122,7 @@ def _nodes_without_int8_kernels(float_model: bytes) -> List[str]:
   """Names of the float model's ADD / SUB outputs of too high a rank."""
   interpreter = _litert().Interpreter(model_content=float_model)
   tensors = {t['index']: t for t in interpreter.get_tensor_details()}
-  # The operator list has no public accessor in LiteRT's Python API.
-  operators = interpreter._get_ops_details()  # pylint: disable=protected-access
+  operators = private_apis.tflite_operators(interpreter)
   return [tensors[output]['name'] for op in operators
           if op['op_name'] in ('ADD', 'SUB') and
           max(len(tensors[i]['shape']) for i in op['inputs'] if i >= 0) >
@@ -142,11 +140,11 @@ def _converter(module: fixed_size.FixedSizeModule) -> tf.lite.TFLiteConverter:
 def _convert(converter: tf.lite.TFLiteConverter) -> bytes:
   try:
     return converter.convert()
-  except ConverterError as e:
+  except private_apis.tflite_converter_error() as e:
     raise _converter_error(e) from None
 
 
-def _converter_error(error: ConverterError) -> ValueError:
+def _converter_error(error: Exception) -> ValueError:
   message = str(error)
   # The converter's summary line names the ops; the rest is its IR dump.
   summary = [line.strip() for line in message.splitlines()

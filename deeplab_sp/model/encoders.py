@@ -440,7 +440,7 @@ def synchronize_batch_norm(model: tf_keras.layers.Layer) -> int:
     The number of BatchNormalization layers switched.
   """
   count = 0
-  for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+  for layer in (model, *model.submodules):
     if isinstance(layer, tf_keras.layers.BatchNormalization):
       layer.synchronized = True
       layer.fused = False

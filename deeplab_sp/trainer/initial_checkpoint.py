@@ -42,6 +42,7 @@ from deeplab_sp.model import hypercolumn_classifier
 from deeplab_sp.model import sp_transformer
 from deeplab_sp.protos import trainer_pb2
 from deeplab_sp.trainer import checkpoints
+from deeplab_sp.utils import private_apis
 
 FIELD = 'trainer_options.initial_checkpoint'
 PARTS_FIELD = 'trainer_options.initial_checkpoint_parts'
@@ -75,9 +76,7 @@ def class_layers(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
   if isinstance(model, hypercolumn_classifier.HypercolumnPixelClassifier):
     return [model.pixel_classifier.output_projection]
   if isinstance(model, deeplabv3plus.DeepLabV3Plus):
-    # The Model Garden's SegmentationHead keeps its 1x1 output convolution
-    # (num_classes filters) in this attribute.
-    return [model.decoder._classifier]  # pylint: disable=protected-access
+    return [private_apis.segmentation_head_classifier(model.decoder)]
   raise InitialCheckpointError(
       f'{PARTS_FIELD}: ALL_BUT_CLASS_LAYERS does not know the class layers '
       f'of a {type(model).__name__}; set {PARTS_FIELD}: ALL (or ENCODER).')

@@ -29,6 +29,7 @@ from official.modeling.optimization import legacy_adamw
 from official.modeling.optimization import lr_schedule
 
 from deeplab_sp.protos import trainer_pb2
+from deeplab_sp.utils import private_apis
 
 # Variable-name regexes (re.search) excluded from weight decay: biases,
 # normalisation scales/offsets and position embeddings (paper Sec. IV-A);
@@ -231,7 +232,7 @@ class SplitOptimizer(tf.Module):
 
   def learning_rate(self) -> tf.Tensor:
     """The current (non-backbone) learning rate."""
-    return self.main._decayed_lr(tf.float32)  # pylint: disable=protected-access
+    return private_apis.decayed_learning_rate(self.main, tf.float32)
 
   def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
     """Multiplies `loss` by the loss scale (identity without scaling)."""

@@ -401,11 +401,11 @@ def _run_experiment(experiment: experiment_lib.Experiment,
 
   try:
     if mode == 'train':
-      _restore(checkpoint_manager)
+      _restore(checkpoint_manager, global_step)
       controller.train(steps=total_steps)
       _save_final(checkpoint_manager, global_step)
     elif mode == 'train_and_eval':
-      _restore(checkpoint_manager)
+      _restore(checkpoint_manager, global_step)
       if int(global_step.numpy()) >= total_steps:
         # A finished experiment (e.g. rerun after its end): evaluate the
         # final checkpoint again rather than do nothing.
@@ -478,12 +478,12 @@ def _resume_deterministic_input(trainer, strategy, dataset_fn,
   trainer.train_dataset = strategy.distribute_datasets_from_function(skipped)
 
 
-def _restore(checkpoint_manager) -> None:
-  """Logs where training resumes (the Controller restored it)."""
+def _restore(checkpoint_manager, global_step) -> None:
+  """Logs where training resumes (the Controller restored it, and
+  global_step, the manager's step counter, with it)."""
   path = checkpoint_manager.latest_checkpoint
   if path:
-    logging.info('Resumed from %s (step %d).', path,
-                 int(checkpoint_manager._step_counter.numpy()))  # pylint: disable=protected-access
+    logging.info('Resumed from %s (step %d).', path, int(global_step.numpy()))
 
 
 def _save_final(checkpoint_manager, global_step) -> None:

@@ -10,18 +10,19 @@ variables, their names, its first call that builds them, and every call
 that is not plain float32 self-attention) and replaces only the arithmetic
 of that one case.
 
-Seam: the override reads tf_keras' private attributes (`_query_dense`,
-`_key_dense`, `_value_dense`, `_output_dense`, `_num_heads`, `_key_dim`,
-`_value_dim`, `_use_bias`, `_built_from_signature`, `_masked_softmax`,
-`_dropout_layer`). tests/model/kernels/test_attention.py pins its results
-and gradients to tf_keras' and checks that the matmul path is taken, so a
-tf_keras upgrade that renames them fails there, not silently.
+Seam: the override reads tf_keras' private attributes through
+utils/private_apis.py (`attention_internals`), whose test fails naming the
+attribute when a tf_keras upgrade renames one;
+tests/model/kernels/test_attention.py pins this layer's results and
+gradients to tf_keras' and checks that the matmul path is taken.
 """
 
 import math
 
 import tensorflow as tf
 import tf_keras
+
+from deeplab_sp.utils import private_apis
 
 
 class MultiHeadSelfAttention(tf_keras.layers.MultiHeadAttention):
@@ -41,21 +42,21 @@ class MultiHeadSelfAttention(tf_keras.layers.MultiHeadAttention):
   def call(self, query, value, key=None, attention_mask=None,
            return_attention_scores=False, training=None,
            use_causal_mask=False):
-    projections = (self._query_dense, self._key_dense, self._value_dense,
-                   self._output_dense) if self._built_from_signature else ()
+    internals = private_apis.attention_internals(self)
+    projections = internals[:4] if internals else ()
     # The first call (tf_keras' code) builds the projections.
     if (not projections or not all(p.built for p in projections) or
         value is not query or (key is not None and key is not query) or
         attention_mask is not None or use_causal_mask or
         isinstance(query, tf.RaggedTensor) or query.shape.rank != 3 or
-        self.compute_dtype != 'float32' or not self._use_bias):
+        self.compute_dtype != 'float32' or not internals.use_bias):
       return super().call(query, value, key=key,
                           attention_mask=attention_mask,
                           return_attention_scores=return_attention_scores,
                           training=training, use_causal_mask=use_causal_mask)
     tokens, channels = query.shape[1], query.shape[2]
-    num_heads, key_dim = self._num_heads, self._key_dim
-    value_dim = self._value_dim
+    num_heads, key_dim = internals.num_heads, internals.key_dim
+    value_dim = internals.value_dim
     kernel = tf.concat([tf.reshape(p.kernel, [channels, -1])
                         for p in projections[:3]], axis=1)
     bias = tf.concat([tf.reshape(p.bias, [-1]) for p in projections[:3]],
@@ -73,18 +74,18 @@ class MultiHeadSelfAttention(tf_keras.layers.MultiHeadAttention):
     query_heads, key_heads, value_heads = heads
     query_heads *= 1.0 / math.sqrt(float(key_dim))
     # [B, N, T, S]
-    scores = self._masked_softmax(
+    scores = internals.masked_softmax(
         tf.matmul(query_heads, key_heads, transpose_b=True), None)
-    weights = self._dropout_layer(scores, training=training)
+    weights = internals.dropout_layer(scores, training=training)
     # [B*T, N*value_dim] in (head, channel) order, as the output kernel.
     attended = tf.reshape(
         tf.transpose(tf.matmul(weights, value_heads), [0, 2, 1, 3]),
         [-1, num_heads * value_dim])
-    output_kernel = self._output_dense.kernel
+    output_kernel = internals.output_dense.kernel
     output = tf.nn.bias_add(
         tf.matmul(attended, tf.reshape(output_kernel,
                                        [num_heads * value_dim, -1])),
-        self._output_dense.bias)
+        internals.output_dense.bias)
     output = tf.reshape(output, [-1, tokens, output_kernel.shape[-1]])
     if return_attention_scores:
       return output, scores

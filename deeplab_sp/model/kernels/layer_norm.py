@@ -42,16 +42,16 @@ interchangeable.
 """
 
 import tensorflow as tf
-from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 import tf_keras
 
 from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.utils import private_apis
 
 
 def fused_kernel_available() -> bool:
   """Whether TensorFlow's CPU backend is oneDNN, with its layer-norm kernel."""
-  return _pywrap_util_port.IsMklEnabled()
+  return private_apis.onednn_enabled()
 
 
 class LayerNormalization(tf_keras.layers.LayerNormalization):
