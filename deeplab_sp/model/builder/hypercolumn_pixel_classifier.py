@@ -8,7 +8,7 @@ from typing import Sequence, Tuple
 
 from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
-from deeplab_sp.model import hypercolumn
+from deeplab_sp.model import hypercolumn as hypercolumn_lib
 from deeplab_sp.model import hypercolumn_classifier
 from deeplab_sp.model.builder import network
 from deeplab_sp.protos import model_pb2
@@ -20,9 +20,9 @@ _PIXEL_CLASSIFIER_RULES = config_rules.width('hidden_channels',
 
 def build_pixel_classifier(options: model_pb2.PixelClassifierOptions,
                            num_classes: int
-                          ) -> hypercolumn.EndpointProjection:
+                          ) -> hypercolumn_lib.EndpointProjection:
   # The hypercolumn's per-pixel MLP form, ending in the classes.
-  return hypercolumn.EndpointProjection(
+  return hypercolumn_lib.EndpointProjection(
       num_classes, options.hidden_channels, name='pixel_classifier')
 
 
@@ -60,11 +60,10 @@ class HypercolumnPixelClassifierNetwork(network.Network):
             f'{input_size[1] // stride}')
 
   def create(self, options, num_classes, input_size):
-    encoder = network.build_encoder(options.encoder)
+    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options)
     return hypercolumn_classifier.HypercolumnPixelClassifier(
         encoder=encoder,
-        hypercolumn=network.build_hypercolumn(options.hypercolumn,
-                                              encoder.endpoint_strides),
+        hypercolumn=hypercolumn,
         pixel_classifier=build_pixel_classifier(options.pixel_classifier,
                                                 num_classes),
         input_size=input_size,

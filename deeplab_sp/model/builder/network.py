@@ -113,6 +113,16 @@ def build_hypercolumn(options: model_pb2.HypercolumnOptions,
       name='hypercolumn')
 
 
+def build_encoder_and_hypercolumn(options: model_pb2.ModelOptions
+                                  ) -> Tuple[encoders.Encoder,
+                                             hypercolumn.Hypercolumn]:
+  """The encoder and the hypercolumn over its endpoints (the networks
+  that read model_options.hypercolumn)."""
+  encoder = build_encoder(options.encoder)
+  return encoder, build_hypercolumn(options.hypercolumn,
+                                    encoder.endpoint_strides)
+
+
 def describe_encoder_and_hypercolumn(options: model_pb2.ModelOptions) -> str:
   return (f'encoder {options.encoder.name}, hypercolumn '
           f'{options.hypercolumn.channels} ch at stride '

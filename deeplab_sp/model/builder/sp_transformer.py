@@ -140,11 +140,10 @@ class SPTransformerNetwork(network.Network):
             'hypercolumn pixels per superpixel')
 
   def create(self, options, num_classes, input_size):
-    encoder = network.build_encoder(options.encoder)
+    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options)
     return sp_transformer.SPTransformer(
         encoder=encoder,
-        hypercolumn=network.build_hypercolumn(options.hypercolumn,
-                                              encoder.endpoint_strides),
+        hypercolumn=hypercolumn,
         tokenization=build_tokenization(options.superpixel_tokenization),
         classifier=build_classifier(options.superpixel_classifier,
                                     num_classes),
