@@ -23,7 +23,6 @@ from deeplab_sp.protos import model_pb2
 from deeplab_sp.utils import config_rules
 
 ConfigError = config_rules.ConfigError
-MAX_BATCH_SIZE = config_rules.MAX_BATCH_SIZE
 MAX_CROP_SIDE = config_rules.MAX_CROP_SIDE
 
 # The modes of trainer/train.py, and which datasets each one reads.

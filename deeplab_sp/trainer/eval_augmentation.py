@@ -13,8 +13,8 @@ gets the same say however confident its logits are.
 
 The model takes any static input size that fits its geometry (a multiple of
 output_stride * superpixel grid for the SP-Transformer, of the encoder's
-stride for the baselines); experiment.py checks every scaled size against
-it, so the views need no padding.
+stride for the baselines); experiment_checks.py checks every scaled size
+against it, so the views need no padding.
 
 Two properties the tests rely on: the single scale 1.0 without flipping
 returns the model's own logits and outputs, so the evaluation is the plain
