@@ -1,5 +1,6 @@
 """Tests of the learning-rate schedule and the split AdamW."""
 
+import contextlib
 import logging
 
 import numpy as np
@@ -139,24 +140,46 @@ def test_loss_scale_grows_after_finite_steps_and_never_drops_below_one():
   assert float(scale.scale.numpy()) == 1.0
 
 
-def _messages(caplog):
-  return [record.getMessage() for record in caplog.records]
+@contextlib.contextmanager
+def _absl_messages():
+  """The messages absl's logger emits at INFO within the block.
+
+  A handler on absl's own logger, not pytest's caplog on the root: earlier
+  tests in the same process (the trainer's) may have stopped absl's logger
+  from propagating or raised its level.
+  """
+  logger = logging.getLogger('absl')
+  records = []
+  handler = logging.Handler(logging.INFO)
+  handler.emit = records.append
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    yield records
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
-def test_clip_norm_is_logged_once_as_applied(caplog):
-  with caplog.at_level(logging.INFO):
+def _messages(records):
+  return [record.getMessage() for record in records]
+
+
+def test_clip_norm_is_logged_once_as_applied():
+  with _absl_messages() as records:
     optimizer.SplitOptimizer(_options(optimizer='adamw',
                                       gradient_clip_norm=1.5))
-  messages = _messages(caplog)
+  messages = _messages(records)
   # Each AdamWeightDecay would log its own (unused) clip norm of 0.
   assert not [m for m in messages if 'AdamWeightDecay gradient_clip_norm' in m]
   clip = [m for m in messages if 'clip' in m]
   assert len(clip) == 1 and 'global norm of 1.5' in clip[0], messages
 
 
-def test_clip_message_filter_is_removed_after_building(caplog):
+def test_clip_message_filter_is_removed_after_building():
   optimizer.SplitOptimizer(_options(optimizer='adamw'))
   assert not logging.getLogger('absl').filters
-  with caplog.at_level(logging.INFO):
+  with _absl_messages() as records:
     legacy_adamw.AdamWeightDecay(gradient_clip_norm=2.0)
-  assert 'AdamWeightDecay gradient_clip_norm=2.000000' in _messages(caplog)
+  assert 'AdamWeightDecay gradient_clip_norm=2.000000' in _messages(records)
