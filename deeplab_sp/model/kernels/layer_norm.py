@@ -44,7 +44,7 @@ interchangeable.
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp.model.kernels import profile
+from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.utils import private_apis
 
@@ -55,29 +55,19 @@ def fused_kernel_available() -> bool:
 
 
 class LayerNormalization(tf_keras.layers.LayerNormalization):
-  """tf_keras.layers.LayerNormalization, last axis only, fusable on CPU.
+  """tf_keras.layers.LayerNormalization, last axis only, fusable on CPU."""
 
-  Args:
-    epsilon: as tf_keras'.
-    kernels: the model's kernel profile (profile.py): STOCK runs tf_keras'
-      own call; CPU and SERVING the fusable form where oneDNN has its
-      kernel (CPU with XLA islands); PORTABLE the direct formula, without
-      the fusable form's PlaceholderWithDefault, which would be an input of
-      the ONNX graph. None: profile.default().
-  """
-
-  def __init__(self, epsilon=1e-3, kernels=None, **kwargs):
+  def __init__(self, epsilon=1e-3, **kwargs):
     if kwargs.get('axis', -1) != -1:
       raise ValueError('This LayerNormalization normalises the last axis '
                        f'only; got axis={kwargs["axis"]}.')
     super().__init__(epsilon=epsilon, **kwargs)
-    self.kernels = profile.get(kernels)
 
   def call(self, inputs):
-    if not (self.kernels.cpu_forms or self.kernels.portable):
-      return super().call(inputs)
     inputs = tf.cast(inputs, self.compute_dtype)
-    if self.kernels.portable:
+    if portable_ops.is_enabled():
+      # The fusable form's PlaceholderWithDefault would be an input of the
+      # ONNX graph.
       return self._direct_form(inputs)
     if (fused_kernel_available() and inputs.dtype == tf.float32 and
         self.dtype == 'float32' and self.scale and self.center and
@@ -95,8 +85,7 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       matrix = tf.ensure_shape(matrix, [None, channels])
     outputs = _fusable_normalize(matrix, tf.convert_to_tensor(self.gamma),
                                  tf.convert_to_tensor(self.beta),
-                                 epsilon=self.epsilon,
-                                 use_xla=self.kernels.xla_islands)
+                                 epsilon=self.epsilon)
     result = tf.reshape(outputs, tf.shape(inputs))
     result.set_shape(inputs.shape)
     return result
@@ -109,8 +98,7 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       dtype = tf.float32
     gamma = tf.cast(self.gamma, dtype) if self.scale else None
     beta = tf.cast(self.beta, dtype) if self.center else None
-    return _normalize(inputs, gamma, beta, epsilon=self.epsilon,
-                      use_xla=self.kernels.xla_islands)
+    return _normalize(inputs, gamma, beta, epsilon=self.epsilon)
 
 
 @xla_islands.fused
@@ -135,7 +123,7 @@ def _normalize(inputs, gamma, beta, epsilon):
   return tf.cast(outputs, input_dtype)
 
 
-def _fusable_normalize(matrix, gamma, beta, epsilon, use_xla):
+def _fusable_normalize(matrix, gamma, beta, epsilon):
   """Layer norm of a [rows, C] float32 matrix in the remapper's pattern.
 
   The gradient is `_normalize_gradient`, not TensorFlow's: the pattern's
@@ -143,6 +131,9 @@ def _fusable_normalize(matrix, gamma, beta, epsilon, use_xla):
   gamma's and beta's gradients over the rows) makes several passes over the
   matrix, twice the time of the whole forward and backward otherwise.
   """
+  # The gradient is traced later; it keeps this trace's XLA setting.
+  compile_gradient = xla_islands.enabled()
+
   @tf.custom_gradient
   def normalize(matrix, gamma, beta):
     # Not a constant to grappler, so the fills below stay fills.
@@ -159,8 +150,8 @@ def _fusable_normalize(matrix, gamma, beta, epsilon, use_xla):
     outputs = tf.reshape(normalized, tf.shape(matrix)) * gamma + beta
 
     def gradient(upstream):
-      return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon,
-                                 use_xla=use_xla)
+      with xla_islands.as_traced(compile_gradient):
+        return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon)
     return outputs, gradient
 
   return normalize(matrix, gamma, beta)

@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_sp.model.local_attention import interface
-from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.model.local_attention import slot_ops
 
@@ -30,7 +29,7 @@ NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
 
 
 def superpixel_attention(query, key, value, key_position=None,
-                         value_position=None, kernels=profile.CPU):
+                         value_position=None):
   """Eq. (3)'s attention term by copying each pixel to the 9 cells seeing it.
 
   Args:
@@ -49,10 +48,9 @@ def superpixel_attention(query, key, value, key_position=None,
                                                 grid_width)
   query *= tf.cast(1.0 / np.sqrt(head_dim), query.dtype)
   # [B, Hs, Ws, 9*h*w, N, D]: every pixel key/value copied 9 times.
-  neighbor_keys = _gather_neighborhood_pixels(key, cell_height, cell_width,
-                                              kernels)
+  neighbor_keys = _gather_neighborhood_pixels(key, cell_height, cell_width)
   neighbor_values = _gather_neighborhood_pixels(value, cell_height,
-                                                cell_width, kernels)
+                                                cell_width)
   if key_position is not None:
     neighbor_keys += tf.cast(key_position, key.dtype)
   if value_position is not None:
@@ -63,13 +61,13 @@ def superpixel_attention(query, key, value, key_position=None,
   valid = np.repeat(neighbors.neighbor_valid_mask_np(grid_height, grid_width),
                     cell_height * cell_width, axis=-1)
   valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
-  weights = neighbors.masked_softmax(logits, valid, kernels.portable)
+  weights = neighbors.masked_softmax(logits, valid)
   # [B, Hs, Ws, N, D]
   return tf.einsum('byxnp,byxpnd->byxnd', weights, neighbor_values)
 
 
 def pixel_attention(query, key, value, key_position=None,
-                    value_position=None, kernels=profile.CPU):
+                    value_position=None):
   """Eq. (4)'s attention term by copying each superpixel to its pixels.
 
   Args:
@@ -103,13 +101,13 @@ def pixel_attention(query, key, value, key_position=None,
   valid = neighbors.neighbor_superpixel_ids_np(
       height, width, grid_height, grid_width) >= 0
   valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
-  weights = neighbors.masked_softmax(logits, valid, kernels.portable)
+  weights = neighbors.masked_softmax(logits, valid)
   # [B, H, W, N, D]
   return tf.einsum('byxns,byxsnd->byxnd', weights, neighbor_values)
 
 
 def superpixel_update(query, pixels, key, value, key_position=None,
-                      value_position=None, kernels=profile.CPU):
+                      value_position=None):
   """Eq. (3)'s attention term with keys k(I_p) and values v(I_p) of pixels.
 
   Projects every pixel with the affine `key` and `value` maps, then attends
@@ -127,11 +125,11 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   project = lambda affine: tf.einsum('byxc,cnd->byxnd', pixels,
                                      affine.kernel) + affine.bias
   return superpixel_attention(query, project(key), project(value),
-                              key_position, value_position, kernels)
+                              key_position, value_position)
 
 
 def pixel_update(pixels, query, key, value, output, key_position=None,
-                 value_position=None, kernels=profile.CPU):
+                 value_position=None):
   """Eq. (4)'s attention term with queries q(I_p), and its output map.
 
   Projects every pixel with the affine `query` map, attends
@@ -148,8 +146,7 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
     [B, H, W, C_out].
   """
   queries = tf.einsum('byxc,cnd->byxnd', pixels, query.kernel) + query.bias
-  update = pixel_attention(queries, key, value, key_position, value_position,
-                           kernels)
+  update = pixel_attention(queries, key, value, key_position, value_position)
   return tf.einsum('byxnd,ndc->byxc', update, output.kernel) + output.bias
 
 
@@ -203,7 +200,7 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
   return tf.einsum('byxs,byxsc->byxc', weights, neighbor_values)
 
 
-def _gather_neighborhood_pixels(pixels, cell_height, cell_width, kernels):
+def _gather_neighborhood_pixels(pixels, cell_height, cell_width):
   """[B, Hs*h, Ws*w, N, D] -> [B, Hs, Ws, 9*h*w, N, D], zeros outside."""
   height, width, num_heads, head_dim = neighbors.static_dims(
       pixels, 1, 2, 3, 4)
@@ -213,8 +210,7 @@ def _gather_neighborhood_pixels(pixels, cell_height, cell_width, kernels):
                                cell_width, num_heads, head_dim])
   blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
   # [B, Hs, Ws, 9, h, w, N, D]: slot s of cell i holds the block of i + o_s.
-  neighbor_blocks = slot_ops.neighbor_grids(blocks,
-                                            use_xla=kernels.xla_islands)
+  neighbor_blocks = slot_ops.neighbor_grids(blocks)
   return tf.reshape(neighbor_blocks, [
       -1, grid_height, grid_width,
       NUM_NEIGHBORS * cell_height * cell_width, num_heads, head_dim])
@@ -228,12 +224,12 @@ class Naive(interface.LocalAttention):
   def _superpixel_update(self, query, pixels, key, value, key_position,
                          value_position):
     return superpixel_update(query, pixels, key, value, key_position,
-                             value_position, self.kernels)
+                             value_position)
 
   def _pixel_update(self, pixels, query, key, value, output, key_position,
                     value_position):
     return pixel_update(pixels, query, key, value, output, key_position,
-                        value_position, self.kernels)
+                        value_position)
 
   def _association_logits(self, pixels, superpixels):
     return association_logits(pixels, superpixels)
