@@ -110,12 +110,6 @@ def describing_dataset(options: config_pb2.ExperimentOptions
   return 'train_dataset_options', options.train_dataset_options
 
 
-def _validate_choice(path: str, field: str, value: str, choices) -> None:
-  if value not in choices:
-    raise ConfigError(f'{path}: unknown {field} {value!r}; use one of '
-                      f'{", ".join(choices)}.')
-
-
 _FLOAT_TYPES = (descriptor.FieldDescriptor.TYPE_FLOAT,
                 descriptor.FieldDescriptor.TYPE_DOUBLE)
 
@@ -149,7 +143,7 @@ def validate(options: config_pb2.ExperimentOptions, path: str,
              mode: Optional[str]) -> None:
   """Raises ConfigError on the first problem found in `options`."""
   if mode is not None:
-    _validate_choice(path, 'mode', mode, MODES)
+    config_rules.check_choice(path, 'mode', mode, MODES)
   _validate_name(path, options.experiment_name)
   _validate_finite(path, options)
   builder.validate(path, options.model_options)
@@ -215,11 +209,14 @@ def _validate_trainer(path: str, options) -> None:
         f'{path}: {prefix}.top_k_percent_pixels is a percent in [1, 100]; '
         f'{top_k:g} looks like a fraction: write {top_k * 100:g} for the top '
         f'{top_k * 100:g}%.')
-  _validate_choice(path, f'{prefix}.optimizer', options.optimizer, OPTIMIZERS)
-  _validate_choice(path, f'{prefix}.learning_rate_policy',
-                   options.learning_rate_policy, LEARNING_RATE_POLICIES)
-  _validate_choice(path, f'{prefix}.mixed_precision', options.mixed_precision,
-                   tuple(MIXED_PRECISION_POLICIES))
+  config_rules.check_choice(path, f'{prefix}.optimizer', options.optimizer,
+                            OPTIMIZERS)
+  config_rules.check_choice(path, f'{prefix}.learning_rate_policy',
+                            options.learning_rate_policy,
+                            LEARNING_RATE_POLICIES)
+  config_rules.check_choice(path, f'{prefix}.mixed_precision',
+                            options.mixed_precision,
+                            tuple(MIXED_PRECISION_POLICIES))
   # orbit.Controller writes training summaries at the end of an inner loop
   # of steps_per_loop steps, and refuses a summary interval that is not a
   # multiple of it.

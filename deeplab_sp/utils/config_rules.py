@@ -113,6 +113,14 @@ def check(path: str, prefix: str, message, rules: Iterable[Rule]) -> None:
                           f'{rule.problem(value)}')
 
 
+def check_choice(path: str, field: str, value, choices) -> None:
+  """`value` of `field` is one of `choices` (names: modes, optimizers,
+  encoders, ...)."""
+  if value not in choices:
+    raise ConfigError(f'{path}: unknown {field} {value!r}; use one of '
+                      f'{", ".join(choices)}.')
+
+
 def check_divides(path: str, prefix: str, message, divisor: str,
                   field: str) -> None:
   """`divisor` divides `field` (e.g. heads the channels)."""

@@ -96,10 +96,8 @@ def validate(path: str, model_options: model_pb2.ModelOptions) -> None:
         f'). Remove {"it" if one else "them"}, or set the meta_architecture '
         'that does (protos/model.proto).')
   encoder = model_options.encoder
-  if encoder.name not in encoders.ENCODER_NAMES:
-    raise config_rules.ConfigError(
-        f'{path}: unknown model_options.encoder.name {encoder.name!r}; use '
-        f'one of {", ".join(encoders.ENCODER_NAMES)}.')
+  config_rules.check_choice(path, 'model_options.encoder.name',
+                            encoder.name, encoders.ENCODER_NAMES)
   config_rules.check(path, 'model_options.encoder', encoder, _ENCODER_RULES)
   weights = encoder.pretrained_weights
   if weights and not (tf.io.gfile.exists(weights) or
