@@ -333,14 +333,52 @@ def _imported_names(node):
   return []
 
 
-def _owning_package(dotted, packages):
-  """The Bazel package of deeplab_sp that holds the module `dotted`."""
+def _module_file(dotted):
+  """The repository path of the deeplab_sp module `dotted` names (a name
+  imported from a module resolves to that module), or None."""
   parts = dotted.split('.')
   for end in range(len(parts), 0, -1):
-    directory = '/'.join(parts[:end])
-    if directory in packages:
-      return directory
+    base = '/'.join(parts[:end])
+    for path in (f'{base}.py', f'{base}/__init__.py'):
+      if (REPO_ROOT / path).is_file():
+        return path
   return None
+
+
+class _ModuleTargets:
+  """The py_library that holds each module file of deeplab_sp.
+
+  A module is found by its file, not by its directory: a package's `:init`
+  holds only its `__init__.py`, so a target that reaches `:init` but not the
+  package's main target cannot import the package's other modules. And an
+  import of a package itself maps to the main target, since an `__init__.py`
+  may import its own modules (the builder's does).
+  """
+
+  def __init__(self, workspace):
+    genrule_outs = {}
+    for key, target in workspace.targets.items():
+      if target.kind == 'genrule':
+        genrule_outs[key] = [f'{key[0]}/{out}' for out in target.attrs['outs']]
+    self._holder = {}
+    for key, target in workspace.targets.items():
+      if target.kind != 'py_library':
+        continue
+      for source in workspace.source_files(target):
+        self._holder.setdefault(source, key)
+      for label in target.attrs.get('srcs', []):
+        for out in genrule_outs.get(workspace.resolve(key[0], label), []):
+          self._holder.setdefault(out, key)
+
+  def __call__(self, dotted):
+    """(module file, the target a program needs to import it); or None."""
+    path = _module_file(dotted)
+    if path is None or not path.startswith('deeplab_sp/'):
+      return None
+    if path.endswith('/__init__.py'):
+      package = path[:-len('/__init__.py')]
+      return path, (package, package.rsplit('/', 1)[-1])
+    return path, self._holder.get(path)
 
 
 class _Closures:
@@ -361,40 +399,50 @@ class _Closures:
     return self._closures[key]
 
 
-def _deeplab_packages(workspace):
-  return {p for p, _ in workspace.targets
-          if p == 'deeplab_sp' or p.startswith('deeplab_sp/')}
-
-
 def test_imports_are_in_deps(workspace):
   """What a target's files import from deeplab_sp at module level is in its
   deps, directly or through them: a missing dep passes under pytest (which
-  sees the whole tree) and fails only under Bazel's sandbox."""
+  sees the whole tree) and fails only under Bazel's sandbox. Modules of the
+  target's own package are exempt (a package's `__init__.py` may import its
+  modules, which cannot be a dep of `:init` without a cycle)."""
   closure = _Closures(workspace)
-  packages = _deeplab_packages(workspace)
+  holder = _ModuleTargets(workspace)
   missing = []
   for key, target in workspace.targets.items():
     if not target.kind.startswith('py_'):
       continue
-    reachable = {package for package, _ in closure(key)}
     for source in workspace.source_files(target):
       if source.endswith('_pb2.py'):
         continue
       for dotted in _module_level_imports(REPO_ROOT / source):
-        package = _owning_package(dotted, packages)
-        if package and package != target.package and package not in reachable:
+        found = holder(dotted)
+        if not found:
+          continue
+        path, needed = found
+        if path.rsplit('/', 1)[0] == key[0]:
+          continue
+        if needed is None or needed not in closure(key):
           missing.append(f'//{key[0]}:{key[1]} ({source}) imports {dotted}: '
-                         f'add //{package} to its deps')
+                         f'add {_label(needed, path)} to its deps')
   assert not missing, '\n'.join(sorted(set(missing)))
+
+
+def _label(key, path):
+  if key is None:
+    return f'a py_library holding {path}'
+  package, name = key
+  return f'//{package}' if package.rsplit('/', 1)[-1] == name else (
+      f'//{package}:{name}')
 
 
 def test_imports_inside_functions_reach_every_program(workspace):
   """An import inside a function runs only when called, so a library may
   leave it to the programs that use it (a dep would be a cycle); but every
-  binary and test that holds the file must reach it."""
+  binary and test that holds the file must reach the target holding the
+  imported module."""
   closure = _Closures(workspace)
-  packages = _deeplab_packages(workspace)
-  needs = {}  # target -> {(package it imports, the importing file)}
+  holder = _ModuleTargets(workspace)
+  needs = {}  # target -> {(target it needs, module file, the importing file)}
 
   def needed(key):
     if key not in needs:
@@ -402,9 +450,9 @@ def test_imports_inside_functions_reach_every_program(workspace):
       for source in workspace.source_files(workspace.targets[key]):
         if not source.endswith('_pb2.py'):
           for dotted in _all_imports(REPO_ROOT / source):
-            package = _owning_package(dotted, packages)
-            if package:
-              needs[key].add((package, source))
+            found = holder(dotted)
+            if found:
+              needs[key].add((found[1], found[0], source))
     return needs[key]
 
   missing = []
@@ -412,12 +460,12 @@ def test_imports_inside_functions_reach_every_program(workspace):
     if target.kind not in ('py_binary', 'py_test'):
       continue
     members = [m for m in closure(key) if m in workspace.targets]
-    reachable = {package for package, _ in members}
+    reachable = closure(key)
     for member in members:
-      for package, source in needed(member):
-        if package not in reachable:
+      for dep, path, source in needed(member):
+        if dep is None or dep not in reachable:
           missing.append(f'//{key[0]}:{key[1]} holds {source}, which imports '
-                         f'from //{package}: add it to the deps')
+                         f'{path}: add {_label(dep, path)} to the deps')
   assert not missing, '\n'.join(sorted(set(missing)))
 
 
@@ -483,3 +531,21 @@ def test_test_file_names_are_unique():
     names.setdefault(pathlib.Path(path).name, []).append(path)
   duplicates = {name: paths for name, paths in names.items() if len(paths) > 1}
   assert not duplicates, f'rename one of each: {duplicates}'
+
+
+def test_imports_resolve_to_the_target_holding_the_module(workspace):
+  """A package's `:init` is not the package: reaching `//deeplab_sp:init`
+  (every subpackage does) must not count as reaching deeplab_sp/experiment.py."""
+  holder = _ModuleTargets(workspace)
+  assert holder('deeplab_sp.experiment.ConfigError') == (
+      'deeplab_sp/experiment.py', ('deeplab_sp', 'deeplab_sp'))
+  assert holder('deeplab_sp.model.builder') == (
+      'deeplab_sp/model/builder/__init__.py',
+      ('deeplab_sp/model/builder', 'builder'))
+  assert holder('deeplab_sp.protos.config_pb2') == (
+      'deeplab_sp/protos/config_pb2.py', ('deeplab_sp/protos', 'protos'))
+  assert holder('tensorflow.keras') is None
+  closure = _Closures(workspace)
+  assert ('deeplab_sp', 'init') in closure(('deeplab_sp/model', 'model'))
+  assert ('deeplab_sp', 'deeplab_sp') not in closure(('deeplab_sp/model',
+                                                      'model'))
