@@ -58,6 +58,7 @@ from deeplab_sp.analysis import benchmark
 from deeplab_sp.analysis import model_stats
 from deeplab_sp.analysis import timing
 from deeplab_sp.model import builder
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.protos import config_pb2
 from deeplab_sp.trainer import evaluator
 from deeplab_sp.utils import io
@@ -559,7 +560,8 @@ def measure_costs(pairs: Sequence[ModelPair], num_warmup: int = 1,
              f'{size[0]}x{size[1]}')
     model = builder.build_model(options, experiment.num_classes, size)
     progress(f'{pair.name}: counting multiply-adds')
-    flops = model_stats.count_flops(model)
+    flops = model_stats.count_flops(builder.create_model(
+        options, experiment.num_classes, size, kernels=profile.SERVING))
     models[pair.meta_architecture] = {
         'config': pair.cost_config,
         'input_size': list(size),

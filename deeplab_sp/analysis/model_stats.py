@@ -26,7 +26,7 @@ import tf_keras
 
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.model import builder
-from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.utils import private_apis
 
 
@@ -37,11 +37,21 @@ def component_params(model: tf_keras.Model) -> Dict[str, int]:
 
 
 def count_flops(model: tf_keras.Model) -> int:
-  """FLOPs of one forward pass at model.input_size, batch 1."""
-  # Every op in the one graph the profiler reads (no XLA function calls).
-  with xla_islands.disabled():
-    concrete = _inference_function(model).get_concrete_function(
-        _input_spec(model))
+  """FLOPs of one forward pass at model.input_size, batch 1.
+
+  The model must have no XLA islands (builder.create_model(...,
+  kernels=profile.SERVING)): the profiler reads the ops of one graph, not
+  those of compiled function calls.
+
+  Raises:
+    ValueError: for a model built with XLA islands.
+  """
+  if model.kernels.xla_islands:
+    raise ValueError(f'count_flops needs a model without XLA islands; it '
+                     f'was built with the {model.kernels.name!r} kernels: '
+                     'build it with kernels=profile.SERVING.')
+  concrete = _inference_function(model).get_concrete_function(
+      _input_spec(model))
   frozen = private_apis.frozen_function(concrete)
   return count_graph_flops(frozen.graph)
 
@@ -76,7 +86,8 @@ def model_stats(config_path: str, with_flops: bool = True,
                                               overrides=overrides)
   input_size = experiment.input_size
   model = builder.create_model(experiment.options.model_options,
-                               experiment.num_classes, input_size)
+                               experiment.num_classes, input_size,
+                               kernels=profile.SERVING)
   # Tracing one call creates the variables without computing anything.
   _inference_function(model).get_concrete_function(_input_spec(model))
   components = component_params(model)

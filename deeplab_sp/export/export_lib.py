@@ -77,6 +77,7 @@ from deeplab_sp.export import saved_model_info
 from deeplab_sp.export import serving_module
 from deeplab_sp.export import version_writer
 from deeplab_sp.model import builder
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.protos import model_pb2
 from deeplab_sp.trainer import checkpoints
 
@@ -117,7 +118,9 @@ def build_serving_module(experiment: experiment_lib.Experiment,
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
   """
-  model = restored_model(experiment, checkpoint_path)
+  # No XLA clusters: TF Serving does not JIT-compile them on CPU.
+  model = restored_model(experiment, checkpoint_path,
+                         kernels=profile.SERVING)
   if include_superpixel_ids and not experiment.has_superpixels:
     logging.info('%s has no superpixels: the SavedModel has no '
                  "'superpixel_ids' output.", experiment.meta_architecture)
@@ -132,8 +135,8 @@ def build_serving_module(experiment: experiment_lib.Experiment,
 
 def restored_model(experiment: experiment_lib.Experiment,
                    checkpoint_path: Optional[str] = None,
-                   local_attention_implementation: Optional[str] = None
-                  ) -> tf.keras.Model:
+                   local_attention_implementation: Optional[str] = None,
+                   kernels=None) -> tf.keras.Model:
   """The experiment's model at its input size, with a checkpoint's weights.
 
   Args:
@@ -143,6 +146,7 @@ def restored_model(experiment: experiment_lib.Experiment,
     local_attention_implementation: NAIVE or EFFICIENT for the tokenization
       and the association, whatever the config says (both compute the same
       function with the same variables); None keeps the config's.
+    kernels: the kernel profile to build it with (builder.build_model).
 
   Raises:
     FileNotFoundError: if checkpoint_path holds no checkpoint.
@@ -160,7 +164,7 @@ def restored_model(experiment: experiment_lib.Experiment,
     model_options.superpixel_association.implementation = value
   input_size = experiment.input_size
   model = builder.build_model(model_options, experiment.num_classes,
-                              input_size)
+                              input_size, kernels=kernels)
   # Create the variables before restoring, so that every checkpoint value
   # is matched (and a checkpoint of another model is a clear error).
   model(tf.zeros([1, *input_size, 3]), training=False)

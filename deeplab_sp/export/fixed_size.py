@@ -22,9 +22,10 @@ SavedModel does for its callers (export_lib): resize it to fit, keeping its
 aspect ratio, pad it bottom/right with 127.5, and crop the padding off the
 outputs.
 
-The function is traced
-  * with portable_ops enabled: GELU and layer norm in the forms ONNX and
-    TFLite have as built-in ops (same function, float32 round-off);
+The model is built with the PORTABLE kernel profile (model/kernels/
+profile.py):
+  * GELU and layer norm in the forms ONNX and TFLite have as built-in ops
+    (same function, float32 round-off; portable_ops.py);
   * without XLA islands (the runtimes do not run XLA clusters);
   * with the EFFICIENT local attention whatever the config says: the same
     function as NAIVE, with the same variables (tests/model/local_attention
@@ -43,8 +44,7 @@ import tensorflow as tf
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import export_lib
 from deeplab_sp.model import local_attention
-from deeplab_sp.model.kernels import portable_ops
-from deeplab_sp.model.kernels import xla_islands
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.utils import io
 
 # The input and output names of the exported graphs.
@@ -70,23 +70,34 @@ class FixedSizeModule(tf.Module):
   """
 
   def __init__(self, model: tf.keras.Model, input_size: Sequence[int],
-               batch_size: int = 1):
+               batch_size: int = 1,
+               reference_model: Optional[tf.keras.Model] = None):
     """Initialises the module.
 
     Args:
-      model: the built SP-Transformer (EFFICIENT local attention).
+      model: the built SP-Transformer (EFFICIENT local attention), with the
+        PORTABLE kernel profile (kernels/profile.py).
       input_size: (H, W) of the graph; must fit the model's geometry.
       batch_size: B of the graph.
+      reference_model: the same model with the same weights in the forms
+        training and evaluation use (`reference`); None: `model`.
 
     Raises:
-      ValueError: for a batch size below 1.
+      ValueError: for a batch size below 1, or a model without the
+        portable kernels.
     """
     if batch_size < 1:
       raise ValueError(f'--batch_size must be at least 1, got {batch_size}.')
+    if not model.kernels.portable:
+      raise ValueError(
+          f'A fixed-size export needs a model built with the \'portable\' '
+          f'kernels (builder.build_model(..., kernels=profile.PORTABLE)); '
+          f'this one has the {model.kernels.name!r} kernels.')
     super().__init__(name='sp_transformer_fixed_size')
     # As in serving_module.ServingModule: the variables are tracked, the Keras
     # model (not serialisable as an object graph) is not.
     self._get_model = lambda: model
+    self._get_reference_model = lambda: reference_model or model
     self.model_variables = list(model.variables)
     self.input_size = (int(input_size[0]), int(input_size[1]))
     self.batch_size = int(batch_size)
@@ -103,8 +114,7 @@ class FixedSizeModule(tf.Module):
     return (self.batch_size, *self.input_size, 3)
 
   def _serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
-    with xla_islands.disabled(), portable_ops.enabled():
-      outputs = self.model(images, training=False)
+    outputs = self.model(images, training=False)
     logits = tf.cast(outputs['semantic_logits'], tf.float32)
     served = {
         'semantic_logits': logits,
@@ -117,10 +127,11 @@ class FixedSizeModule(tf.Module):
   def reference(self, images: np.ndarray) -> Dict[str, np.ndarray]:
     """The outputs of the model as TensorFlow runs it (training's forms).
 
-    What the exported graphs must reproduce; computed without portable_ops
-    (and with the CPU forms of the kernels), as evaluation does.
+    What the exported graphs must reproduce: computed by the reference
+    model (the forms evaluation uses), not the portable one.
     """
-    outputs = self.model(tf.constant(images, tf.float32), training=False)
+    outputs = self._get_reference_model()(tf.constant(images, tf.float32),
+                                          training=False)
     logits = outputs['semantic_logits'].numpy().astype(np.float32)
     reference = {
         'semantic_logits': logits,
@@ -162,10 +173,15 @@ def build_fixed_size_module(experiment: experiment_lib.Experiment,
   input_size = experiment_lib.model_geometry(
       experiment.options.model_options, input_size,
       field='--input_size').input_size
-  model = export_lib.restored_model(
-      experiment, checkpoint_path,
-      local_attention_implementation=local_attention.EFFICIENT)
-  return FixedSizeModule(model, input_size, batch_size)
+  model, reference = (
+      export_lib.restored_model(
+          experiment, checkpoint_path,
+          local_attention_implementation=local_attention.EFFICIENT,
+          kernels=kernels)
+      for kernels in (profile.PORTABLE, None))
+  # The same weights (a fresh model's too, when there is no checkpoint).
+  reference.set_weights(model.get_weights())
+  return FixedSizeModule(model, input_size, batch_size, reference)
 
 
 def compare_outputs(reference: Mapping[str, np.ndarray],

@@ -14,7 +14,6 @@ import tensorflow as tf
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import image_header
 from deeplab_sp.export import resizing
-from deeplab_sp.model.kernels import xla_islands
 
 # Signature keys and the name of each one's input.
 SERVING_DEFAULT = 'serving_default'  # encoded_images: string [B]
@@ -181,9 +180,7 @@ class ServingModule(tf.Module):
     def run_one(image):
       # One image at a time with a static batch of 1: the model's layers may
       # need a static batch size (the serving batch size is unknown).
-      # No XLA clusters: TF Serving does not JIT-compile them on CPU.
-      with xla_islands.disabled():
-        outputs = self.model(image[tf.newaxis], training=False)
+      outputs = self.model(image[tf.newaxis], training=False)
       ids = (tf.cast(outputs['superpixel_ids'][0], tf.int32)
              if self.include_superpixel_ids else tf.zeros(ids_size, tf.int32))
       return tf.cast(outputs['semantic_logits'][0], tf.float32), ids

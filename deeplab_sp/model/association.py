@@ -41,6 +41,7 @@ import tf_keras
 from deeplab_sp.model import association_upsampling
 from deeplab_sp.model import local_attention
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.model.local_attention import neighbors
 
@@ -63,7 +64,7 @@ def _argmax_slot(values):
   return tf.reshape(slots, [-1, values.shape[1], values.shape[2]])
 
 
-def _slot_superpixel_ids(slots, grid_height, grid_width):
+def _slot_superpixel_ids(slots, grid_height, grid_width, portable):
   """Absolute superpixel ids (row * Ws + col) of neighbour `slots` [B, H, W].
 
   The id of slot s of a pixel in cell (r, c) is (r + dy_s) * Ws + c + dx_s;
@@ -75,7 +76,7 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
   # [H, W]: the id of each pixel's own cell. The exports compute it from
   # its [H, 1] and [W] terms (stored, it would be an H x W constant).
   row_ids = portable_ops.computed_in_graph(
-      cell_rows[:, tf.newaxis] * grid_width, slots)
+      cell_rows[:, tf.newaxis] * grid_width, slots, portable)
   own_ids = row_ids + cell_cols[tf.newaxis, :]
   offsets = tf.constant([dy * grid_width + dx
                          for dy, dx in neighbors.NEIGHBOR_OFFSETS],
@@ -83,11 +84,11 @@ def _slot_superpixel_ids(slots, grid_height, grid_width):
   return own_ids[tf.newaxis] + tf.gather(offsets, slots)
 
 
-def _fill_outside_grid(logits, grid_height, grid_width):
+def _fill_outside_grid(logits, grid_height, grid_width, portable):
   """`logits` [B, H, W, 9] with each pixel's smallest valid logit at the
   slots outside the grid (so that the mask value never bleeds into valid
   slots of neighbouring cells when the logits are upsampled)."""
-  if portable_ops.is_enabled():
+  if portable:
     # The exports: the mask of valid slots as one [Hs, 1, Ws, 1, 9] block
     # broadcast over the pixels of each cell, not a stored [H, W, 9] one.
     smallest_valid = tf.reduce_min(
@@ -105,12 +106,13 @@ def _fill_outside_grid(logits, grid_height, grid_width):
 
 
 @xla_islands.fused
-def _masked_association(upsampled, grid_height, grid_width):
+def _masked_association(upsampled, grid_height, grid_width, portable):
   """Equations (5) and (7) at full resolution, one XLA fusion in graphs.
 
   Args:
     upsampled: [B, H, W, 9] upsampled association logits.
     grid_height, grid_width: the superpixel grid.
+    portable: the model's kernels.portable.
 
   Returns:
     (association [B, H, W, 9], exactly 0 at slots outside the grid of each
@@ -121,7 +123,7 @@ def _masked_association(upsampled, grid_height, grid_width):
       upsampled, grid_height, grid_width, neighbors.masked_logit(tf.float32))
   return (tf.nn.softmax(upsampled, axis=-1),
           _slot_superpixel_ids(_argmax_slot(upsampled), grid_height,
-                               grid_width))
+                               grid_width, portable))
 
 
 class SuperpixelAssociation(tf_keras.layers.Layer):
@@ -150,13 +152,17 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     upsampling: how the logits are upsampled before the softmax
       (association_upsampling): RELATIVE_SLOTS (the slot tensor as it is) or
       PER_SUPERPIXEL (per absolute superpixel).
+    kernels: the model's kernel profile (kernels/profile.py); None: its
+      default.
   """
 
   def __init__(self, upsample_logits_before_softmax=True,
                implementation=local_attention.NAIVE,
                logit_scale=SQRT_CHANNELS,
-               upsampling=association_upsampling.RELATIVE_SLOTS, **kwargs):
+               upsampling=association_upsampling.RELATIVE_SLOTS,
+               kernels=None, **kwargs):
     super().__init__(**kwargs)
+    self.kernels = profile.get(kernels)
     if logit_scale not in LOGIT_SCALES:
       raise ValueError(f'Unknown association logit scale {logit_scale!r}: '
                        f'use one of {LOGIT_SCALES}.')
@@ -165,7 +171,7 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
                        f'one of {association_upsampling.UPSAMPLINGS}.')
     self.upsampling = upsampling
     self.upsample_logits_before_softmax = upsample_logits_before_softmax
-    self.local_attention = local_attention.get(implementation)
+    self.local_attention = local_attention.get(implementation, self.kernels)
     self.implementation = self.local_attention.name
     self.logit_scale = logit_scale
 
@@ -182,7 +188,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
     class_logits = tf.cast(superpixel_logits, tf.float32)
 
     if self.upsample_logits_before_softmax:
-      filled = _fill_outside_grid(logits, grid_height, grid_width)
+      filled = _fill_outside_grid(logits, grid_height, grid_width,
+                                  self.kernels.portable)
       # [B, H, W, 9], masked again with the full-resolution pixels' cells.
       if self.upsampling == association_upsampling.PER_SUPERPIXEL:
         upsampled = association_upsampling.upsample_per_superpixel(
@@ -191,7 +198,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
         upsampled = tf.image.resize(filled, (height, width),
                                     method='bilinear')
       association, superpixel_ids = _masked_association(
-          upsampled, grid_height, grid_width)
+          upsampled, grid_height, grid_width, portable=self.kernels.portable,
+          use_xla=self.kernels.xla_islands)
       semantic_logits = self.local_attention.combine_neighbors(
           association, class_logits, weights_are_masked=True)
     else:
@@ -207,7 +215,8 @@ class SuperpixelAssociation(tf_keras.layers.Layer):
       association /= tf.reduce_sum(association, axis=-1, keepdims=True)
       # Equation (7): the absolute id of each pixel's most associated slot.
       superpixel_ids = _slot_superpixel_ids(_argmax_slot(association),
-                                            grid_height, grid_width)
+                                            grid_height, grid_width,
+                                            self.kernels.portable)
     return {
         'semantic_logits': semantic_logits,
         'association': association,

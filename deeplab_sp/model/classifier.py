@@ -8,6 +8,8 @@ feed-forward of ffn_channels; none if 0), with a final LayerNorm before the
 classifier.
 """
 
+import functools
+
 import tensorflow as tf
 import tf_keras
 
@@ -15,6 +17,7 @@ from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import attention
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import profile
 
 _LAYER_NORM_EPSILON = 1e-5
 _INIT_STDDEV = 0.02
@@ -36,11 +39,14 @@ class SuperpixelClassifier(tf_keras.layers.Layer):
     channels: width of the self-attention layers (paper: 256).
     ffn_channels: hidden width of the feed-forward blocks; 0 = none.
     dropout_rate: dropout inside the blocks.
+    kernels: the model's kernel profile (kernels/profile.py); None: its
+      default.
   """
 
   def __init__(self, num_classes, num_layers=4, num_heads=4, channels=256,
-               ffn_channels=1024, dropout_rate=0.0, **kwargs):
+               ffn_channels=1024, dropout_rate=0.0, kernels=None, **kwargs):
     super().__init__(**kwargs)
+    self.kernels = profile.get(kernels)
     self.num_classes = num_classes
     self.num_layers = num_layers
     self.num_heads = num_heads
@@ -50,20 +56,27 @@ class SuperpixelClassifier(tf_keras.layers.Layer):
     initializer = lambda: tf_keras.initializers.TruncatedNormal(
         stddev=_INIT_STDDEV)
     norm = lambda name: layer_norm.LayerNormalization(
-        epsilon=_LAYER_NORM_EPSILON, name=name)
+        epsilon=_LAYER_NORM_EPSILON, kernels=self.kernels, name=name)
+    # The matmul form where the profile has the CPU forms; tf_keras' layer
+    # (same variables) otherwise.
+    self_attention = (attention.MultiHeadSelfAttention
+                      if self.kernels.cpu_forms
+                      else tf_keras.layers.MultiHeadAttention)
     self.input_projection = None
     self.attention_norms, self.attentions = [], []
     self.ffn_norms, self.ffns = [], []
     for i in range(num_layers):
       self.attention_norms.append(norm(f'attention_norm_{i}'))
-      self.attentions.append(attention.MultiHeadSelfAttention(
+      self.attentions.append(self_attention(
           num_heads, channels // num_heads, dropout=dropout_rate,
           kernel_initializer=initializer(), name=f'self_attention_{i}'))
       if ffn_channels:
         self.ffn_norms.append(norm(f'ffn_norm_{i}'))
         self.ffns.append(tf_keras.Sequential([
             tf_keras.layers.Dense(ffn_channels,
-                                  activation=activations.keras_gelu,
+                                  activation=functools.partial(
+                                      activations.keras_gelu,
+                                      kernels=self.kernels),
                                   kernel_initializer=initializer()),
             tf_keras.layers.Dropout(dropout_rate),
             tf_keras.layers.Dense(channels, kernel_initializer=initializer()),

@@ -17,6 +17,7 @@ from deeplab_sp.model import position_embedding
 from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import resize
 from deeplab_sp.model.kernels import xla_islands
 
@@ -44,18 +45,23 @@ class EndpointProjection(tf_keras.layers.Layer):
   it commutes with bilinear resizing (whose weights sum to 1).
 
   Call: [..., C_in] -> [..., channels].
+
+  kernels: the model's kernel profile (kernels/profile.py); None: its
+  default.
   """
 
-  def __init__(self, channels: int, hidden_channels: int, **kwargs):
+  def __init__(self, channels: int, hidden_channels: int, kernels=None,
+               **kwargs):
     super().__init__(**kwargs)
     self.channels = channels
     self.hidden_channels = hidden_channels
+    self.kernels = profile.get(kernels)
     self.hidden_layers = []
     if hidden_channels:
       self.hidden_layers = [
           tf_keras.layers.Dense(hidden_channels, name='hidden'),
-          layer_norm.LayerNormalization(name='norm'),
-          tf_keras.layers.Activation(activations.gelu, name='gelu'),
+          layer_norm.LayerNormalization(name='norm', kernels=self.kernels),
+          activations.activation(activations.gelu, self.kernels, 'gelu'),
       ]
     self.output_projection = tf_keras.layers.Dense(channels, name='output')
 
@@ -83,11 +89,11 @@ class EndpointProjection(tf_keras.layers.Layer):
 
 
 @xla_islands.fused
-def _mean_of_samples(samples, activate):
+def _mean_of_samples(samples, activate, kernels):
   """[B, H, 2, W, 2, C] -> [B, H, W, C]: the mean of the 2 x 2 samples of
   each pixel, GELU first if activate; one fused loop under XLA."""
   if activate:
-    samples = activations.gelu(samples)
+    samples = activations.gelu(samples, kernels)
   return 0.25 * tf.reduce_sum(samples, axis=(2, 4))
 
 
@@ -139,7 +145,9 @@ def project_and_resize(projection: EndpointProjection, features: tf.Tensor,
     activate = bool(projection.hidden_layers)
     hidden = projection.hidden(sampled, training=training, activate=False)
     # Their mean, [B, height, width, C_hidden].
-    hidden = _mean_of_samples(hidden, activate=activate)
+    hidden = _mean_of_samples(hidden, activate=activate,
+                              kernels=projection.kernels,
+                              use_xla=projection.kernels.xla_islands)
   elif features.shape[1] is not None and features.shape[1] > height:
     # Other downsampling: resize the hidden features.
     hidden = _resize(projection.hidden(features, training=training),
@@ -165,12 +173,16 @@ class Hypercolumn(tf_keras.layers.Layer):
     channels: output channels (paper: 256).
     output_stride: hypercolumn stride in input pixels.
     mlp_hidden_channels: hidden width of each endpoint's MLP; 0 = linear.
+    kernels: the model's kernel profile (kernels/profile.py); None: its
+      default.
   """
 
   def __init__(self, endpoint_strides: Sequence[int],
                channels: int = DEFAULT_CHANNELS, output_stride: int = 8,
-               mlp_hidden_channels: int = DEFAULT_CHANNELS, **kwargs):
+               mlp_hidden_channels: int = DEFAULT_CHANNELS, kernels=None,
+               **kwargs):
     super().__init__(**kwargs)
+    self.kernels = profile.get(kernels)
     self.endpoint_strides = tuple(int(s) for s in endpoint_strides)
     self.channels = channels
     self.output_stride = output_stride
@@ -178,10 +190,10 @@ class Hypercolumn(tf_keras.layers.Layer):
     # One MLP per endpoint, in the order of endpoint_strides.
     self._projections = [
         EndpointProjection(channels, mlp_hidden_channels,
-                           name=f'stride{stride}_mlp')
+                           kernels=self.kernels, name=f'stride{stride}_mlp')
         for stride in self.endpoint_strides]
     self.position_embedding = position_embedding.AddPositionEmbedding(
-        name='pixel_position_embedding')
+        kernels=self.kernels, name='pixel_position_embedding')
 
   def call(self, endpoints: Dict[int, tf.Tensor], image_size,
            training=None):

@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import resize
 
 # The stored table is this many times smaller than the feature map (paper,
@@ -30,12 +31,15 @@ class AddPositionEmbedding(tf_keras.layers.Layer):
 
   Args:
     downsampling: resolution ratio between the features and the table.
+    kernels: the model's kernel profile (kernels/profile.py); None: its
+      default.
   """
 
   def __init__(self, downsampling: int = POSITION_EMBEDDING_DOWNSAMPLING,
-               **kwargs):
+               kernels=None, **kwargs):
     super().__init__(**kwargs)
     self.downsampling = downsampling
+    self.kernels = profile.get(kernels)
 
   def build(self, input_shape):
     height, width, channels = input_shape[1], input_shape[2], input_shape[3]
@@ -54,7 +58,8 @@ class AddPositionEmbedding(tf_keras.layers.Layer):
     size = tf.shape(features)[1:3]
     # In the ONNX/TFLite forms the resize runs in the graph: folded, the
     # table resized to the feature map would be stored at its size.
-    table = portable_ops.computed_in_graph(self.table[tf.newaxis], features)
+    table = portable_ops.computed_in_graph(self.table[tf.newaxis], features,
+                                           self.kernels.portable)
     embedding = resize.bilinear(table, size)
     return features + tf.cast(embedding, features.dtype)
 

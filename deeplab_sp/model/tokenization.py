@@ -43,6 +43,7 @@ from deeplab_sp.model.kernels import activations
 from deeplab_sp.model.kernels import dense_rows
 from deeplab_sp.model.kernels import layer_norm
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import resize
 from deeplab_sp.model.local_attention import neighbors
 
@@ -59,11 +60,10 @@ def _dense(units, name):
                                kernel_initializer=_initializer())
 
 
-def _feed_forward(channels, hidden_channels, name):
+def _feed_forward(channels, hidden_channels, name, kernels):
   return tf_keras.Sequential([
       _dense(hidden_channels, f'{name}_hidden'),
-      tf_keras.layers.Activation(activations.keras_gelu,
-                                 name=f'{name}_gelu'),
+      activations.activation(activations.keras_gelu, kernels, f'{name}_gelu'),
       _dense(channels, f'{name}_output'),
   ], name=name)
 
@@ -107,12 +107,15 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     pixel_ffn_channels: same for the pixel path; 0 = none.
     implementation: 'NAIVE' or 'EFFICIENT' (local_attention.get).
     dropout_rate: dropout on the attention outputs.
+    kernels: the model's kernel profile (kernels/profile.py); None: its
+      default.
   """
 
   def __init__(self, channels=256, num_heads=2, ffn_channels=1024,
                pixel_ffn_channels=0, implementation=local_attention.NAIVE,
-               dropout_rate=0.0, **kwargs):
+               dropout_rate=0.0, kernels=None, **kwargs):
     super().__init__(**kwargs)
+    self.kernels = profile.get(kernels)
     if channels % num_heads:
       raise ValueError(f'num_heads ({num_heads}) must divide channels '
                        f'({channels}).')
@@ -120,13 +123,13 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     self.num_heads = num_heads
     self.ffn_channels = ffn_channels
     self.pixel_ffn_channels = pixel_ffn_channels
-    self.local_attention = local_attention.get(implementation)
+    self.local_attention = local_attention.get(implementation, self.kernels)
     self.implementation = self.local_attention.name
     self.dropout_rate = dropout_rate
     self._head_channels = channels // num_heads
 
     norm = lambda name: layer_norm.LayerNormalization(
-        epsilon=_LAYER_NORM_EPSILON, name=name)
+        epsilon=_LAYER_NORM_EPSILON, kernels=self.kernels, name=name)
     self.superpixel_norm = norm('superpixel_norm')
     self.pixel_norm = norm('pixel_norm')
     # Superpixel path (eq. 3): queries from superpixels, keys/values from
@@ -145,11 +148,11 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     if ffn_channels:
       self.superpixel_ffn_norm = norm('superpixel_ffn_norm')
       self.superpixel_ffn = _feed_forward(channels, ffn_channels,
-                                          'superpixel_ffn')
+                                          'superpixel_ffn', self.kernels)
     if pixel_ffn_channels:
       self.pixel_ffn_norm = norm('pixel_ffn_norm')
       self.pixel_ffn = _feed_forward(channels, pixel_ffn_channels,
-                                     'pixel_ffn')
+                                     'pixel_ffn', self.kernels)
 
   def build(self, input_shape):
     superpixel_shape, pixel_shape = input_shape
@@ -204,7 +207,8 @@ class DualPathCrossAttention(tf_keras.layers.Layer):
     key, value = self.pixel_key_position, self.pixel_value_position
     if (cell_height, cell_width) != (self._cell_height, self._cell_width):
       key, value = (_resize_neighborhood_table(
-          portable_ops.computed_in_graph(t, pixels), self._cell_height,
+          portable_ops.computed_in_graph(t, pixels, self.kernels.portable),
+          self._cell_height,
           self._cell_width, cell_height, cell_width) for t in (key, value))
     return key, value
 
@@ -290,15 +294,16 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     num_layers: n cross-attention layers (paper: 2).
     channels: C (paper: 256).
     num_heads: heads (paper: 2).
-    ffn_channels, pixel_ffn_channels, implementation, dropout_rate: see
-      DualPathCrossAttention.
+    ffn_channels, pixel_ffn_channels, implementation, dropout_rate,
+      kernels: see DualPathCrossAttention.
   """
 
   def __init__(self, grid_height=32, grid_width=64, num_layers=2,
                channels=256, num_heads=2, ffn_channels=1024,
                pixel_ffn_channels=0, implementation=local_attention.NAIVE,
-               dropout_rate=0.0, **kwargs):
+               dropout_rate=0.0, kernels=None, **kwargs):
     super().__init__(**kwargs)
+    self.kernels = profile.get(kernels)
     self.grid_height = grid_height
     self.grid_width = grid_width
     self.num_layers = num_layers
@@ -306,21 +311,24 @@ class SuperpixelTokenization(tf_keras.layers.Layer):
     self.num_heads = num_heads
     self.ffn_channels = ffn_channels
     self.pixel_ffn_channels = pixel_ffn_channels
-    self.local_attention = local_attention.get(implementation)
+    self.local_attention = local_attention.get(implementation, self.kernels)
     self.implementation = self.local_attention.name
     self.dropout_rate = dropout_rate
     self.superpixel_position_embedding = (
         position_embedding.AddPositionEmbedding(
-            name='superpixel_position_embedding'))
+            kernels=self.kernels, name='superpixel_position_embedding'))
     self.cross_attention_layers = [
         DualPathCrossAttention(channels, num_heads, ffn_channels,
                                pixel_ffn_channels, self.implementation,
-                               dropout_rate, name=f'cross_attention_{i}')
+                               dropout_rate, kernels=self.kernels,
+                               name=f'cross_attention_{i}')
         for i in range(num_layers)]
     self.superpixel_output_norm = layer_norm.LayerNormalization(
-        epsilon=_LAYER_NORM_EPSILON, name='superpixel_output_norm')
+        epsilon=_LAYER_NORM_EPSILON, kernels=self.kernels,
+        name='superpixel_output_norm')
     self.pixel_output_norm = layer_norm.LayerNormalization(
-        epsilon=_LAYER_NORM_EPSILON, name='pixel_output_norm')
+        epsilon=_LAYER_NORM_EPSILON, kernels=self.kernels,
+        name='pixel_output_norm')
     self.pixel_input_projection = None
 
   def build(self, input_shape):

@@ -33,7 +33,8 @@ def per_image_top_k_cross_entropy(
     labels: tf.Tensor,
     logits: tf.Tensor,
     top_k_percent: float = DEFAULT_TOP_K_PERCENT,
-    ignore_label: int = dataset_info.IGNORE_LABEL) -> tf.Tensor:
+    ignore_label: int = dataset_info.IGNORE_LABEL,
+    use_xla: bool = True) -> tf.Tensor:
   """Per image, the mean cross-entropy of its top-k% hardest valid pixels.
 
   Of an image with n valid pixels, the ceil(k / 100 * n) pixels with the
@@ -46,6 +47,8 @@ def per_image_top_k_cross_entropy(
     logits: float [batch, height, width, num_classes] unnormalised scores.
     top_k_percent: percentage in (0, 100] of valid pixels kept.
     ignore_label: label value excluded from the loss.
+    use_xla: compile the selection of the hardest pixels with XLA (the
+      model's kernels.xla_islands).
 
   Returns:
     float32 [batch], the loss of every image.
@@ -70,7 +73,8 @@ def per_image_top_k_cross_entropy(
   fraction = top_k_percent / 100.0
   k = tf.cast(tf.math.ceil(tf.cast(num_valid, tf.float32) * fraction),
               tf.int32)  # [B]
-  keep = _hardest_pixels(tf.stop_gradient(pixel_loss), valid, k)
+  keep = _hardest_pixels(tf.stop_gradient(pixel_loss), valid, k,
+                         use_xla=use_xla)
   total = tf.reduce_sum(tf.where(keep, pixel_loss, 0.0), axis=1)
   return tf.math.divide_no_nan(total, tf.cast(k, tf.float32))
 

@@ -18,6 +18,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.trainer import loss as loss_lib
 from deeplab_sp.trainer import optimizer as optimizer_lib
 from deeplab_sp.trainer import preemption
@@ -142,7 +143,10 @@ class Trainer(orbit.StandardTrainer):
       outputs = self.model(images, training=True)
       per_image = loss_lib.per_image_top_k_cross_entropy(
           labels, outputs['semantic_logits'],
-          self.options.top_k_percent_pixels)
+          self.options.top_k_percent_pixels,
+          # The model's kernel profile says whether XLA islands are used.
+          use_xla=profile.get(getattr(self.model, 'kernels',
+                                      None)).xla_islands)
       share = loss_lib.global_batch_mean(per_image, global_batch_size)
       if self.model.losses:
         # Weight regularisers are the same on every replica: 1/n each.

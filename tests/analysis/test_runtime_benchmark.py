@@ -145,16 +145,16 @@ def test_computed_in_graph_is_exact_and_only_in_portable_forms():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   value = tf.constant([-0.0, 1.5, -2.0, np.inf, np.nan])
   like = tf.constant([[np.nan, 1.0]])
-  assert portable_ops.computed_in_graph(value, like) is value
-  with portable_ops.enabled():
-    for like in (tf.constant([[np.nan, 1.0]]), tf.constant([-3]),
-                 tf.constant([True])):
-      result = portable_ops.computed_in_graph(value, like)
-      np.testing.assert_array_equal(result.numpy(), value.numpy())
-      ids = portable_ops.computed_in_graph(tf.constant([7, -1]), like)
-      np.testing.assert_array_equal(ids.numpy(), [7, -1])
-      mask = portable_ops.computed_in_graph(tf.constant([True, False]), like)
-      np.testing.assert_array_equal(mask.numpy(), [True, False])
+  assert portable_ops.computed_in_graph(value, like, portable=False) is value
+  for like in (tf.constant([[np.nan, 1.0]]), tf.constant([-3]),
+               tf.constant([True])):
+    result = portable_ops.computed_in_graph(value, like, portable=True)
+    np.testing.assert_array_equal(result.numpy(), value.numpy())
+    ids = portable_ops.computed_in_graph(tf.constant([7, -1]), like, True)
+    np.testing.assert_array_equal(ids.numpy(), [7, -1])
+    mask = portable_ops.computed_in_graph(tf.constant([True, False]), like,
+                                          True)
+    np.testing.assert_array_equal(mask.numpy(), [True, False])
 
 
 def _onnx_bytes(experiment):

@@ -20,6 +20,7 @@ from deeplab_sp.data import preprocessing
 from deeplab_sp.data import tfrecord_format
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import saved_model_info
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.protos import config_pb2
 from deeplab_sp.protos import dataset_pb2
@@ -61,16 +62,20 @@ def test_versioned_layout_and_no_temp_left(exported):
 
 def test_saved_model_has_no_xla_clusters(exported):
   # TF Serving does not JIT-compile XLA on CPU by default, so the export
-  # traces the model without the decoder's XLA-fused tails, which a graph
-  # of this model has otherwise.
+  # builds the model with the SERVING kernel profile, without the decoder's
+  # XLA-fused tails that the CPU profile (the trainer's on this machine)
+  # has in its graphs.
   module, export_dir, _, _ = exported
+  assert module.model.kernels is profile.SERVING
   saved_model = saved_model_pb2.SavedModel()
   with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
     saved_model.ParseFromString(f.read())
   graph_def = saved_model.meta_graphs[0].graph_def
   assert len(graph_def.library.function) > 10
   assert not xla_islands.compiled_functions(graph_def)
-  traced = tf.function(lambda images: module.model(images, training=False))
+  cpu_model = export_lib.restored_model(export_testing.tiny(),
+                                        kernels=profile.CPU)
+  traced = tf.function(lambda images: cpu_model(images, training=False))
   assert xla_islands.compiled_functions(traced.get_concrete_function(
       tf.TensorSpec([1, SIZE, SIZE, 3])).graph.as_graph_def())
 

@@ -7,7 +7,6 @@ import tensorflow as tf
 from deeplab_sp import experiment as experiment_lib
 from deeplab_sp.export import export_lib
 from deeplab_sp.export import fixed_size
-from deeplab_sp.model.kernels import portable_ops
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.protos import model_pb2
 import export_testing
@@ -80,12 +79,12 @@ def test_graph_has_fixed_shapes_and_no_loops_or_tensorflow_only_ops(
   assert not types & forbidden
   assert 'Erf' in types
   assert not xla_islands.compiled_functions(graph_def)
-  assert not portable_ops.is_enabled()
 
 
 def test_other_input_size_and_batch(naive_model_and_module):
-  model, _ = naive_model_and_module
-  module = fixed_size.FixedSizeModule(model, (2 * SIZE, SIZE), batch_size=2)
+  model, portable = naive_model_and_module
+  module = fixed_size.FixedSizeModule(portable.model, (2 * SIZE, SIZE),
+                                      batch_size=2, reference_model=model)
   assert module.input_shape == (2, 2 * SIZE, SIZE, 3)
   images = module.test_images()
   outputs = module.serve(tf.constant(images))
@@ -104,6 +103,13 @@ def test_bad_sizes_are_clear_errors():
     fixed_size.build_fixed_size_module(experiment, input_size=(64,))
   with pytest.raises(ValueError, match='--batch_size'):
     fixed_size.FixedSizeModule(None, (SIZE, SIZE), batch_size=0)
+
+
+def test_a_model_without_the_portable_kernels_is_refused(
+    naive_model_and_module):
+  model, _ = naive_model_and_module
+  with pytest.raises(ValueError, match="'portable' kernels"):
+    fixed_size.FixedSizeModule(model, (SIZE, SIZE))
 
 
 def test_output_file_checks(tmp_path):

@@ -119,7 +119,8 @@ class _LinearProbeNetwork(network.Network):
   def feature_sizes(self, options, input_size):
     return f'logits {input_size[0] // 32}x{input_size[1] // 32}'
 
-  def create(self, options, num_classes, input_size):
+  def create(self, options, num_classes, input_size, kernels):
+    del kernels  # One Conv2D: a single form.
     return _LinearProbe(network.build_encoder(options.encoder), num_classes,
                         input_size, name='linear_probe')
 

@@ -20,6 +20,7 @@ import tf_keras
 
 from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.builder import deeplabv3plus
 from deeplab_sp.model.builder import hypercolumn_pixel_classifier
 from deeplab_sp.model.builder import network
@@ -134,12 +135,15 @@ def model_geometry(model_options: model_pb2.ModelOptions,
 
 
 def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
-                 input_size: Sequence[int]) -> tf_keras.Model:
+                 input_size: Sequence[int], kernels=None) -> tf_keras.Model:
   """The network of `model_options` for `input_size`, not yet built.
 
   An SPTransformer, HypercolumnPixelClassifier or DeepLabV3Plus, as
   model_options.meta_architecture says. Its variables are created by its
-  first call (or trace) at input_size.
+  first call (or trace) at input_size. `kernels`: the kernel profile of its
+  layers (kernels/profile.py: a KernelProfile or its name; None: STOCK
+  where a GPU or TPU is visible, else CPU), kept as `model.kernels`; every
+  profile has the same variables and results.
 
   Raises:
     geometry.GeometryError (a ValueError): if the network cannot take
@@ -149,7 +153,9 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
   net = get_network(model_options)
   net.geometry(model_options, input_size)
   input_size = (int(input_size[0]), int(input_size[1]))
-  model = net.create(model_options, num_classes, input_size)
+  kernels = profile.get(kernels)
+  model = net.create(model_options, num_classes, input_size, kernels)
+  model.kernels = kernels
   if model_options.encoder.sync_batchnorm:
     # The whole model: any BatchNorm outside the encoder is included.
     encoders.synchronize_batch_norm(model)
@@ -158,21 +164,21 @@ def create_model(model_options: model_pb2.ModelOptions, num_classes: int,
 
 def build_model(model_options: model_pb2.ModelOptions, num_classes: int,
                 input_size: Sequence[int],
-                load_pretrained_weights: bool = True
+                load_pretrained_weights: bool = True, kernels=None
                ) -> tf_keras.Model:
   """Returns the built network for images of `input_size` (H, W).
 
   The model's variables are created by one call on a zero image of
   `input_size` (batch 1). If `model_options.encoder.pretrained_weights` is
   set and `load_pretrained_weights` is true, the encoder's weights are then
-  loaded from that local file.
+  loaded from that local file. `kernels`: see create_model.
 
   Raises:
     geometry.GeometryError (a ValueError): if the network cannot take
       input_size (model_geometry).
     ValueError / FileNotFoundError: for unknown names or bad weight files.
   """
-  model = create_model(model_options, num_classes, input_size)
+  model = create_model(model_options, num_classes, input_size, kernels)
   model(tf.zeros((1, *model.input_size, 3)), training=False)
   weights = model_options.encoder.pretrained_weights
   if weights and load_pretrained_weights:

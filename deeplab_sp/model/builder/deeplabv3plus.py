@@ -103,7 +103,8 @@ class DeepLabV3PlusNetwork(network.Network):
     return (f'ASPP {height // ASPP_STRIDE}x{width // ASPP_STRIDE}, logits '
             f'{height // stride}x{width // stride}')
 
-  def create(self, options, num_classes, input_size):
+  def create(self, options, num_classes, input_size, kernels):
+    del kernels  # The Model Garden's layers have one form.
     deeplab = options.deeplabv3plus
     sync_batchnorm = options.encoder.sync_batchnorm
     return deeplabv3plus.DeepLabV3Plus(

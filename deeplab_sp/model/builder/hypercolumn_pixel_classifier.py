@@ -19,11 +19,12 @@ _PIXEL_CLASSIFIER_RULES = config_rules.width('hidden_channels',
 
 
 def build_pixel_classifier(options: model_pb2.PixelClassifierOptions,
-                           num_classes: int
+                           num_classes: int, kernels=None
                           ) -> hypercolumn_lib.EndpointProjection:
   # The hypercolumn's per-pixel MLP form, ending in the classes.
   return hypercolumn_lib.EndpointProjection(
-      num_classes, options.hidden_channels, name='pixel_classifier')
+      num_classes, options.hidden_channels, kernels=kernels,
+      name='pixel_classifier')
 
 
 class HypercolumnPixelClassifierNetwork(network.Network):
@@ -59,12 +60,13 @@ class HypercolumnPixelClassifierNetwork(network.Network):
     return (f'hypercolumn and logits {input_size[0] // stride}x'
             f'{input_size[1] // stride}')
 
-  def create(self, options, num_classes, input_size):
-    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options)
+  def create(self, options, num_classes, input_size, kernels):
+    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options,
+                                                                 kernels)
     return hypercolumn_classifier.HypercolumnPixelClassifier(
         encoder=encoder,
         hypercolumn=hypercolumn,
         pixel_classifier=build_pixel_classifier(options.pixel_classifier,
-                                                num_classes),
+                                                num_classes, kernels),
         input_size=input_size,
         name='hypercolumn_pixel_classifier')

@@ -14,6 +14,7 @@ import tf_keras
 from deeplab_sp.model import encoders
 from deeplab_sp.model import geometry as geometry_lib
 from deeplab_sp.model import hypercolumn
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.protos import model_pb2
 from deeplab_sp.utils import config_rules
 
@@ -60,9 +61,11 @@ class Network(abc.ABC):
 
   @abc.abstractmethod
   def create(self, options: model_pb2.ModelOptions, num_classes: int,
-             input_size: Tuple[int, int]) -> tf_keras.Model:
+             input_size: Tuple[int, int],
+             kernels: profile.KernelProfile) -> tf_keras.Model:
     """The Keras model, not yet built (its first call creates the
-    variables). `input_size` has been checked by `geometry`."""
+    variables). `input_size` has been checked by `geometry`; `kernels` is
+    the kernel profile its layers are built with (kernels/profile.py)."""
 
 
 def enum_name(enum, value, allowed) -> str:
@@ -103,24 +106,27 @@ HYPERCOLUMN_RULES = (
 
 
 def build_hypercolumn(options: model_pb2.HypercolumnOptions,
-                      endpoint_strides: Sequence[int]
+                      endpoint_strides: Sequence[int],
+                      kernels: profile.KernelProfile
                      ) -> hypercolumn.Hypercolumn:
   return hypercolumn.Hypercolumn(
       endpoint_strides,
       channels=options.channels,
       output_stride=options.output_stride,
       mlp_hidden_channels=options.mlp_hidden_channels,
+      kernels=kernels,
       name='hypercolumn')
 
 
-def build_encoder_and_hypercolumn(options: model_pb2.ModelOptions
+def build_encoder_and_hypercolumn(options: model_pb2.ModelOptions,
+                                  kernels: profile.KernelProfile
                                   ) -> Tuple[encoders.Encoder,
                                              hypercolumn.Hypercolumn]:
   """The encoder and the hypercolumn over its endpoints (the networks
   that read model_options.hypercolumn)."""
   encoder = build_encoder(options.encoder)
   return encoder, build_hypercolumn(options.hypercolumn,
-                                    encoder.endpoint_strides)
+                                    encoder.endpoint_strides, kernels)
 
 
 def describe_encoder_and_hypercolumn(options: model_pb2.ModelOptions) -> str:

@@ -59,8 +59,8 @@ def association_upsampling_name(value) -> str:
                            association_upsampling.UPSAMPLINGS)
 
 
-def build_tokenization(options: model_pb2.SuperpixelTokenizationOptions
-                      ) -> tokenization.SuperpixelTokenization:
+def build_tokenization(options: model_pb2.SuperpixelTokenizationOptions,
+                       kernels=None) -> tokenization.SuperpixelTokenization:
   return tokenization.SuperpixelTokenization(
       grid_height=options.grid_height,
       grid_width=options.grid_width,
@@ -71,11 +71,13 @@ def build_tokenization(options: model_pb2.SuperpixelTokenizationOptions
       pixel_ffn_channels=options.pixel_ffn_channels,
       implementation=local_attention_implementation(options.implementation),
       dropout_rate=options.dropout_rate,
+      kernels=kernels,
       name='superpixel_tokenization')
 
 
 def build_classifier(options: model_pb2.SuperpixelClassifierOptions,
-                     num_classes: int) -> classifier.SuperpixelClassifier:
+                     num_classes: int, kernels=None
+                    ) -> classifier.SuperpixelClassifier:
   return classifier.SuperpixelClassifier(
       num_classes=num_classes,
       num_layers=options.num_layers,
@@ -83,16 +85,18 @@ def build_classifier(options: model_pb2.SuperpixelClassifierOptions,
       channels=options.channels,
       ffn_channels=options.ffn_channels,
       dropout_rate=options.dropout_rate,
+      kernels=kernels,
       name='superpixel_classifier')
 
 
-def build_association(options: model_pb2.SuperpixelAssociationOptions
-                     ) -> association.SuperpixelAssociation:
+def build_association(options: model_pb2.SuperpixelAssociationOptions,
+                      kernels=None) -> association.SuperpixelAssociation:
   return association.SuperpixelAssociation(
       upsample_logits_before_softmax=options.upsample_logits_before_softmax,
       implementation=local_attention_implementation(options.implementation),
       logit_scale=association_logit_scale(options.logit_scale),
       upsampling=association_upsampling_name(options.upsampling),
+      kernels=kernels,
       name='superpixel_association')
 
 
@@ -139,15 +143,18 @@ class SPTransformerNetwork(network.Network):
             f'{geometry.superpixel_height * geometry.superpixel_width} '
             'hypercolumn pixels per superpixel')
 
-  def create(self, options, num_classes, input_size):
-    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options)
+  def create(self, options, num_classes, input_size, kernels):
+    encoder, hypercolumn = network.build_encoder_and_hypercolumn(options,
+                                                                 kernels)
     return sp_transformer.SPTransformer(
         encoder=encoder,
         hypercolumn=hypercolumn,
-        tokenization=build_tokenization(options.superpixel_tokenization),
+        tokenization=build_tokenization(options.superpixel_tokenization,
+                                        kernels),
         classifier=build_classifier(options.superpixel_classifier,
-                                    num_classes),
-        association=build_association(options.superpixel_association),
+                                    num_classes, kernels),
+        association=build_association(options.superpixel_association,
+                                      kernels),
         input_size=input_size,
         recompute_in_backward=options.recompute_in_backward,
         name='sp_transformer')

@@ -13,7 +13,12 @@ variables and the same results to float32 round-off:
   * activations.gelu: the exact GELU through erf;
   * resize.bilinear: tf.image.resize whose gradient keeps the input's
     dtype (bfloat16 training steps compile with XLA);
-  * xla_islands.fused / disabled() / enabled() / compiled_functions():
-    memory-bound tails compiled by XLA inside a plain graph, and the switch
-    that turns them off (the SavedModel export, FLOP counting).
+  * xla_islands.fused / compiled_functions(): memory-bound tails compiled
+    by XLA inside a plain graph, where the model's profile has them;
+  * portable_ops.computed_in_graph and the portable forms of the layers:
+    what ONNX and TFLite run with built-in operators.
+
+Which forms a model uses is its kernel profile (profile.py: STOCK, CPU,
+SERVING, PORTABLE), fixed when it is built and passed to every layer;
+nothing here reads ambient state.
 """

@@ -44,7 +44,7 @@ interchangeable.
 import tensorflow as tf
 import tf_keras
 
-from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.utils import private_apis
 
@@ -55,19 +55,29 @@ def fused_kernel_available() -> bool:
 
 
 class LayerNormalization(tf_keras.layers.LayerNormalization):
-  """tf_keras.layers.LayerNormalization, last axis only, fusable on CPU."""
+  """tf_keras.layers.LayerNormalization, last axis only, fusable on CPU.
 
-  def __init__(self, epsilon=1e-3, **kwargs):
+  Args:
+    epsilon: as tf_keras'.
+    kernels: the model's kernel profile (profile.py): STOCK runs tf_keras'
+      own call; CPU and SERVING the fusable form where oneDNN has its
+      kernel (CPU with XLA islands); PORTABLE the direct formula, without
+      the fusable form's PlaceholderWithDefault, which would be an input of
+      the ONNX graph. None: profile.default().
+  """
+
+  def __init__(self, epsilon=1e-3, kernels=None, **kwargs):
     if kwargs.get('axis', -1) != -1:
       raise ValueError('This LayerNormalization normalises the last axis '
                        f'only; got axis={kwargs["axis"]}.')
     super().__init__(epsilon=epsilon, **kwargs)
+    self.kernels = profile.get(kernels)
 
   def call(self, inputs):
+    if not (self.kernels.cpu_forms or self.kernels.portable):
+      return super().call(inputs)
     inputs = tf.cast(inputs, self.compute_dtype)
-    if portable_ops.is_enabled():
-      # The fusable form's PlaceholderWithDefault would be an input of the
-      # ONNX graph.
+    if self.kernels.portable:
       return self._direct_form(inputs)
     if (fused_kernel_available() and inputs.dtype == tf.float32 and
         self.dtype == 'float32' and self.scale and self.center and
@@ -85,7 +95,8 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       matrix = tf.ensure_shape(matrix, [None, channels])
     outputs = _fusable_normalize(matrix, tf.convert_to_tensor(self.gamma),
                                  tf.convert_to_tensor(self.beta),
-                                 epsilon=self.epsilon)
+                                 epsilon=self.epsilon,
+                                 use_xla=self.kernels.xla_islands)
     result = tf.reshape(outputs, tf.shape(inputs))
     result.set_shape(inputs.shape)
     return result
@@ -98,7 +109,8 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       dtype = tf.float32
     gamma = tf.cast(self.gamma, dtype) if self.scale else None
     beta = tf.cast(self.beta, dtype) if self.center else None
-    return _normalize(inputs, gamma, beta, epsilon=self.epsilon)
+    return _normalize(inputs, gamma, beta, epsilon=self.epsilon,
+                      use_xla=self.kernels.xla_islands)
 
 
 @xla_islands.fused
@@ -123,7 +135,7 @@ def _normalize(inputs, gamma, beta, epsilon):
   return tf.cast(outputs, input_dtype)
 
 
-def _fusable_normalize(matrix, gamma, beta, epsilon):
+def _fusable_normalize(matrix, gamma, beta, epsilon, use_xla):
   """Layer norm of a [rows, C] float32 matrix in the remapper's pattern.
 
   The gradient is `_normalize_gradient`, not TensorFlow's: the pattern's
@@ -131,9 +143,6 @@ def _fusable_normalize(matrix, gamma, beta, epsilon):
   gamma's and beta's gradients over the rows) makes several passes over the
   matrix, twice the time of the whole forward and backward otherwise.
   """
-  # The gradient is traced later; it keeps this trace's XLA setting.
-  compile_gradient = xla_islands.enabled()
-
   @tf.custom_gradient
   def normalize(matrix, gamma, beta):
     # Not a constant to grappler, so the fills below stay fills.
@@ -150,8 +159,8 @@ def _fusable_normalize(matrix, gamma, beta, epsilon):
     outputs = tf.reshape(normalized, tf.shape(matrix)) * gamma + beta
 
     def gradient(upstream):
-      with xla_islands.as_traced(compile_gradient):
-        return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon)
+      return _normalize_gradient(matrix, upstream, gamma, epsilon=epsilon,
+                                 use_xla=use_xla)
     return outputs, gradient
 
   return normalize(matrix, gamma, beta)

@@ -1,11 +1,12 @@
 """Graph forms that ONNX and TFLite run with their built-in operators.
 
 The fixed-size exports (deeplab_sp/export/onnx_export.py and
-tflite_export.py) trace the model inside `enabled()`. While it is on, the
-few places whose usual form has no built-in equivalent in ONNX (tf2onnx) or
-in TFLite (the converter's built-in op set) take a form that has one. Each
-form computes the same function, to float32 round-off; outside the block
-(training, evaluation, the SavedModel) the graphs are unchanged:
+tflite_export.py) build the model with the PORTABLE kernel profile
+(profile.py). With it, the few places whose usual form has no built-in
+equivalent in ONNX (tf2onnx) or in TFLite (the converter's built-in op set)
+take a form that has one. Each form computes the same function, to float32
+round-off; the other profiles (training, evaluation, the SavedModel) keep
+the usual forms:
 
   * GELU (activations.gelu, activations.keras_gelu) as
     0.5 * x * (1 + erf(x / sqrt(2))): tf2onnx maps erf to ONNX's Erf, and
@@ -32,55 +33,35 @@ small constants by broadcasting against the tensors they meet, and
 before its resize, the learned queries) out of the folding.
 """
 
-import contextlib
-import threading
-
 import tensorflow as tf
-
-_STATE = threading.local()
 
 # The largest rank of `computed_in_graph`'s `like` (TFLite's strided slice).
 _MAX_LIKE_RANK = 5
 
 
-def is_enabled() -> bool:
-  """Whether functions traced now use the portable forms."""
-  return getattr(_STATE, 'enabled', False)
-
-
-@contextlib.contextmanager
-def enabled():
-  """Traces the portable forms within the block."""
-  previous = is_enabled()
-  _STATE.enabled = True
-  try:
-    yield
-  finally:
-    _STATE.enabled = previous
-
-
-def computed_in_graph(value, like):
+def computed_in_graph(value, like, portable: bool):
   """`value`, computed by the exported graph rather than stored in it.
 
-  While the portable forms are enabled, `value` is returned times a 1 that
-  is computed from the first entry of `like`, a tensor known only at run
-  time (c or not c for the comparison c = entry > 0, true whatever the
+  With `portable` (the model's `kernels.portable`), `value` is returned
+  times a 1 that is computed from the first entry of `like`, a tensor known
+  only at run time (c or not c for the comparison c = entry > 0, true whatever the
   entry, NaN included). The converters cannot fold what follows into a
   constant, so a small value that the graph turns into a large one (a table
   resized to the image, learned queries multiplied with per-pixel tables)
   costs its own size in the file, not the large one's. The product is
-  exact: a float times 1.0, an integer times 1, a bool and True. Outside
-  `enabled()`, `value` is returned unchanged (no op is added).
+  exact: a float times 1.0, an integer times 1, a bool and True. Without
+  `portable`, `value` is returned unchanged (no op is added).
 
   Args:
     value: a tensor (float, integer or bool).
     like: a tensor of the same graph that depends on the input (e.g. the
       features `value` meets), of rank 1 to 5, not empty.
+    portable: whether the model is built for the portable exports.
 
   Returns:
     A tensor equal to `value`.
   """
-  if not is_enabled():
+  if not portable:
     return value
   value = tf.convert_to_tensor(value)
   like = tf.convert_to_tensor(like)

@@ -15,60 +15,32 @@ CPU matmuls and convolutions are slower than oneDNN's here). Results equal
 the plain function's to float32 round-off.
 
 Eagerly (no graph) the plain function runs, so eager callers pay no
-compilation. `disabled()` turns the fusion off while a graph is traced: the
-SavedModel export does so, because TF Serving does not JIT-compile XLA on
-CPU by default (its --xla_cpu_compilation_enabled is off) and would refuse
-such a graph.
+compilation. Whether a call compiles is the caller's argument `use_xla`,
+its model's kernel profile (profile.py): the SavedModel and the portable
+exports are built with profiles without islands, because TF Serving does
+not JIT-compile XLA on CPU by default (its --xla_cpu_compilation_enabled is
+off) and would refuse such a graph.
 """
 
-import contextlib
 import functools
-import threading
 
 import tensorflow as tf
-
-_STATE = threading.local()
-
-
-def enabled() -> bool:
-  """Whether functions traced now are compiled with XLA."""
-  return getattr(_STATE, 'enabled', True)
-
-
-@contextlib.contextmanager
-def disabled():
-  """Traces the plain functions (no XLA clusters) within the block."""
-  previous = enabled()
-  _STATE.enabled = False
-  try:
-    yield
-  finally:
-    _STATE.enabled = previous
-
-
-def as_traced(was_enabled: bool):
-  """Context manager: `enabled()` as it was when a forward pass was traced.
-
-  A custom gradient is traced later than its forward pass (by a tape, or
-  when a SavedModel is written): under this block it follows the setting
-  the forward pass saw, so an export without XLA clusters has none in its
-  gradients either.
-  """
-  return contextlib.nullcontext() if was_enabled else disabled()
 
 
 def fused(function):
   """Decorator: `function` compiled with XLA when traced into a graph.
 
-  Each call in a graph compiles its own function (traced once, at its
-  static shapes), so one decorated function used at many shapes does not
-  retrace a shared tf.function. The arguments must be tensors or Python
-  values fixed at trace time (shapes, sizes).
+  The wrapper takes one more keyword argument, `use_xla` (the model's
+  `kernels.xla_islands`): False runs the plain function. Each call in a
+  graph compiles its own function (traced once, at its static shapes), so
+  one decorated function used at many shapes does not retrace a shared
+  tf.function. The arguments must be tensors or Python values fixed at
+  trace time (shapes, sizes).
   """
 
   @functools.wraps(function)
-  def wrapper(*args, **kwargs):
-    if tf.executing_eagerly() or not enabled():
+  def wrapper(*args, use_xla: bool, **kwargs):
+    if tf.executing_eagerly() or not use_xla:
       return function(*args, **kwargs)
     compiled = tf.function(functools.partial(function, **kwargs),
                            jit_compile=True, autograph=False)

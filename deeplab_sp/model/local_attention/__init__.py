@@ -32,6 +32,9 @@ W = Ws*w), N heads of D channels, C feature channels. The sizes must divide;
 the model checks that once (deeplab_sp/model/geometry.py).
 """
 
+import functools
+
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.local_attention import efficient
 from deeplab_sp.model.local_attention import interface
 from deeplab_sp.model.local_attention import naive
@@ -42,8 +45,7 @@ LocalAttention = interface.LocalAttention
 NAIVE = naive.Naive.name
 EFFICIENT = efficient.Efficient.name
 IMPLEMENTATIONS = (NAIVE, EFFICIENT)
-# The forms hold no state: one instance of each serves every layer.
-_FORMS = {NAIVE: naive.Naive(), EFFICIENT: efficient.Efficient()}
+_FORMS = {NAIVE: naive.Naive, EFFICIENT: efficient.Efficient}
 
 
 def normalize_implementation(implementation: str) -> str:
@@ -62,10 +64,17 @@ def normalize_implementation(implementation: str) -> str:
   return name
 
 
-def get(implementation: str) -> LocalAttention:
-  """The local attention form named `implementation`, in any case.
+def get(implementation: str, kernels=None) -> LocalAttention:
+  """The local attention form named `implementation`, in any case, with the
+  kernel profile `kernels` (kernels/profile.py; None: its default).
 
   Raises:
     ValueError: for any other name (see `normalize_implementation`).
   """
-  return _FORMS[normalize_implementation(implementation)]
+  return _form(normalize_implementation(implementation), profile.get(kernels))
+
+
+@functools.lru_cache(maxsize=None)
+def _form(name: str, kernels: profile.KernelProfile) -> LocalAttention:
+  # A form holds only its profile: one instance of each serves every layer.
+  return _FORMS[name](kernels)

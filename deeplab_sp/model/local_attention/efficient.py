@@ -30,18 +30,25 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 from deeplab_sp.model.local_attention import interface
 from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.model.local_attention import slot_ops
 
 NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
-_grids = slot_ops.neighbor_grids
+
+
+def _grids(grid, kernels, sign=1, axis=3):
+  return slot_ops.neighbor_grids(grid, sign, axis,
+                                 use_xla=kernels.xla_islands)
+
+
 _shift_slots = slot_ops.shift_slots
 
 
 def superpixel_attention(query, key, value, key_position=None,
-                         value_position=None):
+                         value_position=None, kernels=profile.CPU):
   """Eq. (3) without copying pixels: per-block partial softmax sums.
 
   Pixel block j (the h*w pixels of cell j) is seen by superpixel j - o_s
@@ -54,20 +61,22 @@ def superpixel_attention(query, key, value, key_position=None,
   key_blocks = neighbors.to_blocks(key, cell_height, cell_width)
   value_blocks = neighbors.to_blocks(value, cell_height, cell_width)
   # [B, Hs, Ws, 9, N, D]: slot s of block j holds superpixel j - o_s.
-  seeing_queries = _grids(query, sign=-1)
+  seeing_queries = _grids(query, kernels, sign=-1)
   # [B, Hs, Ws, h*w, 9, N]
   logits = tf.einsum('byxsnd,byxpnd->byxpsn', seeing_queries, key_blocks)
   logits += _position_logits(query, key_position)
-  exp_logits, sums = _superpixel_softmax_terms(logits)
+  exp_logits, sums = _superpixel_softmax_terms(
+      logits, kernels=kernels, use_xla=kernels.xla_islands)
   # [B, Hs, Ws, N, D]
   outputs = _sum_over_seeing_blocks(
-      tf.einsum('byxpsn,byxpnd->byxsnd', exp_logits, value_blocks))
+      tf.einsum('byxpsn,byxpnd->byxsnd', exp_logits, value_blocks), kernels)
   outputs += _position_values(exp_logits, value_position)
   return outputs / sums[..., tf.newaxis]
 
 
 def superpixel_update(query, pixels, key, value, key_position=None,
-                      value_position=None, cell_order=False):
+                      value_position=None, cell_order=False,
+                      kernels=profile.CPU):
   """Eq. (3) with affine pixel keys and values, never projecting the pixels.
 
   Per head, q . (x_p K + b_k) = (K q) . x_p + q . b_k and
@@ -81,7 +90,7 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   # In the first layer the queries come from the learned superpixels alone:
   # the exports would store their products with the per-pixel position
   # tables (of the size of the image) as constants.
-  query = portable_ops.computed_in_graph(query, pixels)
+  query = portable_ops.computed_in_graph(query, pixels, kernels.portable)
   query, cell_height, cell_width = _scaled_query(query, pixels)
   # [B, Hs, Ws, h*w, C]
   pixel_blocks = neighbors.cells_as_blocks(pixels, cell_height, cell_width,
@@ -90,10 +99,10 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   # pixel features: K q [B, Hs, Ws, 9*N, C], and q . b_k [B, Hs, Ws, 9, N].
   seeing_key_queries = tf.reshape(
       _grids(_per_head_product(query, tf.transpose(key.kernel, [1, 2, 0])),
-             sign=-1),
+             kernels, sign=-1),
       [-1, grid_height, grid_width, NUM_NEIGHBORS * num_heads, channels])
   seeing_bias_logits = _grids(
-      tf.einsum('byxnd,nd->byxn', query, key.bias), sign=-1)
+      tf.einsum('byxnd,nd->byxn', query, key.bias), kernels, sign=-1)
   # [B, Hs, Ws, h*w, 9, N]: one [h*w, C] x [C, 9*N] product per block.
   logits = tf.reshape(
       tf.matmul(pixel_blocks, seeing_key_queries, transpose_b=True),
@@ -102,7 +111,8 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   # expand_dims, not [:, :, :, tf.newaxis]: TFLite has no rank-6 slice.
   logits += tf.expand_dims(seeing_bias_logits, 3)
   logits += _position_logits(query, key_position)
-  exp_logits, sums = _superpixel_softmax_terms(logits)
+  exp_logits, sums = _superpixel_softmax_terms(
+      logits, kernels=kernels, use_xla=kernels.xla_islands)
   # sum_p exp * x_p per superpixel, [B, Hs, Ws, N, C], then V per head.
   block_features = tf.matmul(
       tf.reshape(exp_logits, [-1, grid_height, grid_width,
@@ -111,7 +121,8 @@ def superpixel_update(query, pixels, key, value, key_position=None,
       pixel_blocks, transpose_a=True)  # [B, Hs, Ws, 9*N, C]
   weighted_features = _sum_over_seeing_blocks(tf.reshape(
       block_features,
-      [-1, grid_height, grid_width, NUM_NEIGHBORS, num_heads, channels]))
+      [-1, grid_height, grid_width, NUM_NEIGHBORS, num_heads, channels]),
+                                              kernels)
   outputs = _per_head_product(weighted_features,
                               tf.transpose(value.kernel, [1, 0, 2]))
   outputs += _position_values(exp_logits, value_position)
@@ -119,7 +130,7 @@ def superpixel_update(query, pixels, key, value, key_position=None,
 
 
 def pixel_attention(query, key, value, key_position=None,
-                    value_position=None):
+                    value_position=None, kernels=profile.CPU):
   """Eq. (4) on pixel blocks against the 9 shifted superpixel grids."""
   dtype = query.dtype
   height, width, head_dim = neighbors.static_dims(query, 1, 2, 4)
@@ -130,14 +141,15 @@ def pixel_attention(query, key, value, key_position=None,
   # [B, Hs, Ws, h*w, N, D]
   query_blocks = neighbors.to_blocks(query, cell_height, cell_width)
   # [B, Hs, Ws, 9, N, D]: slot s of cell j holds superpixel j + o_s.
-  neighbor_keys = _grids(key)
-  neighbor_values = _grids(value)
+  neighbor_keys = _grids(key, kernels)
+  neighbor_values = _grids(value, kernels)
   # [B, Hs, Ws, N, h*w, 9]
   logits = tf.einsum('byxpnd,byxsnd->byxnps', query_blocks, neighbor_keys)
   if key_position is not None:
     logits += tf.einsum('byxpnd,snd->byxnps', query_blocks,
                         tf.cast(key_position, dtype))
-  weights = _neighbor_slot_softmax(logits)
+  weights = _neighbor_slot_softmax(logits, portable=kernels.portable,
+                                   use_xla=kernels.xla_islands)
   # [B, Hs, Ws, h*w, N, D]
   outputs = tf.einsum('byxnps,byxsnd->byxpnd', weights, neighbor_values)
   if value_position is not None:
@@ -147,7 +159,7 @@ def pixel_attention(query, key, value, key_position=None,
 
 
 def pixel_update(pixels, query, key, value, output, key_position=None,
-                 value_position=None, cell_order=False):
+                 value_position=None, cell_order=False, kernels=profile.CPU):
   """Eq. (4) with affine pixel queries and output map, pixels unprojected.
 
   Per head and neighbour slot, (x_p Q + b_q) . k = x_p . (Q k) + b_q . k
@@ -166,7 +178,8 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
   scale = tf.cast(1.0 / np.sqrt(head_dim), dtype)
   # As in superpixel_update: the first layer's keys and values come from
   # the learned superpixels alone.
-  key, value = (portable_ops.computed_in_graph(tensor, pixels)
+  key, value = (portable_ops.computed_in_graph(tensor, pixels,
+                                               kernels.portable)
                 for tensor in (key, value))
   # Keys plus their slot's position embedding, brought to the pixel
   # features, per head and slot (slot s of cell j is superpixel j + o_s):
@@ -174,11 +187,11 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
   # [B, Hs, Ws, N, 9]; the values times O, [B, Hs, Ws, N, 9, C_out].
   key_features = _grids(
       _per_head_product(key * scale, tf.transpose(query.kernel, [1, 2, 0])),
-      axis=4)
+      kernels, axis=4)
   key_biases = _grids(
-      tf.einsum('byxnd,nd->byxn', key * scale, query.bias), axis=4)
+      tf.einsum('byxnd,nd->byxn', key * scale, query.bias), kernels, axis=4)
   value_features = _grids(
-      _per_head_product(value, output.kernel), axis=4)
+      _per_head_product(value, output.kernel), kernels, axis=4)
   if key_position is not None:
     key_position = tf.cast(key_position, dtype) * scale
     key_features = _add_per_slot(
@@ -202,7 +215,8 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
   logits = tf.reshape(logits, block_shape + [
       cell_height * cell_width, num_heads, NUM_NEIGHBORS])
   logits += tf.expand_dims(key_biases, 3)
-  weights = _neighbor_slot_softmax(logits)
+  weights = _neighbor_slot_softmax(logits, portable=kernels.portable,
+                                   use_xla=kernels.xla_islands)
   # [B, Hs, Ws, h*w, C_out]: one [h*w, N*9] x [N*9, C_out] product per block.
   outputs = tf.matmul(
       tf.reshape(weights, block_shape + [cell_height * cell_width,
@@ -230,14 +244,14 @@ def _add_per_slot(slotted, table):
   return result
 
 
-def gather_neighbors(superpixel_values, height, width):
+def gather_neighbors(superpixel_values, height, width, kernels=profile.CPU):
   """[B, Hs, Ws, C] -> [B, H, W, 9, C] by broadcasting the shifted grids."""
   grid_height, grid_width, channels = neighbors.static_dims(
       superpixel_values, 1, 2, 3)
   cell_height, cell_width = neighbors.cell_size(height, width, grid_height,
                                                 grid_width)
   # [B, Hs, Ws, 9, C], zeros outside.
-  shifted = _grids(superpixel_values)
+  shifted = _grids(superpixel_values, kernels)
   shifted = shifted[:, :, tf.newaxis, :, tf.newaxis]
   batch = tf.shape(superpixel_values)[0]
   # [B, Hs, h, Ws, w, 9, C]
@@ -247,7 +261,7 @@ def gather_neighbors(superpixel_values, height, width):
   return tf.reshape(shifted, [-1, height, width, NUM_NEIGHBORS, channels])
 
 
-def association_logits(pixels, superpixels):
+def association_logits(pixels, superpixels, kernels=profile.CPU):
   """Eq. (5)'s logits from pixel blocks and the 9 shifted superpixel grids."""
   height, width, channels = neighbors.static_dims(pixels, 1, 2, 3)
   grid_height, grid_width = neighbors.static_dims(superpixels, 1, 2)
@@ -257,7 +271,7 @@ def association_logits(pixels, superpixels):
   blocks = tf.reshape(pixels, [
       -1, grid_height, cell_height, grid_width, cell_width, channels])
   # [B, Hs, Ws, 9, C]
-  shifted = _grids(superpixels)
+  shifted = _grids(superpixels, kernels)
   # [B, Hs, h, Ws, w, 9]
   logits = tf.einsum('byhxwc,byxsc->byhxws', blocks, shifted)
   return neighbors.where_inside_grid(
@@ -265,7 +279,8 @@ def association_logits(pixels, superpixels):
       grid_width, neighbors.masked_logit(pixels.dtype))
 
 
-def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
+def combine_neighbors(weights, superpixel_values, weights_are_masked=False,
+                      kernels=profile.CPU):
   """Eq. (6) as one [w, 9] x [9, C] product per cell row of pixels."""
   height, width = neighbors.static_dims(weights, 1, 2)
   grid_height, grid_width, channels = neighbors.static_dims(
@@ -280,7 +295,7 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
   weights = tf.reshape(weights, [
       -1, cell_height, grid_width, cell_width, NUM_NEIGHBORS])
   # [B*Hs, 1, Ws, 9, C]
-  shifted = tf.reshape(_grids(superpixel_values),
+  shifted = tf.reshape(_grids(superpixel_values, kernels),
                        [-1, 1, grid_width, NUM_NEIGHBORS, channels])
   # Broadcast over the h rows of a cell: the result is already in image
   # order.
@@ -318,7 +333,7 @@ def _scaled_query(query, pixels):
 
 
 @xla_islands.fused
-def _superpixel_softmax_terms(logits):
+def _superpixel_softmax_terms(logits, kernels):
   """The unnormalised softmax of equation (3), from per-block logits.
 
   An XLA island in graphs (kernels/xla_islands.py), as is
@@ -353,23 +368,23 @@ def _superpixel_softmax_terms(logits):
   superpixel_max = tf.reduce_max(neighbor_max, axis=3)
   # [B, Hs, Ws, 1, 9, N]: back to the blocks, the maximum of the superpixel
   # each slot points at.
-  max_at_blocks = tf.expand_dims(_grids(superpixel_max, sign=-1), 3)
+  max_at_blocks = tf.expand_dims(_grids(superpixel_max, kernels, sign=-1), 3)
   shifted_logits = tf.where(
       seen_by_valid[tf.newaxis, :, :, tf.newaxis, :, tf.newaxis],
       logits - max_at_blocks, masked)
   exp_logits = tf.exp(shifted_logits)
   # Per-block partial sums [B, Hs, Ws, 9, N], shifted to their superpixels.
   return exp_logits, _sum_over_seeing_blocks(
-      tf.reduce_sum(exp_logits, axis=3))
+      tf.reduce_sum(exp_logits, axis=3), kernels)
 
 
-def _sum_over_seeing_blocks(block_terms):
+def _sum_over_seeing_blocks(block_terms, kernels):
   """[B, Hs, Ws, 9, ...] per-block terms -> [B, Hs, Ws, ...] per superpixel.
 
   Slot s of block j belongs to superpixel j - o_s; superpixel i adds slot s
   of block i + o_s over the 9 slots.
   """
-  return slot_ops.sum_over_slots(block_terms)
+  return slot_ops.sum_over_slots(block_terms, use_xla=kernels.xla_islands)
 
 
 def _position_logits(query, key_position):
@@ -411,7 +426,7 @@ def _per_slot(position, dtype):
 
 
 @xla_islands.fused
-def _neighbor_slot_softmax(logits):
+def _neighbor_slot_softmax(logits, portable):
   """Softmax over the 9 neighbour slots of block logits [B, Hs, Ws, ..., 9].
 
   Slot s of cell j is superpixel j + o_s; slots outside the grid get
@@ -420,7 +435,7 @@ def _neighbor_slot_softmax(logits):
   grid_height, grid_width = neighbors.static_dims(logits, 1, 2)
   valid = neighbors.neighbor_valid_mask_np(grid_height, grid_width)
   return neighbors.masked_softmax(logits, tf.constant(
-      valid[np.newaxis, :, :, np.newaxis, np.newaxis, :]))
+      valid[np.newaxis, :, :, np.newaxis, np.newaxis, :]), portable)
 
 
 class Efficient(interface.LocalAttention):
@@ -442,16 +457,18 @@ class Efficient(interface.LocalAttention):
   def _superpixel_update(self, query, pixels, key, value, key_position,
                          value_position):
     return superpixel_update(query, pixels, key, value, key_position,
-                             value_position, cell_order=True)
+                             value_position, cell_order=True,
+                             kernels=self.kernels)
 
   def _pixel_update(self, pixels, query, key, value, output, key_position,
                     value_position):
     return pixel_update(pixels, query, key, value, output, key_position,
-                        value_position, cell_order=True)
+                        value_position, cell_order=True, kernels=self.kernels)
 
   def _association_logits(self, pixels, superpixels):
-    return association_logits(pixels, superpixels)
+    return association_logits(pixels, superpixels, self.kernels)
 
   def _combine_neighbors(self, weights, superpixel_values,
                          weights_are_masked):
-    return combine_neighbors(weights, superpixel_values, weights_are_masked)
+    return combine_neighbors(weights, superpixel_values, weights_are_masked,
+                             self.kernels)

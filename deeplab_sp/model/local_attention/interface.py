@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.local_attention import neighbors
 
 
@@ -42,19 +43,22 @@ class Affine(NamedTuple):
 class LocalAttention(abc.ABC):
   """One form of the local pixel-superpixel attention.
 
-  Forms hold no state: a layer gets one from `local_attention.get` when it
-  is built and calls its methods. All forms compute the same function,
-  forward and backward, from the same arguments (and so read the same
-  variables).
+  A layer gets one from `local_attention.get` when it is built and calls
+  its methods. All forms compute the same function, forward and backward,
+  from the same arguments (and so read the same variables).
 
   Attributes:
     name: the form's name, one of local_attention.IMPLEMENTATIONS.
+    kernels: the kernel profile (kernels/profile.py) of the model it serves.
   """
 
   name: str
 
+  def __init__(self, kernels: profile.KernelProfile):
+    self.kernels = kernels
+
   def __repr__(self):
-    return f'local_attention.get({self.name!r})'
+    return f'local_attention.get({self.name!r}, {self.kernels.name!r})'
 
   def to_pixel_order(self, pixels, cell_height, cell_width):
     """A pixel map [B, H, W, ...] in image order, in the form's order.

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_sp.model.local_attention import interface
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.local_attention import neighbors
 from deeplab_sp.model.local_attention import slot_ops
 
@@ -29,7 +30,7 @@ NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
 
 
 def superpixel_attention(query, key, value, key_position=None,
-                         value_position=None):
+                         value_position=None, kernels=profile.CPU):
   """Eq. (3)'s attention term by copying each pixel to the 9 cells seeing it.
 
   Args:
@@ -48,9 +49,10 @@ def superpixel_attention(query, key, value, key_position=None,
                                                 grid_width)
   query *= tf.cast(1.0 / np.sqrt(head_dim), query.dtype)
   # [B, Hs, Ws, 9*h*w, N, D]: every pixel key/value copied 9 times.
-  neighbor_keys = _gather_neighborhood_pixels(key, cell_height, cell_width)
+  neighbor_keys = _gather_neighborhood_pixels(key, cell_height, cell_width,
+                                              kernels)
   neighbor_values = _gather_neighborhood_pixels(value, cell_height,
-                                                cell_width)
+                                                cell_width, kernels)
   if key_position is not None:
     neighbor_keys += tf.cast(key_position, key.dtype)
   if value_position is not None:
@@ -61,13 +63,13 @@ def superpixel_attention(query, key, value, key_position=None,
   valid = np.repeat(neighbors.neighbor_valid_mask_np(grid_height, grid_width),
                     cell_height * cell_width, axis=-1)
   valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
-  weights = neighbors.masked_softmax(logits, valid)
+  weights = neighbors.masked_softmax(logits, valid, kernels.portable)
   # [B, Hs, Ws, N, D]
   return tf.einsum('byxnp,byxpnd->byxnd', weights, neighbor_values)
 
 
 def pixel_attention(query, key, value, key_position=None,
-                    value_position=None):
+                    value_position=None, kernels=profile.CPU):
   """Eq. (4)'s attention term by copying each superpixel to its pixels.
 
   Args:
@@ -101,13 +103,13 @@ def pixel_attention(query, key, value, key_position=None,
   valid = neighbors.neighbor_superpixel_ids_np(
       height, width, grid_height, grid_width) >= 0
   valid = tf.constant(valid[np.newaxis, :, :, np.newaxis, :])
-  weights = neighbors.masked_softmax(logits, valid)
+  weights = neighbors.masked_softmax(logits, valid, kernels.portable)
   # [B, H, W, N, D]
   return tf.einsum('byxns,byxsnd->byxnd', weights, neighbor_values)
 
 
 def superpixel_update(query, pixels, key, value, key_position=None,
-                      value_position=None):
+                      value_position=None, kernels=profile.CPU):
   """Eq. (3)'s attention term with keys k(I_p) and values v(I_p) of pixels.
 
   Projects every pixel with the affine `key` and `value` maps, then attends
@@ -125,11 +127,11 @@ def superpixel_update(query, pixels, key, value, key_position=None,
   project = lambda affine: tf.einsum('byxc,cnd->byxnd', pixels,
                                      affine.kernel) + affine.bias
   return superpixel_attention(query, project(key), project(value),
-                              key_position, value_position)
+                              key_position, value_position, kernels)
 
 
 def pixel_update(pixels, query, key, value, output, key_position=None,
-                 value_position=None):
+                 value_position=None, kernels=profile.CPU):
   """Eq. (4)'s attention term with queries q(I_p), and its output map.
 
   Projects every pixel with the affine `query` map, attends
@@ -146,7 +148,8 @@ def pixel_update(pixels, query, key, value, output, key_position=None,
     [B, H, W, C_out].
   """
   queries = tf.einsum('byxc,cnd->byxnd', pixels, query.kernel) + query.bias
-  update = pixel_attention(queries, key, value, key_position, value_position)
+  update = pixel_attention(queries, key, value, key_position, value_position,
+                           kernels)
   return tf.einsum('byxnd,ndc->byxc', update, output.kernel) + output.bias
 
 
@@ -200,7 +203,7 @@ def combine_neighbors(weights, superpixel_values, weights_are_masked=False):
   return tf.einsum('byxs,byxsc->byxc', weights, neighbor_values)
 
 
-def _gather_neighborhood_pixels(pixels, cell_height, cell_width):
+def _gather_neighborhood_pixels(pixels, cell_height, cell_width, kernels):
   """[B, Hs*h, Ws*w, N, D] -> [B, Hs, Ws, 9*h*w, N, D], zeros outside."""
   height, width, num_heads, head_dim = neighbors.static_dims(
       pixels, 1, 2, 3, 4)
@@ -210,7 +213,8 @@ def _gather_neighborhood_pixels(pixels, cell_height, cell_width):
                                cell_width, num_heads, head_dim])
   blocks = tf.transpose(blocks, [0, 1, 3, 2, 4, 5, 6])
   # [B, Hs, Ws, 9, h, w, N, D]: slot s of cell i holds the block of i + o_s.
-  neighbor_blocks = slot_ops.neighbor_grids(blocks)
+  neighbor_blocks = slot_ops.neighbor_grids(blocks,
+                                            use_xla=kernels.xla_islands)
   return tf.reshape(neighbor_blocks, [
       -1, grid_height, grid_width,
       NUM_NEIGHBORS * cell_height * cell_width, num_heads, head_dim])
@@ -224,12 +228,12 @@ class Naive(interface.LocalAttention):
   def _superpixel_update(self, query, pixels, key, value, key_position,
                          value_position):
     return superpixel_update(query, pixels, key, value, key_position,
-                             value_position)
+                             value_position, self.kernels)
 
   def _pixel_update(self, pixels, query, key, value, output, key_position,
                     value_position):
     return pixel_update(pixels, query, key, value, output, key_position,
-                        value_position)
+                        value_position, self.kernels)
 
   def _association_logits(self, pixels, superpixels):
     return association_logits(pixels, superpixels)

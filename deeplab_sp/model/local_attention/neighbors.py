@@ -33,7 +33,6 @@ W = Ws * w): the model checks its input geometry once
 import numpy as np
 import tensorflow as tf
 
-from deeplab_sp.model.kernels import portable_ops
 
 # Offsets (dy, dx) of the 9 neighbour slots of a cell, row-major.
 NEIGHBOR_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
@@ -140,7 +139,7 @@ def where_inside_grid(values, grid_height, grid_width, fill):
   return tf.reshape(cells, [-1, height, width, NUM_NEIGHBORS])
 
 
-def masked_softmax(logits, valid):
+def masked_softmax(logits, valid, portable=False):
   """Softmax over the last axis giving exactly 0 where `valid` is False.
 
   Args:
@@ -154,7 +153,7 @@ def masked_softmax(logits, valid):
   weights = tf.reshape(
       tf.nn.softmax(tf.reshape(masked, [-1, masked.shape[-1]]), axis=-1),
       tf.shape(masked))
-  if portable_ops.is_enabled():
+  if portable:
     # The same values (the weights are finite): the converters would store
     # zeros_like's zeros, of the weights' size, as a constant.
     return weights * tf.cast(valid, weights.dtype)

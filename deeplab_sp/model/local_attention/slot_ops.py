@@ -26,18 +26,18 @@ from deeplab_sp.model.local_attention import neighbors
 NUM_NEIGHBORS = neighbors.NUM_NEIGHBORS
 
 
-def neighbor_grids(grid, sign=1, axis=3):
+def neighbor_grids(grid, sign=1, axis=3, use_xla=True):
   """The 9 shifted copies of a grid, zero-padded at the border.
 
   Args:
     grid: [B, Hs, Ws, ...].
     sign: +1: slot s of cell i holds grid[i + o_s]; -1: grid[i - o_s].
     axis: where the slot axis goes in the result.
+    use_xla: the model's kernels.xla_islands (its gradient's sum).
 
   Returns:
     [B, Hs, Ws, 9, ...] (for axis=3).
   """
-  compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
   def shifted_copies(grid):
@@ -47,8 +47,7 @@ def neighbor_grids(grid, sign=1, axis=3):
       # Cell j receives slot s of cell j - sign * o_s, for the 9 slots.
       upstream = tf.reshape(  # Static sizes.
           upstream, [-1] + shifted.shape[1:].as_list())
-      with xla_islands.as_traced(compile_gradient):
-        return _sum_over_slots(upstream, -sign, axis)
+      return _sum_over_slots(upstream, -sign, axis, use_xla)
     return shifted, gradient
 
   return shifted_copies(grid)
@@ -66,7 +65,7 @@ def _neighbor_grids(grid, sign, axis):
   return tf.reshape(_gather_padded_rows(grid, rows, repeats), slotted_shape)
 
 
-def sum_over_slots(slotted, sign=1, axis=3):
+def sum_over_slots(slotted, sign=1, axis=3, use_xla=True):
   """Sums slot s of cell i + sign * o_s over the 9 slots, for every cell i.
 
   The transpose of `neighbor_grids`: a cell collects what its 9 shifted
@@ -76,11 +75,11 @@ def sum_over_slots(slotted, sign=1, axis=3):
     slotted: [B, Hs, Ws, ..., 9, ...], the slot axis at `axis`.
     sign: +1 or -1.
     axis: the slot axis.
+    use_xla: the model's kernels.xla_islands.
 
   Returns:
     `slotted` without its slot axis.
   """
-  compile_gradient = xla_islands.enabled()
 
   @tf.custom_gradient
   def summed(slotted):
@@ -89,14 +88,13 @@ def sum_over_slots(slotted, sign=1, axis=3):
       # SavedModel stores the gradient function of a custom gradient, but
       # not the custom gradients inside it (every load of an export warned
       # about them). Only second-order gradients differ in form.
-      with xla_islands.as_traced(compile_gradient):
-        return _neighbor_grids(upstream, -sign, axis)
-    return _sum_over_slots(slotted, sign, axis), gradient
+      return _neighbor_grids(upstream, -sign, axis)
+    return _sum_over_slots(slotted, sign, axis, use_xla), gradient
 
   return summed(slotted)
 
 
-def _sum_over_slots(slotted, sign, axis):
+def _sum_over_slots(slotted, sign, axis, use_xla):
   """`sum_over_slots` without its gradient.
 
   In graphs with XLA islands on (kernels/xla_islands.py), XLA fuses 9
@@ -106,8 +104,8 @@ def _sum_over_slots(slotted, sign, axis):
   is the form without XLA (eager calls; the SavedModel, TFLite and ONNX
   exports).
   """
-  if xla_islands.enabled() and not tf.executing_eagerly():
-    return _sum_of_clipped_slices(slotted, sign=sign, axis=axis)
+  if use_xla and not tf.executing_eagerly():
+    return _sum_of_clipped_slices(slotted, sign=sign, axis=axis, use_xla=True)
   grid_height, grid_width = neighbors.static_dims(slotted, 1, 2)
   rest = slotted.shape[3:].as_list()
   repeats = int(np.prod(rest[:axis - 3]))

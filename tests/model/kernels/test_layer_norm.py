@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 from deeplab_sp.model.kernels import layer_norm
-from deeplab_sp.model.kernels import portable_ops
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 
 
-def _pair(shape, epsilon):
+def _pair(shape, epsilon, kernels=profile.CPU):
   """Our layer and tf_keras', with the same random gamma and beta."""
-  ours = layer_norm.LayerNormalization(epsilon=epsilon, name='norm')
+  ours = layer_norm.LayerNormalization(epsilon=epsilon, kernels=kernels,
+                                       name='norm')
   theirs = tf_keras.layers.LayerNormalization(epsilon=epsilon, name='norm')
   ours.build(shape)
   theirs.build(shape)
@@ -70,14 +70,14 @@ def _optimized_op_types(layer, shape):
           for node in graph.node}
 
 
-@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(),
+@pytest.mark.skipif(not layer_norm.fused_kernel_available(),
                     reason='oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0 or not '
                     'an x86 build): no fused layer norm kernel')
 @pytest.mark.parametrize('shape', ((2, 4, 6, 16), (2, 24, 16), (48, 16)))
 def test_static_shapes_run_as_one_fused_kernel_on_cpu(shape):
   # The point of the layer: with static shapes tf_keras' layer runs as
   # separate ops, ours as oneDNN's single layer norm kernel.
-  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  ours = layer_norm.LayerNormalization(epsilon=1e-5, kernels=profile.CPU)
   op_types = _optimized_op_types(ours, shape)
   assert '_MklLayerNorm' in op_types
   assert not op_types & {'FusedBatchNormV3', '_MklNativeFusedBatchNormV3',
@@ -103,21 +103,23 @@ def _values_and_gradients_graph(layer, shape):
       for node in function.node_def}
 
 
-@pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(),
+@pytest.mark.skipif(not layer_norm.fused_kernel_available(),
                     reason='oneDNN is off: the direct formula is used')
 def test_the_fusable_form_has_its_own_gradient():
   # Batch norm's gradient (FusedBatchNormGradV3 over `rows` channels, then
   # the reductions of gamma's and beta's gradients) is replaced by one XLA
   # function; the values are checked against tf_keras above.
-  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  ours = layer_norm.LayerNormalization(epsilon=1e-5, kernels=profile.CPU)
   ours.build((64, 16))
   graph, op_types = _values_and_gradients_graph(ours, (64, 16))
   assert 'FusedBatchNormV3' in op_types  # The forward stays fusable.
   assert 'FusedBatchNormGradV3' not in op_types
   assert xla_islands.compiled_functions(graph)
-  # Traced without XLA (as the export traces), the gradient has none.
-  with xla_islands.disabled():
-    graph, op_types = _values_and_gradients_graph(ours, (64, 16))
+  # Without XLA islands (the SavedModel's profile), the gradient has none.
+  serving = layer_norm.LayerNormalization(epsilon=1e-5,
+                                          kernels=profile.SERVING)
+  serving.build((64, 16))
+  graph, op_types = _values_and_gradients_graph(serving, (64, 16))
   assert 'FusedBatchNormGradV3' not in op_types
   assert not xla_islands.compiled_functions(graph)
 
@@ -127,14 +129,16 @@ def test_the_fusable_form_has_its_own_gradient():
 def test_without_onednn_the_direct_formula_is_compiled_by_xla():
   # The fusable pattern is a batch norm of `rows` channels without oneDNN,
   # many times slower forward and backward: the layer avoids it.
-  ours = layer_norm.LayerNormalization(epsilon=1e-5)
+  ours = layer_norm.LayerNormalization(epsilon=1e-5, kernels=profile.CPU)
   ours.build((64, 16))
   graph, op_types = _values_and_gradients_graph(ours, (64, 16))
   assert len(xla_islands.compiled_functions(graph)) >= 2  # With gradient.
   assert not op_types & {'FusedBatchNormV3', 'FusedBatchNormGradV3'}
-  with xla_islands.disabled():  # The export's graph: plain ops.
-    graph = tf.function(ours).get_concrete_function(
-        tf.TensorSpec((64, 16))).graph.as_graph_def()
+  serving = layer_norm.LayerNormalization(epsilon=1e-5,
+                                          kernels=profile.SERVING)
+  serving.build((64, 16))  # The SavedModel's graph: plain ops.
+  graph = tf.function(serving).get_concrete_function(
+      tf.TensorSpec((64, 16))).graph.as_graph_def()
   assert not xla_islands.compiled_functions(graph)
 
 
@@ -159,13 +163,12 @@ def test_other_axes_are_refused():
 
 def test_portable_form_equals_tf_keras_without_placeholders():
   shape = (3, 10, 16)
-  ours, theirs = _pair(shape, 1e-5)
+  ours, theirs = _pair(shape, 1e-5, profile.PORTABLE)
   x = tf.constant(np.random.default_rng(1).normal(
       3.0, 2.0, size=shape).astype(np.float32))
-  with portable_ops.enabled():
-    traced = tf.function(ours).get_concrete_function(
-        tf.TensorSpec(shape, tf.float32))
-    portable = traced(x)
+  traced = tf.function(ours).get_concrete_function(
+      tf.TensorSpec(shape, tf.float32))
+  portable = traced(x)
   # The fusable form's hidden row count would be an input of an ONNX graph.
   types = {op.type for op in traced.graph.get_operations()}
   assert 'PlaceholderWithDefault' not in types

@@ -1,4 +1,5 @@
-"""The XLA-fused tails equal the plain functions, and can be turned off."""
+"""The XLA-fused tails equal the plain functions; profiles without XLA
+islands trace none."""
 
 import numpy as np
 import tensorflow as tf
@@ -7,10 +8,11 @@ import tf_keras
 import tiny_experiment
 from deeplab_sp.model import builder
 from deeplab_sp.model.kernels import activations
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.kernels import xla_islands
 
 
-def _model():
+def _model(kernels=profile.CPU):
   """A small model whose hypercolumn and association take the fused paths."""
   options = tiny_experiment.model_options({
       'hypercolumn.output_stride': 8,  # The stride-2 endpoint: factor 4.
@@ -22,7 +24,8 @@ def _model():
       'superpixel_classifier.num_heads': 2,
   })
   tf_keras.utils.set_random_seed(3)
-  return builder.build_model(options, num_classes=5, input_size=(64, 128))
+  return builder.build_model(options, num_classes=5, input_size=(64, 128),
+                             kernels=kernels)
 
 
 def test_fused_gelu_equals_plain_values_and_gradients():
@@ -32,7 +35,7 @@ def test_fused_gelu_equals_plain_values_and_gradients():
   def values_and_gradient(x):
     with tf.GradientTape() as tape:
       tape.watch(x)
-      y = activations.gelu(x)
+      y = activations.gelu(x, profile.CPU)
       loss = tf.reduce_sum(y * y)
     return y, tape.gradient(loss, x)
 
@@ -44,18 +47,19 @@ def test_fused_gelu_equals_plain_values_and_gradients():
                                atol=1e-6)
 
 
-def test_disabled_traces_no_xla_and_nests():
+def test_profiles_without_islands_trace_no_xla():
   spec = tf.TensorSpec([4, 8])
-  assert xla_islands.enabled()
-  with xla_islands.disabled():
-    with xla_islands.disabled():
-      pass
-    assert not xla_islands.enabled()
-    graph = tf.function(activations.gelu).get_concrete_function(
-        spec).graph.as_graph_def()
-  assert xla_islands.enabled()
+  graph = tf.function(
+      lambda x: activations.gelu(x, profile.SERVING)).get_concrete_function(
+          spec).graph.as_graph_def()
   assert not xla_islands.compiled_functions(graph)
   assert 'Erf' in {node.op for node in graph.node}
+  images = tf.TensorSpec((1, 64, 128, 3))
+  for kernels in (profile.STOCK, profile.SERVING, profile.PORTABLE):
+    model = _model(kernels)
+    assert not xla_islands.compiled_functions(tf.function(
+        lambda x, m=model: m(x, training=False)).get_concrete_function(
+            images).graph.as_graph_def()), kernels.name
 
 
 def test_model_in_a_graph_equals_the_plain_model():

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_sp.model import local_attention
+from deeplab_sp.model.kernels import profile
 from deeplab_sp.model.local_attention import efficient
 from deeplab_sp.model.local_attention import naive
 from deeplab_sp.model.local_attention import neighbors
@@ -48,10 +49,12 @@ class _EfficientInImageOrder(efficient.Efficient):
     return pixels
 
   def _superpixel_update(self, *arguments):
-    return efficient.superpixel_update(*arguments, cell_order=False)
+    return efficient.superpixel_update(*arguments, cell_order=False,
+                                       kernels=self.kernels)
 
   def _pixel_update(self, *arguments):
-    return efficient.pixel_update(*arguments, cell_order=False)
+    return efficient.pixel_update(*arguments, cell_order=False,
+                                  kernels=self.kernels)
 
 
 def _form(implementation):
@@ -286,7 +289,7 @@ def test_efficient_updates_on_pixels_in_image_order(gh, gw, ch, cw):
     expected, expected_grads = _values_and_gradients(update, inputs, NAIVE,
                                                      seed=1)
     actual, actual_grads = _values_and_gradients(
-        update, inputs, _EfficientInImageOrder(), seed=1)
+        update, inputs, _EfficientInImageOrder(profile.default()), seed=1)
     _assert_agree(actual, actual_grads, expected, expected_grads,
                   zero_gradients)
 

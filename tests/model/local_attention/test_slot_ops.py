@@ -42,8 +42,7 @@ def _runner(mode):
   with_xla = mode == 'graph'
 
   def traced(function):
-    with xla_islands.as_traced(with_xla):
-      concrete = tf.function(function).get_concrete_function()
+    concrete = tf.function(function).get_concrete_function()
     if not with_xla:
       assert not xla_islands.compiled_functions(concrete.graph.as_graph_def())
     return concrete
@@ -51,6 +50,12 @@ def _runner(mode):
 
 
 _MODES = ('eager', 'graph', 'graph without XLA')
+
+
+def _uses_xla(mode):
+  """The `use_xla` of the slot operations in `mode` (the model's
+  kernels.xla_islands: False in the SavedModel's profile)."""
+  return mode != 'graph without XLA'
 
 
 def _value_and_gradient(mode, function, inputs, output_cotangent):
@@ -79,7 +84,8 @@ def test_shifted_grids_values_and_gradients(shape, sign, mode):
 
   for axis in range(3, len(shape) + 1):
     shifted, gradient = value_and_gradient(
-        lambda g, axis=axis: slot_ops.neighbor_grids(g, sign, axis), grid,
+        lambda g, axis=axis: slot_ops.neighbor_grids(
+            g, sign, axis, use_xla=_uses_xla(mode)), grid,
         tf.constant(np.moveaxis(cotangent, 3, axis)))
     expected = np.moveaxis(_reference_shift(grid.numpy(), sign), 3, axis)
     np.testing.assert_array_equal(shifted, expected)
@@ -108,7 +114,8 @@ def test_sum_over_slots_values_and_gradients(shape, sign, mode):
     slotted = tf.constant(rng.normal(size=slotted_shape).astype(np.float32))
     cotangent = rng.normal(size=shape).astype(np.float32)
     summed, gradient = _value_and_gradient(
-        mode, lambda s, axis=axis: slot_ops.sum_over_slots(s, sign, axis),
+        mode, lambda s, axis=axis: slot_ops.sum_over_slots(
+            s, sign, axis, use_xla=_uses_xla(mode)),
         slotted, tf.constant(cotangent))
     expected = _reference_shift(np.moveaxis(slotted.numpy(), axis, 3), sign,
                                 slot_of=3).sum(axis=3)
