@@ -8,12 +8,13 @@ import pytest
 import tensorflow as tf
 
 from deeplab_sp.export import fixed_size
+from deeplab_sp.model.kernels import layer_norm
 import export_testing
 
 onnx = pytest.importorskip(
     'onnx', reason='onnx (the optional [interop] extra) is not installed: '
     'pip install -e ".[interop]"')
-pytest.importorskip(
+onnxruntime = pytest.importorskip(
     'onnxruntime', reason='onnxruntime (the optional [interop] extra) is not '
     'installed: pip install -e ".[interop]"')
 pytest.importorskip(
@@ -87,3 +88,39 @@ def test_existing_file_is_kept_without_overwrite(exported):
     onnx_export.export_onnx(module, path)
   with open(path, 'rb') as f:
     assert f.read() == before
+
+
+def test_onnxruntime_fuses_the_layer_norms_of_pixel_tensors(tmp_path):
+  """The portable layer norms are in the pattern onnxruntime's graph
+  optimizer turns into one LayerNormalization node each; unfused, each is
+  nine nodes and several passes over the tensor. Every layer norm of the
+  hypercolumn and the tokenization (the pixel-sized tensors) fuses; the
+  classifier's three, over a few hundred superpixel tokens, stay unfused.
+  The scales and shifts are set away from 1 and 0, as after training: at
+  their initial values TensorFlow's graph optimizer drops the * gamma +
+  beta that the fusion's pattern ends with."""
+  tf.keras.utils.set_random_seed(6)
+  module = fixed_size.build_fixed_size_module(export_testing.tiny())
+  rng = np.random.default_rng(0)
+  for layer in module.model.submodules:
+    if isinstance(layer, layer_norm.LayerNormalization):
+      for weight in (layer.gamma, layer.beta):
+        weight.assign(rng.uniform(0.5, 1.5, size=weight.shape))
+  module._get_reference_model().set_weights(module.model.get_weights())  # pylint: disable=protected-access
+  path = onnx_export.export_onnx(module, str(tmp_path / 'model.onnx'))
+  options = onnxruntime.SessionOptions()
+  options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
+  onnxruntime.InferenceSession(path, options,
+                               providers=['CPUExecutionProvider'])
+  # A layer norm's nodes are named after its layer: <layer>/Pow, and the
+  # fused node <layer>/mul/LayerNormFusion/.
+  layer_norms = {node.name[:-len('/Pow')] for node in onnx.load(path).graph.node
+                 if node.op_type == 'Pow'}
+  fused = {node.name.split('/mul/LayerNormFusion')[0]
+           for node in onnx.load(options.optimized_model_filepath).graph.node
+           if node.op_type == 'LayerNormalization'}
+  pixel_norms = {name for name in layer_norms
+                 if '/superpixel_classifier/' not in name}
+  assert any('/hypercolumn/' in name for name in pixel_norms)
+  assert any('/superpixel_tokenization/' in name for name in pixel_norms)
+  assert pixel_norms <= fused

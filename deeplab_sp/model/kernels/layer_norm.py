@@ -32,9 +32,10 @@ of C values each, which TensorFlow's plain CPU kernels (forward and
 gradient) run many times slower than the direct formula. The layer then
 uses the direct formula (mean, centred variance, normalise, scale, shift),
 compiled by XLA into one or two loops over memory inside graphs
-(kernels/xla_islands.py), its gradient too. Half-precision inputs, and the
-ONNX and TFLite exports (portable_ops), always use the direct formula, with
-float32 statistics as tf_keras does.
+(kernels/xla_islands.py), its gradient too. Half-precision inputs always
+use the direct formula, with float32 statistics as tf_keras does; the ONNX
+and TFLite exports (the PORTABLE profile) the same formula written in the
+operators onnxruntime fuses into its LayerNormalization.
 
 The variables (gamma, beta), their names, the epsilon and the results (to
 float32 round-off) are those of tf_keras' layer, so checkpoints are
@@ -78,7 +79,7 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       return super().call(inputs)
     inputs = tf.cast(inputs, self.compute_dtype)
     if self.kernels.portable:
-      return self._direct_form(inputs)
+      return self._portable_form(inputs)
     if (fused_kernel_available() and inputs.dtype == tf.float32 and
         self.dtype == 'float32' and self.scale and self.center and
         inputs.shape.rank and inputs.shape[-1] is not None):
@@ -100,6 +101,26 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
     result = tf.reshape(outputs, tf.shape(inputs))
     result.set_shape(inputs.shape)
     return result
+
+  def _portable_form(self, inputs):
+    """The direct formula in the operators onnxruntime fuses into one
+    LayerNormalization node: mean, subtract, Pow 2, mean, add epsilon,
+    Sqrt, Div, then * gamma + beta. tf2onnx writes Square as Mul and Rsqrt
+    as Reciprocal, which that fusion does not match, and onnxruntime then
+    runs the layer norm as nine nodes. TFLite has POW, SQRT and DIV too."""
+    dtype = inputs.dtype
+    if dtype in (tf.float16, tf.bfloat16) and self.dtype == 'float32':
+      dtype = tf.float32
+    x = tf.cast(inputs, dtype)
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    variance = tf.reduce_mean(tf.pow(centered, 2.0), axis=-1, keepdims=True)
+    outputs = centered / tf.sqrt(variance + self.epsilon)
+    if self.scale:
+      outputs = outputs * tf.cast(self.gamma, dtype)
+    if self.center:
+      outputs = outputs + tf.cast(self.beta, dtype)
+    return tf.cast(outputs, inputs.dtype)
 
   def _direct_form(self, inputs):
     """Mean, centred variance, one normalise-scale-shift expression."""
