@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplab_sp.export import export_lib
 from deeplab_sp.export import fixed_size
+from deeplab_sp.model import local_attention
 from deeplab_sp.model.kernels import layer_norm
+from deeplab_sp.model.kernels import profile
 import export_testing
 
 onnx = pytest.importorskip(
@@ -100,13 +103,21 @@ def test_onnxruntime_fuses_the_layer_norms_of_pixel_tensors(tmp_path):
   their initial values TensorFlow's graph optimizer drops the * gamma +
   beta that the fusion's pattern ends with."""
   tf.keras.utils.set_random_seed(6)
-  module = fixed_size.build_fixed_size_module(export_testing.tiny())
+  experiment = export_testing.tiny()
+  portable, reference = (
+      export_lib.restored_model(
+          experiment,
+          local_attention_implementation=local_attention.EFFICIENT,
+          kernels=kernels)
+      for kernels in (profile.PORTABLE, None))
   rng = np.random.default_rng(0)
-  for layer in module.model.submodules:
+  for layer in portable.submodules:
     if isinstance(layer, layer_norm.LayerNormalization):
       for weight in (layer.gamma, layer.beta):
         weight.assign(rng.uniform(0.5, 1.5, size=weight.shape))
-  module._get_reference_model().set_weights(module.model.get_weights())  # pylint: disable=protected-access
+  reference.set_weights(portable.get_weights())
+  module = fixed_size.FixedSizeModule(portable, experiment.input_size,
+                                      reference_model=reference)
   path = onnx_export.export_onnx(module, str(tmp_path / 'model.onnx'))
   options = onnxruntime.SessionOptions()
   options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
