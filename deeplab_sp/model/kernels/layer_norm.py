@@ -79,7 +79,7 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
       return super().call(inputs)
     inputs = tf.cast(inputs, self.compute_dtype)
     if self.kernels.portable:
-      return self._portable_form(inputs)
+      return self._direct_form(inputs)
     if (fused_kernel_available() and inputs.dtype == tf.float32 and
         self.dtype == 'float32' and self.scale and self.center and
         inputs.shape.rank and inputs.shape[-1] is not None):
@@ -102,26 +102,6 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
     result.set_shape(inputs.shape)
     return result
 
-  def _portable_form(self, inputs):
-    """The direct formula in the operators onnxruntime fuses into one
-    LayerNormalization node: mean, subtract, Pow 2, mean, add epsilon,
-    Sqrt, Div, then * gamma + beta. tf2onnx writes Square as Mul and Rsqrt
-    as Reciprocal, which that fusion does not match, and onnxruntime then
-    runs the layer norm as nine nodes. TFLite has POW, SQRT and DIV too."""
-    dtype = inputs.dtype
-    if dtype in (tf.float16, tf.bfloat16) and self.dtype == 'float32':
-      dtype = tf.float32
-    x = tf.cast(inputs, dtype)
-    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
-    centered = x - mean
-    variance = tf.reduce_mean(tf.pow(centered, 2.0), axis=-1, keepdims=True)
-    outputs = centered / tf.sqrt(variance + self.epsilon)
-    if self.scale:
-      outputs = outputs * tf.cast(self.gamma, dtype)
-    if self.center:
-      outputs = outputs + tf.cast(self.beta, dtype)
-    return tf.cast(outputs, inputs.dtype)
-
   def _direct_form(self, inputs):
     """Mean, centred variance, one normalise-scale-shift expression."""
     dtype = inputs.dtype
@@ -131,15 +111,20 @@ class LayerNormalization(tf_keras.layers.LayerNormalization):
     gamma = tf.cast(self.gamma, dtype) if self.scale else None
     beta = tf.cast(self.beta, dtype) if self.center else None
     return _normalize(inputs, gamma, beta, epsilon=self.epsilon,
+                      portable=self.kernels.portable,
                       use_xla=self.kernels.xla_islands)
 
 
 @xla_islands.fused
-def _normalize(inputs, gamma, beta, epsilon):
+def _normalize(inputs, gamma, beta, epsilon, portable=False):
   """Layer norm of the last axis, * gamma + beta (either may be None).
 
   Computed in gamma's (or beta's) dtype when given, returned in the
-  inputs' dtype.
+  inputs' dtype. portable: in the operators onnxruntime fuses into one
+  LayerNormalization node (mean, subtract, Pow 2, mean, add epsilon, Sqrt,
+  Div, * gamma + beta); tf2onnx writes Square as Mul and Rsqrt as
+  Reciprocal, which that fusion does not match, leaving nine nodes. TFLite
+  has POW, SQRT and DIV too.
   """
   input_dtype = inputs.dtype
   dtype = next((t.dtype for t in (gamma, beta) if t is not None),
@@ -147,8 +132,12 @@ def _normalize(inputs, gamma, beta, epsilon):
   inputs = tf.cast(inputs, dtype)
   mean = tf.reduce_mean(inputs, axis=-1, keepdims=True)
   centered = inputs - mean
-  variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
-  outputs = centered * tf.math.rsqrt(variance + epsilon)
+  if portable:
+    variance = tf.reduce_mean(tf.pow(centered, 2.0), axis=-1, keepdims=True)
+    outputs = centered / tf.sqrt(variance + epsilon)
+  else:
+    variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+    outputs = centered * tf.math.rsqrt(variance + epsilon)
   if gamma is not None:
     outputs *= gamma
   if beta is not None:
